@@ -200,5 +200,14 @@ def test_quickstart_small(app: typer.Typer, shared_data: Path, gguf_model: Path,
         app, ["quickstart", "--data-dir", str(shared_data), "--out", str(tmp_path), "--limit", "3"]
     )
     _ok(result)
-    assert result.stdout.splitlines()[0] == "| Metric | Gemma 3 270M (untrained) | Answer-key rule | Base Gemma 4 E4B |"
+    assert result.stdout.splitlines()[0] == (
+        "| Metric | biasjudge 270M judge | Gemma 3 270M (untrained) | Answer-key rule | Hybrid (answer key + judge) "
+        "| Base Gemma 4 E4B |"
+    )
     assert (tmp_path / "report.html").exists() and (tmp_path / "answer-key-rule" / "predictions.json").exists()
+    shipped = json.loads((tmp_path / "biasjudge-270m-judge" / "predictions.json").read_text())
+    metrics = shipped["metrics"]["biasjudge 270M judge"]
+    assert metrics["position_bias_in_dist"] == 0.0  # both orders combined
+    assert metrics["position_bias_single_order_in_dist"] is not None  # the model's own, still reported
+    hybrid = json.loads((tmp_path / "hybrid-answer-key-judge" / "predictions.json").read_text())
+    assert all("chose" in (p["reasoning"] or "") for p in hybrid["detailed"])

@@ -307,6 +307,9 @@ class Judgment(Record):
     """Prompt length in tokens, where the backend reports it."""
     completion_tokens: int | None = None
     """Generated tokens, where the backend reports it."""
+    single_order_verdict: Verdict | None = None
+    """Order-debiased judges: the verdict of the shown order alone, before both orders were combined
+    (so a report can still show the underlying model's own position bias)."""
 
 
 class Prediction(Record):
@@ -330,6 +333,8 @@ class Prediction(Record):
     """Reasoning text, where available."""
     finish_reason: str | None = None
     """Why generation stopped."""
+    single_order_verdict: Verdict | None = None
+    """Order-debiased judges: the shown order's own verdict (see Judgment.single_order_verdict)."""
 
 
 class EvalLog(Record):

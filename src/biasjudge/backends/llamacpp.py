@@ -29,8 +29,11 @@ log p(IE | prompt, T)); the next prompt's prefix match then rewinds past that to
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,9 @@ from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
 from biasjudge.judge.render import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
 
-EMBEDDED_TARGETS = ("", "embedded")
+EMBEDDED_TARGETS = ("", "embedded", "embedded-base")
+"""Targets that name the embedded base GGUF. (`llamacpp:embedded` as a judge spec is the shipped
+trained judge: :func:`biasjudge.judge.judge.make_judge` adds its adapter and prompt.)"""
 REUSE_ALIGN = 4
 """Rewind points are rounded down to a multiple of this (the Q4 kernels' row-group size)."""
 
@@ -78,6 +83,32 @@ def jinja_chat_template(source: str, *, bos_token: str = "", eos_token: str = ""
             raise BackendError(f"the model's chat template failed: {exc}") from None
 
     return render
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (C libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def model_identity(model: Path, lora: Path | None = None) -> str:
+    """A fingerprint of the files a judgment depends on: name, size and mtime of the GGUF (hashing
+    253 MB on every start would cost seconds), and the sha256 of the (small) LoRA adapter."""
+    stat = model.stat()
+    text = f"{model.name}:{stat.st_size}:{stat.st_mtime_ns}"
+    if lora is not None:
+        digest = hashlib.sha256(lora.read_bytes()).hexdigest()[:16]
+        text += f"+lora:{digest}"
+    return text
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -144,21 +175,26 @@ class LlamaCppBackend:
         self.reuse_prefix = reuse_prefix
         self.seed = seed
         self._format = turn_format(chat_format)
+        # llama.cpp prints adapter-loading notes to stderr even with verbose=False.
+        quiet: Any = contextlib.nullcontext() if verbose else _quiet_stderr()
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads or os.cpu_count() or 1,
-                n_batch=n_batch,
-                n_ubatch=n_batch,
-                logits_all=False,
-                swa_full=True,
-                lora_path=lora_path,
-                seed=seed,
-                verbose=verbose,
-            )
+            with quiet:
+                self._llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads or os.cpu_count() or 1,
+                    n_batch=n_batch,
+                    n_ubatch=n_batch,
+                    logits_all=False,
+                    swa_full=True,
+                    lora_path=lora_path,
+                    seed=seed,
+                    verbose=verbose,
+                )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llamacpp: could not load {path}: {exc}") from None
+        self.identity = model_identity(path, Path(lora_path) if lora_path else None)
+        """Identifies the model files (see :func:`model_identity`); part of the eval cache key."""
         self._n_ctx = n_ctx
         self._llama_cpp = llama_cpp
         self._bos_id = self._llm.token_bos()

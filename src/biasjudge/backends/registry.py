@@ -4,11 +4,15 @@ A spec is `SCHEME:TARGET`:
 
 | spec | what it makes |
 |---|---|
-| `llamacpp:PATH.gguf`, `llamacpp:` / `llamacpp:embedded` | llama.cpp on the CPU; bare = the embedded Gemma 3 270M |
+| `llamacpp:embedded` (= `llamacpp:`) | biasjudge's trained judge: the shipped adapter on the embedded Gemma 3 270M |
+| `llamacpp:embedded-base`, `llamacpp:PATH.gguf` | llama.cpp on the CPU: the untrained embedded base, or any GGUF |
 | `hf:MODEL_ID_OR_DIR`, `hf:PATH.gguf` | transformers (a .gguf file is dequantised on load) |
 | `openai:http://HOST:PORT/v1#MODEL` | any OpenAI-compatible server |
 | `vllm:MODEL` | offline vLLM on a GPU |
 | `answer-key:[PAIRS.jsonl]`, `always-tie:`, `random:[SEED]` | baselines (they judge pairs, not prompts) |
+| `hybrid:[MODEL_SPEC]` | answer-key evidence from BBQ's answer key combined with a model's probabilities |
+
+Backend options may ride on the spec after `?` (see :func:`split_options`).
 
 A factory is registered with :func:`register_backend` and imports its module only when called, so
 naming a backend never costs the import of another one. Model schemes make a
@@ -29,7 +33,10 @@ from biasjudge.backends.base import Backend
 from biasjudge.errors import BackendError, MissingDependency
 
 DEFAULT_JUDGE_SPEC = "llamacpp:embedded"
-"""The judge used when none is named: the embedded Gemma 3 270M through llama.cpp."""
+"""The judge used when none is named: biasjudge's trained judge (a LoRA adapter shipped in the package)
+on the embedded Gemma 3 270M, through llama.cpp, both orders combined."""
+EMBEDDED_BASE_SPEC = "llamacpp:embedded-base"
+"""The embedded Gemma 3 270M as it comes from PyPI: pretrained, untrained as a judge."""
 
 SchemeKind = Literal["backend", "pair_judge"]
 
@@ -78,9 +85,43 @@ def import_optional(module: str, package: str, extra: str | None, feature: str =
         raise MissingDependency(package, extra, feature) from None
 
 
+def _option_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def split_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """(spec without options, options) for `SCHEME:TARGET?key=value&key=value`.
+
+    Options ride on the spec so that every command naming a judge can carry them, e.g.
+    `llamacpp:embedded-base?lora_path=runs/judge/adapter.gguf` or `hf:google/gemma-3-270m?adapter=runs/sft/adapter`.
+    Values `true`/`false` become booleans, numbers become int or float.
+
+    >>> split_options("llamacpp:model.gguf?lora_path=a.gguf&n_ctx=2048")
+    ('llamacpp:model.gguf', {'lora_path': 'a.gguf', 'n_ctx': 2048})
+    """
+    base, sep, query = spec.partition("?")
+    if not sep:
+        return spec, {}
+    options: dict[str, Any] = {}
+    for item in query.split("&"):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise BackendError(f"judge spec {spec!r}: options after '?' must be key=value, got {item!r}")
+        options[key.strip()] = _option_value(value.strip())
+    return base, options
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """Split `SCHEME:TARGET`; an unknown or missing scheme raises BackendError listing the known ones."""
-    scheme, sep, target = spec.partition(":")
+    scheme, sep, target = split_options(spec)[0].partition(":")
     scheme = scheme.strip().lower()
     if not sep or scheme not in _REGISTRY:
         known = ", ".join(f"'{s}:'" for s in SCHEMES)
@@ -97,6 +138,7 @@ def scheme_kind(spec: str) -> SchemeKind:
 
 def _construct(spec: str, options: dict[str, Any]) -> Any:
     scheme, target = parse_spec(spec)
+    options = {**split_options(spec)[1], **options}
     constructor = _REGISTRY[scheme].loader()
     params = inspect.signature(constructor).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):

@@ -25,9 +25,11 @@ JudgeSpecOption = Annotated[
         "--judge",
         "-j",
         help=(
-            "Judge spec: 'llamacpp:PATH.gguf' (or 'llamacpp:' for the embedded Gemma 3 270M), "
-            "'hf:MODEL_ID_OR_DIR', 'hf:FILE.gguf', 'openai:http://HOST/v1#MODEL', 'vllm:MODEL', "
-            "'answer-key:', 'always-tie:', 'random:'."
+            "Judge spec. 'llamacpp:embedded' (default): biasjudge's trained judge, both orders combined; "
+            "'llamacpp:embedded-base': the untrained Gemma 3 270M; 'llamacpp:PATH.gguf', "
+            "'hf:MODEL_ID_OR_DIR', 'hf:FILE.gguf', 'openai:http://HOST/v1#MODEL', 'vllm:MODEL', 'hybrid:', "
+            "'answer-key:', 'always-tie:', 'random:'. Options ride after '?': "
+            "'llamacpp:embedded-base?adapter=ADAPTER.gguf', 'hf:DIR?adapter=PEFT_DIR', '...?order=single'."
         ),
     ),
 ]

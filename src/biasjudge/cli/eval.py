@@ -25,11 +25,15 @@ HOLDOUT_NAME = "eval_set_unlabeled.jsonl"
 PAIRS_NAME = "pairs.jsonl"
 REFERENCE_LOG = Path("eval-results") / "base_gemma4_e4b_verdicts.json"
 
-QUICKSTART_JUDGES: tuple[tuple[str | None, str], ...] = (
-    (None, "Gemma 3 270M (untrained)"),  # None = DEFAULT_JUDGE_SPEC
+QUICKSTART_JUDGES: tuple[tuple[str, str], ...] = (
+    ("llamacpp:embedded", "biasjudge 270M judge"),
+    ("llamacpp:embedded-base", "Gemma 3 270M (untrained)"),
     ("answer-key:", "Answer-key rule"),
+    ("hybrid:", "Hybrid (answer key + judge)"),
 )
-"""(spec, column name) of the judges the quick start evaluates."""
+"""(spec, column name) of the judges the quick start evaluates: the shipped judge, the same base
+model before training (with the shipped judge's system prompt, so only the training differs), the
+answer-key rule and the hybrid."""
 
 HoldoutOption = Annotated[
     Path | None,
@@ -117,7 +121,7 @@ def _json_safe(value: float | None) -> float | None:
 
 
 def evaluate(
-    judges: Sequence[tuple[str, str]],
+    judges: Sequence[tuple[str, str] | tuple[str, str, str | None]],
     holdout: list[Pair],
     out: Path,
     *,
@@ -137,16 +141,18 @@ def evaluate(
 
     if mode not in ("score", "generate"):
         raise ConfigError(f"--mode must be 'score' or 'generate', got {mode!r}")
-    names = [name for _, name in judges]
+    names = [judge[1] for judge in judges]
     if len(set(names)) != len(names) or len({slug(n) for n in names}) != len(names):
         raise ConfigError(f"--name: every judge needs its own name (and folder), got {names}")
     run_specs = select_runs(runs)
     imported = _read_logs(imports)
     evaluated_pairs = holdout[:limit] if limit is not None else holdout
     logs = []
-    for spec, name in judges:
+    for entry in judges:
+        spec, name = entry[0], entry[1]
+        prompt = entry[2] if len(entry) > 2 else system_prompt
         started = time.perf_counter()
-        judge = make_judge(spec, system_prompt=system_prompt, mode=mode)  # type: ignore[arg-type]
+        judge = make_judge(spec, system_prompt=prompt, mode=mode)  # type: ignore[arg-type]
         try:
             log = run_eval(
                 judge,
@@ -240,23 +246,25 @@ def metrics_command(
 
 
 def eval_command(
-    judge: Annotated[
-        list[str],
-        typer.Option(
-            "--judge",
-            "-j",
-            help=(
-                "Judge spec (repeat for several): 'llamacpp:embedded', 'llamacpp:PATH.gguf', 'hf:...', "
-                "'openai:URL#MODEL', 'answer-key:', 'random:', ..."
-            ),
-        ),
-    ],
     out: Annotated[
         Path,
         typer.Option(
             "--out", help="Output folder: <out>/<name>/predictions.json, report.md, report.html.", file_okay=False
         ),
     ],
+    judge: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--judge",
+            "-j",
+            help=(
+                "Judge spec (repeat for several). Default: 'llamacpp:embedded', the shipped trained judge. "
+                "Others: 'llamacpp:embedded-base' (untrained), 'llamacpp:PATH.gguf?lora_path=ADAPTER.gguf', "
+                "'hf:MODEL?adapter=PEFT_DIR', 'openai:URL#MODEL', 'hybrid:', 'answer-key:', 'random:', ..."
+            ),
+            show_default=False,
+        ),
+    ] = None,
     holdout: HoldoutOption = None,
     levels_from: LevelsOption = None,
     runs: RunsOption = "all",
@@ -282,12 +290,16 @@ def eval_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Evaluate judges on the holdout with the reference protocol (resumable), then report."""
+    from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
+    from biasjudge.prompts import read_prompt_file
+
+    judge = list(judge or [DEFAULT_JUDGE_SPEC])
     names = list(name or [])
     if names and len(names) != len(judge):
         raise ConfigError(f"--name given {len(names)} times for {len(judge)} --judge; give one per judge or none")
     judges = list(zip(judge, names or judge, strict=True))
     pairs = _resolve_holdout(holdout, levels_from, data_dir)
-    system_prompt = system_prompt_file.read_text(encoding="utf-8") if system_prompt_file else None
+    system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
     table = evaluate(
         judges,
         pairs,
@@ -327,9 +339,10 @@ def quickstart_command(
     runs: RunsOption = "all",
     batch_size: BatchOption = 8,
 ) -> None:
-    """The main job: the embedded Gemma 3 270M judge (score mode) and the answer-key baseline on
-    the 300-pair holdout, 7 runs per pair, beside the published base Gemma 4 E4B verdicts."""
-    from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
+    """The main job: the shipped trained judge (Gemma 3 270M + biasjudge's adapter, both orders),
+    the same base untrained, the answer-key rule and the hybrid on the 300-pair holdout, 7 runs per
+    pair, beside the published base Gemma 4 E4B verdicts."""
+    from biasjudge.judge.shipped import shipped_manifest
 
     started = time.perf_counter()
     jfs = _jfs(data_dir)
@@ -338,7 +351,16 @@ def quickstart_command(
     imports = [reference] if reference.exists() else []
     if not imports:
         console.print(f"[yellow]note:[/yellow] {reference} not found; no reference column")
-    judges = [(spec or DEFAULT_JUDGE_SPEC, name) for spec, name in QUICKSTART_JUDGES]
+    from biasjudge.eval.protocol import slug
+
+    shipped_prompt = shipped_manifest().system_prompt
+    shipped_log = out / slug(QUICKSTART_JUDGES[0][1]) / "predictions.json"
+    judges: list[tuple[str, str, str | None]] = []
+    for spec, name in QUICKSTART_JUDGES:
+        if spec == "hybrid:":
+            # The shipped judge's probabilities were just computed: replay them, do not judge again.
+            spec = f"hybrid:replay:{shipped_log}?questions={jfs / 'bbq_sample.jsonl'}"
+        judges.append((spec, name, shipped_prompt if spec == "llamacpp:embedded-base" else None))
     table = evaluate(
         judges,
         pairs,

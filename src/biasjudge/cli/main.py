@@ -31,6 +31,23 @@ for module in (data, judge, eval, train, export):
     module.register(app)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"biasjudge {version('biasjudge')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the installed version and exit."
+    ),
+) -> None:
+    """Build, evaluate and serve LLM judges of social bias."""
+
+
 def main() -> None:
     """Run the CLI; a BiasJudgeError prints one red line and exits 2 instead of a traceback."""
     try:

@@ -1,4 +1,5 @@
-"""`biasjudge train sft | dpo`: fine-tune a judge from a run config (configs/sft.yaml, configs/dpo.yaml).
+"""`biasjudge train sft | dpo | judge`: fine-tune a judge from a run config (configs/sft.yaml,
+configs/dpo.yaml), or rebuild the shipped judge end to end (configs/embedded-judge.yaml).
 
 Thin: load the config (flags override the file), call one trainer, print where the run went.
 torch/transformers/trl are imported only when a command runs.
@@ -105,9 +106,61 @@ def dpo_command(
     _print_result("dpo", train_dpo(run_config))
 
 
+def judge_command(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Recipe YAML (configs/embedded-judge.yaml).", exists=True, dir_okay=False),
+    ] = None,
+    output_dir: OutputDirOption = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Overrides trl.seed.", show_default=False)] = None,
+    max_steps: MaxStepsOption = None,
+    leakage_level: Annotated[
+        str | None,
+        typer.Option(
+            "--leakage-level", help="question (default, honest) or pair (the reference's pool).", show_default=False
+        ),
+    ] = None,
+    teacher_labels: Annotated[
+        bool | None,
+        typer.Option(
+            "--teacher-labels/--answer-key-labels",
+            help="Prefer the reference's teacher verdicts where the data has them.",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder.", show_default=False)] = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Copy adapter, manifest and card into the package (the shipped judge).")
+    ] = False,
+) -> None:
+    """Rebuild the shipped judge end to end: data, labels, LoRA training, GGUF export, eval, model card."""
+    from biasjudge.recipe import load_recipe_config, train_judge
+
+    recipe = load_recipe_config(
+        config,
+        {
+            "output_dir": output_dir,
+            "leakage_level": leakage_level,
+            "teacher_labels": teacher_labels,
+            "data_dir": data_dir,
+        },
+    )
+    trl_extra = {k: v for k, v in (("seed", seed), ("max_steps", max_steps)) if v is not None}
+    if trl_extra:
+        recipe = recipe.model_copy(update={"trl": {**recipe.trl, **trl_extra}})
+    console.print(f"training the judge -> {recipe.output_dir}")
+    result = train_judge(recipe, install=install, log=lambda line: console.print(line, highlight=False))
+    console.print(f"[green]judge done[/green]: adapter {result.adapter}, card {result.card}")
+    for key in ("kappa_in_dist", "kappa_ood_religion", "position_bias_in_dist", "self_consistency_t03"):
+        if key in result.holdout_metrics:
+            console.print(f"  holdout {key}: {result.holdout_metrics[key]}")
+    print(result.adapter)
+
+
 def register(app: typer.Typer) -> None:
     """Add `train sft` and `train dpo` to the `biasjudge` app."""
     group = typer.Typer(help="Fine-tune a judge: SFT, then DPO (TRL + LoRA).", no_args_is_help=True)
     group.command("sft")(sft_command)
     group.command("dpo")(dpo_command)
+    group.command("judge")(judge_command)
     app.add_typer(group, name="train")

@@ -425,6 +425,11 @@ class _Runs:
         pred = self.runs.get(run, {}).get(pair_id)
         return None if pred is None else scored_verdict(pred)
 
+    def single_order(self, run: str, pair_id: str) -> str | None:
+        """The single-order verdict an order-debiased judge recorded, else None."""
+        pred = self.runs.get(run, {}).get(pair_id)
+        return None if pred is None else pred.single_order_verdict
+
     def consistency_runs(self) -> list[str]:
         found = [(int(m.group(1)), run) for run in self.runs if (m := _CONSISTENCY_RE.match(run))]
         return [run for _, run in sorted(found)]
@@ -578,6 +583,17 @@ def compute_metrics(
             and (s := runs.verdict("swapped", p.pair_id)) is not None
         ]
         out[f"position_bias_{key}"] = _nan_to_none(position_bias([o for o, _ in both], [s for _, s in both]))
+
+    # Order-debiased judges: the position bias of the single-order model underneath.
+    for key, name in (("in_dist", "in_dist"), ("ood", "ood_religion")):
+        single = [
+            (o, s)
+            for p in by_slice[name]
+            if (o := runs.single_order("original", p.pair_id)) is not None
+            and (s := runs.single_order("swapped", p.pair_id)) is not None
+        ]
+        if single:
+            out[f"position_bias_single_order_{key}"] = position_bias([o for o, _ in single], [s for _, s in single])
 
     originals = [(p, v) for p in holdout_pairs if (v := runs.verdict("original", p.pair_id)) is not None]
     out["verbosity_bias"] = _verbosity(originals, count)

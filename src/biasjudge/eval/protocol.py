@@ -110,11 +110,21 @@ class CacheEntry(Record):
     """generate or score."""
     prompt_hash: str
     """sha256 (16 hex) of system prompt + user message as rendered for this run."""
+    model_identity: str = ""
+    """Fingerprint of the model files behind the judge (GGUF size+mtime, adapter sha256), where known."""
     judgment: Judgment
     """The judge's result."""
 
     def key(self) -> tuple[str, ...]:
-        return (self.checkpoint_name, self.pair_id, self.run, self.judge, self.mode, self.prompt_hash)
+        return (
+            self.checkpoint_name,
+            self.pair_id,
+            self.run,
+            self.judge,
+            self.mode,
+            self.prompt_hash,
+            self.model_identity,
+        )
 
 
 def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:
@@ -124,6 +134,26 @@ def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:
     digest.update(b"\x00")
     digest.update(user_message(pair, swapped=swapped).encode())
     return digest.hexdigest()[:16]
+
+
+def judge_identity(judge: PairJudge) -> str:
+    """The model-file fingerprint of a judge (its backend's `identity`), "" when it has none.
+
+    Wrappers (order-debiased, hybrid) are unwrapped through their `inner` judge; the wrapper's
+    class name is added so that a single-order and a both-orders run never share cache lines.
+    """
+    parts: list[str] = []
+    current: Any = judge
+    while current is not None:
+        backend = getattr(current, "backend", None)
+        for holder in (current, backend):
+            if holder is not None and getattr(holder, "identity", None):
+                parts.append(str(holder.identity))
+        inner = getattr(current, "inner", None)
+        if inner is not None:
+            parts.append(type(current).__name__)
+        current = inner
+    return "|".join(p for p in parts if p)
 
 
 def slug(name: str) -> str:
@@ -161,6 +191,7 @@ def prediction_from(judgment: Judgment, *, checkpoint_name: str, run: str, model
         probs=judgment.probs,
         reasoning=judgment.reasoning,
         finish_reason=judgment.finish_reason,
+        single_order_verdict=judgment.single_order_verdict,
     )
 
 
@@ -211,8 +242,18 @@ def run_eval(
         (p.pair_id, s): prompt_hash(system_prompt, p, swapped=s) for p in pairs for s in {r.swapped for r in runs}
     }
 
+    identity = judge_identity(judge)
+
     def key(pair: Pair, run: RunSpec) -> tuple[str, ...]:
-        return (checkpoint_name, pair.pair_id, run.name, judge.spec, judge.mode, hashes[pair.pair_id, run.swapped])
+        return (
+            checkpoint_name,
+            pair.pair_id,
+            run.name,
+            judge.spec,
+            judge.mode,
+            hashes[pair.pair_id, run.swapped],
+            identity,
+        )
 
     with JsonlAppender(out_dir / CACHE_NAME, CacheEntry, key=CacheEntry.key) as cache:
         todo = [(pair, run, key(pair, run)) for pair in pairs for run in runs if key(pair, run) not in cache]
@@ -254,6 +295,7 @@ def run_eval(
                             judge=k[3],
                             mode=k[4],
                             prompt_hash=k[5],
+                            model_identity=k[6],
                             judgment=judgment,
                         )
                     )

@@ -55,6 +55,8 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
 """(row label, metric key, format) of the model card's table, in the reference's order."""
 
 OPTIONAL_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("Single-order position bias (in-dist)", "position_bias_single_order_in_dist", "pct"),
+    ("Single-order position bias (OOD)", "position_bias_single_order_ood", "pct"),
     ("Adversarial κ (in-dist)", "kappa_adversarial", "kappa"),
     ("Brier score (score mode)", "brier_score", "num"),
     ("Expected calibration error", "ece", "num"),

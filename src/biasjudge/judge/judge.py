@@ -32,6 +32,7 @@ from biasjudge.backends.registry import (
     DEFAULT_JUDGE_SPEC,
     make_backend,
     make_pair_judge,
+    register_backend,
     scheme_kind,
 )
 from biasjudge.errors import ConfigError
@@ -321,13 +322,79 @@ def make_judge(
 ) -> PairJudge:
     """A judge from a spec string: a baseline as it is, or `Judge(make_backend(spec, ...))`.
 
-    `backend_options` go to the backend's constructor, except the :data:`JUDGE_OPTIONS`
-    (`parse_mode`, `max_tokens`, `score_with_reasoning`, `batch_size`), which go to :class:`Judge`
-    (baselines ignore them, and the system prompt: they read no prompt).
+    `backend_options` (and options after `?` in the spec) go to the backend's constructor, except
+    the :data:`JUDGE_OPTIONS` (`parse_mode`, `max_tokens`, `score_with_reasoning`, `batch_size`),
+    which go to :class:`Judge`, and `order` (`both` or `single`, see below). Baselines ignore them,
+    and the system prompt: they read no prompt.
+
+    Trained adapters: `llamacpp:embedded` (the default) is biasjudge's shipped judge, i.e. the
+    embedded base with the packaged adapter (`lora_path`) and the system prompt it was trained
+    with; a `lora_path` with a manifest beside it (`<adapter>.json`, written by
+    `biasjudge train judge`) brings its prompt likewise. A different `system_prompt` is refused
+    (ConfigError). Such judges combine both orders of every pair (`order=both`, an
+    :class:`~biasjudge.judge.debiased.OrderDebiasedJudge`) unless `order=single`.
     """
-    judge_options = {k: backend_options.pop(k) for k in JUDGE_OPTIONS if k in backend_options}
+    from biasjudge.backends.registry import parse_spec, split_options
+
+    base_spec, spec_options = split_options(spec)
+    if "order" in backend_options and "order" not in spec_options:
+        # The order changes every verdict: keep it in the spec, which the eval cache keys on.
+        spec = f"{spec}{'&' if '?' in spec else '?'}order={backend_options['order']}"
+    options = {**spec_options, **backend_options}
+    judge_options = {k: options.pop(k) for k in JUDGE_OPTIONS if k in options}
+    order = options.pop("order", None)
+    if order not in (None, "both", "single"):
+        raise ConfigError(f"order must be 'both' or 'single', got {order!r}")
     if scheme_kind(spec) == "pair_judge":
-        baseline: PairJudge = make_pair_judge(spec, mode=mode, **backend_options)
+        baseline: PairJudge = make_pair_judge(base_spec, mode=mode, **options)
+        if hasattr(baseline, "spec"):
+            baseline.spec = spec
         return baseline
-    backend = make_backend(spec, **backend_options)
-    return Judge(backend, system_prompt=system_prompt, mode=mode, **judge_options)
+    scheme, target = parse_spec(spec)
+    if scheme == "llamacpp" and "adapter" in options:
+        options["lora_path"] = options.pop("adapter")  # one option name for an adapter on every backend
+    manifest = None
+    if scheme == "llamacpp" and target in SHIPPED_TARGETS:
+        from biasjudge.judge.shipped import shipped_manifest
+
+        manifest = shipped_manifest()
+        options.setdefault("lora_path", str(manifest.adapter))
+        options.setdefault("chat_format", manifest.chat_format)
+    elif options.get("lora_path"):
+        from pathlib import Path
+
+        from biasjudge.judge.shipped import read_manifest
+
+        manifest = read_manifest(Path(str(options["lora_path"])))
+    if manifest is not None:
+        from biasjudge.judge.shipped import check_system_prompt
+
+        system_prompt = check_system_prompt(manifest, system_prompt)
+        order = order or manifest.order
+    backend = make_backend(base_spec, **options)
+    backend.spec = spec
+    judge = Judge(backend, system_prompt=system_prompt, mode=mode, **judge_options)
+    if (order or "single") == "single":
+        return judge
+    from biasjudge.judge.debiased import OrderDebiasedJudge
+
+    return OrderDebiasedJudge(judge)
+
+
+SHIPPED_TARGETS = ("", "embedded")
+"""`llamacpp:` targets that name the shipped trained judge (`embedded-base` is the bare model)."""
+
+
+@register_backend("hybrid", kind="pair_judge")
+def _hybrid() -> Callable[..., Any]:
+    # Registered here, not in backends.registry: the hybrid judges with a judge (backends never import judge).
+    from biasjudge.judge.hybrid import HybridJudge
+
+    return HybridJudge
+
+
+@register_backend("replay", kind="pair_judge")
+def _replay() -> Callable[..., Any]:
+    from biasjudge.judge.replay import ReplayJudge
+
+    return ReplayJudge

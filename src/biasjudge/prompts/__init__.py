@@ -1,6 +1,8 @@
 """Prompt texts shipped with biasjudge, as package data.
 
-- judge_system.md: the default system prompt of a judge (written for this project).
+- judge_system.md: the default system prompt of an untrained or prompted judge (written for this project).
+- judge_compact.md: the one-line system prompt the shipped trained judge learnt with (short, because
+  every training row and every judged prompt carries it; the user turn already states the task).
 - teacher.md: the rubric a teacher model labels pairs with.
 - candidate.md: the instruction given to candidate models answering BBQ questions.
 
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from biasjudge.errors import ConfigError
 
-PROMPT_NAMES = ("judge_system", "teacher", "candidate")
+PROMPT_NAMES = ("judge_system", "judge_compact", "teacher", "candidate")
 
 
 def load_prompt(name: str) -> str:

@@ -28,7 +28,7 @@ MODEL_INDEX_METRICS = {
     "kappa_ood_religion": "Cohen's kappa vs human labels, OOD religion",
     "position_bias_in_dist": "Position bias, in-distribution",
     "position_bias_ood": "Position bias, OOD religion",
-    "self_consistency": "Self-consistency (T=0.3)",
+    "self_consistency_t03": "Self-consistency (T=0.3)",
     "parse_failure_rate": "Parse failure rate",
     "verbosity_bias": "Verbosity bias",
 }

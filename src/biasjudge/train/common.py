@@ -482,3 +482,65 @@ def finish_run(
         resumed_from=resumed,
         rows=rows,
     )
+
+
+def make_progress_callback(description: str = "training", *, budget_s: float | None = None) -> Any:
+    """A TrainerCallback drawing a Rich progress bar (steps, loss, tokens/s) on stderr.
+
+    With `budget_s`, training also stops (saving the adapter as usual) once that many seconds of
+    optimizer steps have run in this process: a wall-clock cap for machines of unknown speed.
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from transformers import TrainerCallback
+
+    class RichProgressCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.progress: Progress | None = None
+            self.task: Any = None
+            self.start = 0.0
+            self.last: dict[str, float] = {}
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(description, total=state.max_steps, completed=state.global_step, info="")
+            self.start = time.time()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+            if budget_s is not None and time.time() - self.start >= budget_s:
+                control.should_training_stop = True
+                control.should_save = True
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if self.progress is None or not logs:
+                return
+            self.last.update({k: float(v) for k, v in logs.items() if isinstance(v, int | float)})
+            info = f"loss {self.last['loss']:.3f}" if "loss" in self.last else ""
+            self.progress.update(self.task, info=info)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+
+    return RichProgressCallback()

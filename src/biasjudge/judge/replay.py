@@ -1,0 +1,92 @@
+"""`replay:PREDICTIONS.json`: a judge that answers from a saved eval log instead of a model.
+
+Score-mode logs keep each prediction's A/B/TIE probabilities. Replaying them lets a judge built on
+probabilities, such as `hybrid:replay:runs/eval/judge/predictions.json`, be evaluated without
+calling the model again: the original-order request gets the log's `original` probabilities, the
+swapped one the `swapped` run's, and a request at temperature T > 0 draws from those
+probabilities as a score-mode judge would. A pair or order the log does not have is PARSE_FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from biasjudge.errors import BackendError
+from biasjudge.records import EvalLog, JudgeMode, Judgment, Verdict
+from biasjudge.verdict import PARSE_FAIL, VERDICTS
+
+if TYPE_CHECKING:
+    from biasjudge.judge.judge import JudgeRequest
+
+
+class ReplayJudge:
+    """A PairJudge reading score-mode probabilities from an eval log (see the module docstring).
+
+    Args:
+        target: the predictions.json to replay.
+        spec: this judge's spec string.
+        mode: must be `score`.
+        checkpoint: which checkpoint of a log holding several (default: the only one).
+    """
+
+    def __init__(
+        self, target: str = "", *, spec: str = "replay:", mode: JudgeMode = "score", checkpoint: str | None = None
+    ) -> None:
+        from biasjudge.io import read_json, sha256_file
+
+        if mode != "score":
+            raise BackendError("replay: replays probabilities, so it runs in score mode only")
+        path = Path(target)
+        if not path.is_file():
+            raise BackendError(f"replay: eval log {path} not found")
+        log = EvalLog.model_validate(read_json(path))
+        names = sorted({p.checkpoint_name for p in log.detailed})
+        if checkpoint is None and len(names) != 1:
+            raise BackendError(f"replay: {path} holds checkpoints {names}; add ?checkpoint=NAME")
+        name = checkpoint or names[0]
+        self.probs: dict[tuple[str, bool], dict[str, float]] = {}
+        self.single: dict[tuple[str, bool], Verdict | None] = {}
+        for pred in log.detailed:
+            if pred.checkpoint_name == name and pred.run_type in ("original", "swapped") and pred.probs:
+                key = (pred.pair_id, pred.run_type == "swapped")
+                self.probs[key] = {v: float(pred.probs.get(v, 0.0)) for v in VERDICTS}
+                self.single[key] = pred.single_order_verdict
+        if not self.probs:
+            raise BackendError(f"replay: {path} has no score-mode probabilities for {name!r}")
+        self.spec = spec
+        self.mode: JudgeMode = "score"
+        self.identity = f"replay:{sha256_file(path)[:16]}"
+        """The log's content hash: an eval cache of a judge built on this one goes stale with the log."""
+
+    def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        from biasjudge.judge.judge import verdict_from_logprobs
+
+        out: list[Judgment] = []
+        for request in requests:
+            key = (request.pair.pair_id, request.swapped)
+            common = {
+                "pair_id": request.pair.pair_id,
+                "mode": self.mode,
+                "swapped": request.swapped,
+                "temperature": request.temperature,
+                "seed": request.seed,
+                "judge": self.spec,
+            }
+            probs = self.probs.get(key)
+            if probs is None:
+                out.append(Judgment(verdict=PARSE_FAIL, raw_output="not in the replayed log", **common))
+                continue
+            logprobs = {v: math.log(p) if p > 0 else -math.inf for v, p in probs.items()}
+            verdict, normalised = verdict_from_logprobs(logprobs, request.temperature, request.seed)
+            out.append(Judgment(verdict=verdict, probs=normalised, single_order_verdict=self.single[key], **common))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        """Whitespace-separated words (a replayed log has no tokenizer)."""
+        return len(text.split())
+
+    def close(self) -> None:
+        """Nothing to free."""
