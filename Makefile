@@ -34,6 +34,7 @@ lint: $(BIN)/biasjudge
 
 bench: $(BIN)/biasjudge
 	$(BIN)/python bench/judge_speed.py --data-dir $(DATA)
+	$(BIN)/python bench/shipped_judge.py --data-dir $(DATA)
 
 clean-venv:
 	rm -rf $(VENV)

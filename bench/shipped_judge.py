@@ -13,6 +13,9 @@ with llama.cpp's raw prefill rate, in ONE run:
 3. the cost of the second order: tokens evaluated for the swapped prompts against the original
    ones (the common prefix up to the first response is reused).
 4. the same without the adapter (`llamacpp:embedded-base`, single order), for the adapter's cost.
+5. with `--merged PEFT_ADAPTER_DIR`: the adapter merged into the base and exported as one Q8_0
+   GGUF (the alternative to shipping an adapter), judged the same way: its time and how far its
+   probabilities are from the shipped judge's.
 
 Targets (issue 10): 600 prompts in <= 180 s; evaluated tokens/s >= 85% of the raw prefill rate.
 Writes bench/results/shipped_judge.json.
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--prefill-tokens", type=int, default=2048)
+    parser.add_argument("--merged", type=Path, default=None, help="PEFT adapter folder to merge and compare")
     args = parser.parse_args()
     holdout = read_records(
         resolve_data_dir(args.data_dir) / "judge-from-scratch" / "eval_set_unlabeled.jsonl", Pair
@@ -117,6 +121,31 @@ def main() -> None:
     base.close()
 
     probs = np.array([[j.probs[v] for v in ("A", "B", "TIE")] for j in judgments if j.probs])
+    merged: dict[str, Any] = {}
+    if args.merged is not None:
+        import tempfile
+
+        from biasjudge.train.export import export_gguf, merge_adapter
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = merge_adapter("embedded", args.merged, Path(tmp) / "merged")
+            gguf = export_gguf(folder, Path(tmp) / "merged-q8_0.gguf", "Q8_0")
+            merged_judge = OrderDebiasedJudge(
+                Judge(LlamaCppBackend(str(gguf)), system_prompt=inner.system_prompt, mode="score")
+            )
+            merged_seconds, merged_judgments = judge_all(merged_judge, holdout)
+            merged_judge.close()
+            merged_probs = np.array([[j.probs[v] for v in ("A", "B", "TIE")] for j in merged_judgments])
+            merged = {
+                "gguf_bytes": gguf.stat().st_size,
+                "seconds": round(merged_seconds, 1),
+                "prompts_per_s": round(2 * len(holdout) / merged_seconds, 2),
+                "max_abs_prob_difference_vs_adapter": round(float(np.abs(merged_probs - probs).max()), 4),
+                "verdict_agreement_vs_adapter": round(
+                    float(np.mean([a.verdict == b.verdict for a, b in zip(judgments, merged_judgments, strict=True)])),
+                    4,
+                ),
+            }
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -148,6 +177,7 @@ def main() -> None:
             "evaluated_tokens_per_s": round(base_stats["evaluated_tokens"] / base_seconds, 1),
             "raw_prefill_tokens_per_s": round(base_prefill, 1),
         },
+        "merged_q8_0_instead_of_adapter": merged or None,
         "targets": {
             "600_prompts_within_180_s": seconds <= 180 if len(holdout) >= 300 else None,
             "evaluated_at_least_85pct_of_prefill": evaluated_per_s >= 0.85 * prefill,

@@ -115,6 +115,8 @@ def judge_command(
     typer.echo(f"verdict: {judgment.verdict}")
     if judgment.probs:
         typer.echo("probabilities: " + "  ".join(f"{k} {v:.3f}" for k, v in judgment.probs.items()))
+    if judgment.single_order_verdict:
+        typer.echo(f"shown order alone: {judgment.single_order_verdict} (the verdict combines both orders)")
     if judgment.reasoning:
         typer.echo(f"reasoning: {judgment.reasoning}")
     if judgment.verdict == "PARSE_FAIL" and judgment.raw_output:
