@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--prefill-tokens", type=int, default=2048)
     parser.add_argument("--merged", type=Path, default=None, help="PEFT adapter folder to merge and compare")
+    parser.add_argument("--compare-pairs", type=int, default=100, help="pairs for the comparisons (4) and (5)")
     args = parser.parse_args()
     holdout = read_records(
         resolve_data_dir(args.data_dir) / "judge-from-scratch" / "eval_set_unlabeled.jsonl", Pair
@@ -115,7 +116,9 @@ def main() -> None:
     base = make_judge("llamacpp:embedded-base", system_prompt=inner.system_prompt)
     base_backend: Any = base.backend  # type: ignore[attr-defined]
     base_backend.stats = {"prompt_tokens": 0, "evaluated_tokens": 0}
-    base_seconds, _ = judge_all(base, holdout)
+    compared = holdout[: args.compare_pairs]
+    shipped_compared_seconds = seconds * len(compared) / len(holdout)
+    base_seconds, _ = judge_all(base, compared)
     base_prefill = raw_prefill(base_backend, long_batch(base, holdout, args.prefill_tokens))  # type: ignore[arg-type]
     base_stats = dict(base_backend.stats)
     base.close()
@@ -133,16 +136,20 @@ def main() -> None:
             merged_judge = OrderDebiasedJudge(
                 Judge(LlamaCppBackend(str(gguf)), system_prompt=inner.system_prompt, mode="score")
             )
-            merged_seconds, merged_judgments = judge_all(merged_judge, holdout)
+            merged_seconds, merged_judgments = judge_all(merged_judge, compared)
             merged_judge.close()
             merged_probs = np.array([[j.probs[v] for v in ("A", "B", "TIE")] for j in merged_judgments])
             merged = {
                 "gguf_bytes": gguf.stat().st_size,
                 "seconds": round(merged_seconds, 1),
-                "prompts_per_s": round(2 * len(holdout) / merged_seconds, 2),
-                "max_abs_prob_difference_vs_adapter": round(float(np.abs(merged_probs - probs).max()), 4),
+                "prompts_per_s": round(2 * len(compared) / merged_seconds, 2),
+                "pairs": len(compared),
+                "seconds_shipped_adapter_same_pairs_prorated": round(shipped_compared_seconds, 1),
+                "max_abs_prob_difference_vs_adapter": round(
+                    float(np.abs(merged_probs - probs[: len(merged_probs)]).max()), 4
+                ),
                 "verdict_agreement_vs_adapter": round(
-                    float(np.mean([a.verdict == b.verdict for a, b in zip(judgments, merged_judgments, strict=True)])),
+                    float(np.mean([a.verdict == b.verdict for a, b in zip(judgments, merged_judgments, strict=False)])),
                     4,
                 ),
             }
@@ -172,8 +179,9 @@ def main() -> None:
             "share_of_a_full_pass": round(second_order_share, 3),
         },
         "base_without_adapter": {
+            "pairs": len(compared),
             "seconds": round(base_seconds, 1),
-            "prompts_per_s": round(2 * len(holdout) / base_seconds, 2),
+            "prompts_per_s": round(2 * len(compared) / base_seconds, 2),
             "evaluated_tokens_per_s": round(base_stats["evaluated_tokens"] / base_seconds, 1),
             "raw_prefill_tokens_per_s": round(base_prefill, 1),
         },
