@@ -329,3 +329,27 @@ def test_replay_answers_from_a_saved_log_as_the_judge_did(tmp_path: Path, jfs: P
         assert [r.single_order_verdict for r in replayed] == [p.single_order_verdict for p in saved]
     other = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[10]
     assert replay.judge_batch([JudgeRequest(other)])[0].verdict == "PARSE_FAIL"
+
+
+def test_a_changed_model_file_is_judged_again_not_read_from_the_cache(tmp_path: Path, jfs: Path) -> None:
+    from biasjudge.eval.protocol import CACHE_NAME, run_eval, select_runs
+
+    holdout = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[:3]
+    runs = select_runs("original,swapped")
+
+    def lines_after(identity: str) -> int:
+        backend = PositionBiasedBackend()
+        backend.identity = identity  # type: ignore[attr-defined]
+        run_eval(
+            OrderDebiasedJudge(Judge(backend, mode="score")),
+            holdout,
+            tmp_path,
+            checkpoint_name="j",
+            runs=runs,
+            progress=False,
+        )
+        return (tmp_path / CACHE_NAME).read_text().count("\n")
+
+    assert lines_after("model.gguf:1:1+lora:aaaa") == 6
+    assert lines_after("model.gguf:1:1+lora:aaaa") == 6  # same files: all from the cache
+    assert lines_after("model.gguf:1:1+lora:bbbb") == 12  # a re-exported adapter: judged afresh

@@ -139,21 +139,17 @@ def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:
 def judge_identity(judge: PairJudge) -> str:
     """The model-file fingerprint of a judge (its backend's `identity`), "" when it has none.
 
-    Wrappers (order-debiased, hybrid) are unwrapped through their `inner` judge; the wrapper's
-    class name is added so that a single-order and a both-orders run never share cache lines.
+    Wrappers (order-debiased, hybrid) are unwrapped through their `inner` judge. How a wrapper
+    judges is in its spec (`?order=single`, `hybrid:...`), which the cache key holds already.
     """
     parts: list[str] = []
     current: Any = judge
     while current is not None:
-        backend = getattr(current, "backend", None)
-        for holder in (current, backend):
+        for holder in (current, getattr(current, "backend", None)):
             if holder is not None and getattr(holder, "identity", None):
                 parts.append(str(holder.identity))
-        inner = getattr(current, "inner", None)
-        if inner is not None:
-            parts.append(type(current).__name__)
-        current = inner
-    return "|".join(p for p in parts if p)
+        current = getattr(current, "inner", None)
+    return "|".join(parts)
 
 
 def slug(name: str) -> str:
