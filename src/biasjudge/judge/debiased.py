@@ -21,11 +21,10 @@ forward passes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from biasjudge.errors import ConfigError
-from biasjudge.judge.judge import Judge, JudgeRequest, verdict_from_logprobs
+from biasjudge.judge.judge import Judge, JudgeRequest, request_fields, verdict_from_probs
 from biasjudge.records import JudgeMode, Judgment, Verdict
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
 
@@ -67,15 +66,7 @@ class OrderDebiasedJudge:
             original, swapped = judged[2 * i], judged[2 * i + 1]
             shown = swapped if request.swapped else original
             single: Verdict | None = None if shown.verdict == PARSE_FAIL else shown.verdict
-            common = {
-                "pair_id": request.pair.pair_id,
-                "mode": self.mode,
-                "swapped": request.swapped,
-                "temperature": request.temperature,
-                "seed": request.seed,
-                "judge": self.spec,
-                "single_order_verdict": single,
-            }
+            common = {**request_fields(request, judge=self.spec, mode=self.mode), "single_order_verdict": single}
             if original.probs is None or swapped.probs is None:
                 reason = original.raw_output if original.probs is None else swapped.raw_output
                 out.append(Judgment(verdict=PARSE_FAIL, raw_output=reason, **common))
@@ -83,8 +74,7 @@ class OrderDebiasedJudge:
             combined = combine_orders(original.probs, swapped.probs)
             if request.swapped:
                 combined = {v: combined[MIRRORED[v]] for v in VERDICTS}
-            logprobs = {v: math.log(p) if p > 0 else -math.inf for v, p in combined.items()}
-            verdict, probs = verdict_from_logprobs(logprobs, request.temperature, request.seed)
+            verdict, probs = verdict_from_probs(combined, request.temperature, request.seed)
             out.append(Judgment(verdict=verdict, probs=probs, **common))
         return out
 

@@ -26,7 +26,6 @@ model alone. Every Judgment's `reasoning` names the evidence used.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +109,7 @@ class HybridJudge:
         self.system_prompt = getattr(self.inner, "system_prompt", None)
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
-        from biasjudge.judge.judge import verdict_from_logprobs
+        from biasjudge.judge.judge import verdict_from_probs
 
         inner = self.inner.judge_batch(requests)
         out: list[Judgment] = []
@@ -123,13 +122,12 @@ class HybridJudge:
             described, prior = evidence(request.pair, question)
             if request.swapped:
                 prior = {"A": prior["B"], "B": prior["A"], "TIE": prior["TIE"]}
-            joint = {v: prior[v] * judged.probs.get(v, 0.0) for v in VERDICTS}
+            joint: dict[str, float] = {v: prior[v] * judged.probs.get(v, 0.0) for v in VERDICTS}
             total = sum(joint.values())
             if total <= 0:
                 out.append(judged.model_copy(update={"judge": self.spec, "verdict": PARSE_FAIL}))
                 continue
-            logprobs: dict[str, float] = {v: math.log(p) if p > 0 else -math.inf for v, p in joint.items()}
-            verdict, probs = verdict_from_logprobs(logprobs, request.temperature, request.seed)
+            verdict, probs = verdict_from_probs(joint, request.temperature, request.seed)
             model = " ".join(f"{v} {judged.probs.get(v, 0.0):.2f}" for v in VERDICTS)
             out.append(
                 judged.model_copy(

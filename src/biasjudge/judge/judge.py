@@ -115,6 +115,32 @@ def verdict_from_logprobs(
     return VERDICTS[index], {v: float(p) for v, p in zip(VERDICTS, probs, strict=True)}
 
 
+def verdict_from_probs(
+    probs: dict[str, float], temperature: float = 0.0, seed: int | None = None
+) -> tuple[Verdict, dict[str, float]]:
+    """:func:`verdict_from_logprobs` for probabilities (a zero probability is never drawn).
+
+    Judges that combine probabilities (order-debiased, hybrid, replayed) decide with this.
+
+    >>> verdict, probs = verdict_from_probs({"A": 0.2, "B": 0.0, "TIE": 0.6})
+    >>> verdict, round(probs["A"], 6), probs["B"]
+    ('TIE', 0.25, 0.0)
+    """
+    return verdict_from_logprobs({v: math.log(p) if p > 0 else -math.inf for v, p in probs.items()}, temperature, seed)
+
+
+def request_fields(request: JudgeRequest, *, judge: str, mode: JudgeMode) -> dict[str, Any]:
+    """The Judgment fields that describe the request itself (pair, order, sampling, judge)."""
+    return {
+        "pair_id": request.pair.pair_id,
+        "mode": mode,
+        "swapped": request.swapped,
+        "temperature": request.temperature,
+        "seed": request.seed,
+        "judge": judge,
+    }
+
+
 K = TypeVar("K", bound=Hashable)
 
 

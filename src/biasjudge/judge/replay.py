@@ -9,7 +9,6 @@ probabilities as a score-mode judge would. A pair or order the log does not have
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,25 +61,17 @@ class ReplayJudge:
         """The log's content hash: an eval cache of a judge built on this one goes stale with the log."""
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
-        from biasjudge.judge.judge import verdict_from_logprobs
+        from biasjudge.judge.judge import request_fields, verdict_from_probs
 
         out: list[Judgment] = []
         for request in requests:
             key = (request.pair.pair_id, request.swapped)
-            common = {
-                "pair_id": request.pair.pair_id,
-                "mode": self.mode,
-                "swapped": request.swapped,
-                "temperature": request.temperature,
-                "seed": request.seed,
-                "judge": self.spec,
-            }
+            common = request_fields(request, judge=self.spec, mode=self.mode)
             probs = self.probs.get(key)
             if probs is None:
                 out.append(Judgment(verdict=PARSE_FAIL, raw_output="not in the replayed log", **common))
                 continue
-            logprobs = {v: math.log(p) if p > 0 else -math.inf for v, p in probs.items()}
-            verdict, normalised = verdict_from_logprobs(logprobs, request.temperature, request.seed)
+            verdict, normalised = verdict_from_probs(probs, request.temperature, request.seed)
             out.append(Judgment(verdict=verdict, probs=normalised, single_order_verdict=self.single[key], **common))
         return out
 
