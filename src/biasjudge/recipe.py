@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.config import ConfigModel, resolve_data_dir
 from biasjudge.errors import ConfigError
@@ -39,10 +39,9 @@ from biasjudge.io import read_records, sha256_file, write_json, write_records
 from biasjudge.records import Label, Pair, SFTRow, Verdict
 
 TEACHER_FILES = ("synthesis_results.jsonl", "dryrun_sonnet.jsonl", "dryrun_opus.jsonl")
-"""judge-from-scratch files with a teacher verdict per pair_id (first file wins)."""
-TEACHER_FIELDS = {"synthesis_results.jsonl": "sonnet_verdict"}
-"""Which field holds the teacher's verdict (the others: `verdict`). synthesis_results' own
-`verdict` is the deliberately WRONG one written for DPO."""
+"""judge-from-scratch files with a teacher verdict per pair_id (first file wins). In
+synthesis_results.jsonl the teacher's verdict is `sonnet_verdict` (its `verdict` is the
+deliberately WRONG one written for DPO); in the dry runs it is `verdict`."""
 CHECKPOINT_NAME = "biasjudge 270M judge"
 
 
@@ -105,25 +104,29 @@ def resolve_system_prompt(value: str) -> str:
     return load_prompt(value) if value in PROMPT_NAMES else read_prompt_file(value)
 
 
+class DryRunVerdict(BaseModel):
+    """The one field of a dry-run teacher row the recipe needs (the rest is ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pair_id: str
+    verdict: Verdict
+
+
 def teacher_verdicts(jfs: Path) -> dict[str, Verdict]:
-    """pair_id -> teacher verdict from the judge-from-scratch teacher files that exist."""
+    """pair_id -> teacher verdict from the judge-from-scratch teacher files that exist (first file wins)."""
+    from biasjudge.rows import read_hard_negatives
+
     found: dict[str, Verdict] = {}
-    for name in TEACHER_FILES:
-        path = jfs / name
-        if not path.is_file():
-            continue
-        key = TEACHER_FIELDS.get(name, "verdict")
-        with path.open(encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{number}: broken JSON ({exc.msg})") from None
-                verdict = row.get(key)
-                if verdict in ("A", "B", "TIE"):
-                    found.setdefault(str(row["pair_id"]), verdict)
+    synthesis = jfs / TEACHER_FILES[0]
+    if synthesis.is_file():
+        for negative in read_hard_negatives(synthesis).records:
+            if negative.sonnet_verdict is not None:
+                found.setdefault(negative.pair_id, negative.sonnet_verdict)
+    for name in TEACHER_FILES[1:]:
+        if (jfs / name).is_file():
+            for row in read_records(jfs / name, DryRunVerdict).records:
+                found.setdefault(row.pair_id, row.verdict)
     return found
 
 
