@@ -37,7 +37,7 @@ from biasjudge.backends.llamacpp import LlamaCppBackend
 from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records
 from biasjudge.judge.judge import Judge, JudgeRequest
-from biasjudge.judge.render import SCORE_PREFIX
+from biasjudge.prompting import SCORE_PREFIX
 from biasjudge.records import Pair
 from biasjudge.verdict import VERDICTS
 

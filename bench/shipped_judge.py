@@ -38,7 +38,7 @@ from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records
 from biasjudge.judge.debiased import OrderDebiasedJudge
 from biasjudge.judge.judge import Judge, JudgeRequest, make_judge
-from biasjudge.judge.render import SCORE_PREFIX
+from biasjudge.prompting import SCORE_PREFIX
 from biasjudge.records import Pair
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shipped_judge.json"

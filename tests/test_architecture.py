@@ -104,11 +104,76 @@ def test_data_stages_flow_one_way(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in MODULES if n.startswith("biasjudge.train")])
 def test_train_reads_rows_not_pipeline_internals(name: str) -> None:
+    # Train renders prompts through the leaf module `prompting`, the one inference uses too.
     for module in _biasjudge_imports(name):
-        assert not _under(module, "biasjudge.data", "biasjudge.labels", "biasjudge.eval"), f"{name} imports {module}"
-        if _under(module, "biasjudge.judge"):
-            # The prompt contract is shared so that train and infer render the same prompt.
-            assert _under(module, "biasjudge.judge.render"), f"{name} imports judge internals {module}"
+        assert not _under(module, "biasjudge.data", "biasjudge.labels", "biasjudge.eval", "biasjudge.judge"), (
+            f"{name} imports {module}"
+        )
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if n.startswith("biasjudge.backends")])
+def test_backends_never_import_judge(name: str) -> None:
+    for module in _biasjudge_imports(name):
+        assert not _under(module, "biasjudge.judge"), f"{name} imports {module}"
+
+
+def test_prompting_is_a_leaf() -> None:
+    allowed = ("biasjudge.records", "biasjudge.verdict", "biasjudge.errors")
+    for module in _biasjudge_imports("biasjudge.prompting"):
+        assert _under(module, *allowed), f"prompting imports {module}"
+
+
+def _unit(module: str) -> str:
+    """The package-level unit of a module: `biasjudge.judge.hybrid` -> `biasjudge.judge`."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def _package_graph() -> dict[str, set[str]]:
+    """unit -> units it imports (lazy imports and TYPE_CHECKING ones included; the root package excluded)."""
+    units = {_unit(n) for n in MODULES if n != "biasjudge"}
+    graph: dict[str, set[str]] = {u: set() for u in units}
+    for name in MODULES:
+        if name == "biasjudge":
+            continue
+        for module in _biasjudge_imports(name):
+            target = _unit(module)
+            if target in units and target != _unit(name):
+                graph[_unit(name)].add(target)
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_between_packages() -> None:
+    cycle = _find_cycle(_package_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    # The check above must be able to fail.
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
 
 
 @pytest.mark.parametrize("name", [n for n in MODULES if n.startswith("biasjudge.judge")])
@@ -143,7 +208,7 @@ LIGHT = [
         "biasjudge.io",
         "biasjudge.config",
         "biasjudge.prompts",
-        "biasjudge.judge.render",
+        "biasjudge.prompting",
         "biasjudge.backends.base",
         "biasjudge.backends.registry",
         "biasjudge.eval.metrics",

@@ -16,7 +16,7 @@ from biasjudge.backends.hf import HFBackend
 from biasjudge.backends.llamacpp import LlamaCppBackend
 from biasjudge.io import read_records
 from biasjudge.judge.judge import verdict_from_logprobs
-from biasjudge.judge.render import SCORE_PREFIX, judge_messages
+from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.prompts import load_prompt
 from biasjudge.records import Pair
 

@@ -13,7 +13,7 @@ from biasjudge.backends.llamacpp import LlamaCppBackend, common_prefix_length, j
 from biasjudge.errors import BackendError, ThinkingModeError
 from biasjudge.io import read_records
 from biasjudge.judge.judge import verdict_from_logprobs
-from biasjudge.judge.render import SCORE_PREFIX, TURN_FORMATS, judge_messages, render_builtin
+from biasjudge.prompting import SCORE_PREFIX, TURN_FORMATS, judge_messages, render_builtin
 from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Pair
 

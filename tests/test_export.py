@@ -100,7 +100,7 @@ def test_gguf_round_trip_loads_in_llama_cpp(tmp_path: Path, tiny_model: Path, ad
 
 
 def test_modelfile_writes_the_training_turns(tmp_path: Path) -> None:
-    from biasjudge.judge.render import render_prompt
+    from biasjudge.prompting import render_prompt
 
     gguf = tmp_path / "judge.gguf"
     gguf.write_bytes(b"GGUF")

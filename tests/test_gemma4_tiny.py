@@ -17,7 +17,7 @@ import pytest
 from biasjudge.backends.base import GenerationParams, PromptRequest
 from biasjudge.errors import ThinkingModeError
 from biasjudge.judge.judge import Judge, JudgeRequest
-from biasjudge.judge.render import SCORE_PREFIX, render_prompt
+from biasjudge.prompting import SCORE_PREFIX, render_prompt
 from biasjudge.records import AnswerChoice, ChatMessage, Pair, Response
 
 pytest.importorskip("transformers")

@@ -13,7 +13,7 @@ from biasjudge.errors import BackendError, ThinkingModeError
 from biasjudge.io import read_records
 from biasjudge.judge import Judge, JudgeRequest, PairJudge, make_judge
 from biasjudge.judge.judge import REASONING_PREFIX, verdict_from_logprobs
-from biasjudge.judge.render import SCORE_PREFIX
+from biasjudge.prompting import SCORE_PREFIX
 from biasjudge.records import AnswerChoice, Pair, Response
 
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from biasjudge.io import read_records
-from biasjudge.judge.render import judge_messages
 from biasjudge.labels.answer_key import label_pairs
+from biasjudge.prompting import judge_messages
 from biasjudge.prompts import load_prompt
 from biasjudge.records import AnswerChoice, Label, Pair, Response
 from biasjudge.rows import (

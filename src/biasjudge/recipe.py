@@ -205,9 +205,9 @@ def train_judge(
     config: JudgeRecipeConfig, *, install: bool = False, log: Callable[[str], None] = print
 ) -> RecipeResult:
     """Run the whole recipe (see the module docstring) and return what it wrote."""
-    from biasjudge.judge.render import DEFAULT_TURN_FORMAT
     from biasjudge.judge.shipped import ADAPTER_FILE, CARD_FILE, manifest_path, shipped_dir, write_manifest
     from biasjudge.pipeline import build_dataset
+    from biasjudge.prompting import DEFAULT_TURN_FORMAT
     from biasjudge.rows import split_of
     from biasjudge.train.common import git_commit, make_progress_callback
     from biasjudge.train.config import LoraSettings, SFTRunConfig

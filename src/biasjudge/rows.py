@@ -1,6 +1,6 @@
 """Labelled pairs -> training rows: swap-doubled SFT rows and DPO preference rows.
 
-Every row's prompt is rendered by :func:`biasjudge.judge.render.judge_messages`, so a trained judge
+Every row's prompt is rendered by :func:`biasjudge.prompting.judge_messages`, so a trained judge
 sees exactly the prompt it will be run with. Every target is :func:`biasjudge.verdict.render`
 output, `<reasoning>...</reasoning><verdict>X</verdict>`, which the strict parser reads back.
 
@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from biasjudge.io import ReadResult, read_records
-from biasjudge.judge.render import judge_messages
+from biasjudge.prompting import judge_messages
 from biasjudge.records import DPORow, Label, LabelSource, Pair, SFTRow, Verdict
 from biasjudge.verdict import mirror, mirror_reasoning, neutralize_tags, parse, render
 

@@ -2,7 +2,7 @@
 
 A backend receives chat messages (plus an optional forced start of the model's turn) and renders
 them itself: with the model's chat template where it has one, else with a built-in turn format
-from :mod:`biasjudge.judge.render`. Heavy imports (torch, llama_cpp, vllm, ...) live inside the
+from :mod:`biasjudge.prompting`. Heavy imports (torch, llama_cpp, vllm, ...) live inside the
 backend modules, never here.
 """
 

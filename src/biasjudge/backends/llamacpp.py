@@ -43,7 +43,7 @@ import numpy as np
 from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
-from biasjudge.judge.render import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
 
 EMBEDDED_TARGETS = ("", "embedded", "embedded-base")
 """Targets that name the embedded base GGUF. (`llamacpp:embedded` as a judge spec is the shipped
@@ -53,7 +53,7 @@ REUSE_ALIGN = 4
 
 
 def jinja_chat_template(source: str, *, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
-    """A :data:`~biasjudge.judge.render.ChatTemplate` from a jinja chat template (HF/GGUF style)."""
+    """A :data:`~biasjudge.prompting.ChatTemplate` from a jinja chat template (HF/GGUF style)."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
 from biasjudge.errors import BackendError
-from biasjudge.judge.render import DEFAULT_TURN_FORMAT, refuse_thinking, render_prompt, turn_format
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, refuse_thinking, render_prompt, turn_format
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})

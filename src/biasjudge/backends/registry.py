@@ -11,6 +11,10 @@ A spec is `SCHEME:TARGET`:
 | `vllm:MODEL` | offline vLLM on a GPU |
 | `answer-key:[PAIRS.jsonl]`, `always-tie:`, `random:[SEED]` | baselines (they judge pairs, not prompts) |
 | `hybrid:[MODEL_SPEC]` | answer-key evidence from BBQ's answer key combined with a model's probabilities |
+| `replay:PREDICTIONS.json` | the verdicts of a saved eval, judged again without a model |
+
+The pair-judge schemes (baselines, hybrid, replay) are registered by :mod:`biasjudge.judge.judge`,
+beside the judges they make: backends never import the judge package.
 
 Backend options may ride on the spec after `?` (see :func:`split_options`).
 
@@ -203,24 +207,3 @@ def _vllm() -> Callable[..., Any]:
     from biasjudge.backends.vllm import VLLMBackend
 
     return VLLMBackend
-
-
-@register_backend("answer-key", kind="pair_judge")
-def _answer_key() -> Callable[..., Any]:
-    from biasjudge.backends.baselines import AnswerKeyJudge
-
-    return AnswerKeyJudge
-
-
-@register_backend("always-tie", kind="pair_judge")
-def _always_tie() -> Callable[..., Any]:
-    from biasjudge.backends.baselines import AlwaysTieJudge
-
-    return AlwaysTieJudge
-
-
-@register_backend("random", kind="pair_judge")
-def _random() -> Callable[..., Any]:
-    from biasjudge.backends.baselines import RandomJudge
-
-    return RandomJudge

@@ -18,7 +18,7 @@ from typing import Any
 
 from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
 from biasjudge.backends.registry import import_optional
-from biasjudge.judge.render import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
 
 
 class VLLMBackend:

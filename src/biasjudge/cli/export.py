@@ -62,7 +62,7 @@ def gguf_command(
     console.print(f"[green]wrote[/green] {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if check_pairs is not None:
         from biasjudge.io import read_records
-        from biasjudge.judge.render import judge_messages
+        from biasjudge.prompting import judge_messages
         from biasjudge.prompts import load_prompt, read_prompt_file
         from biasjudge.records import Pair
         from biasjudge.train.config import resolve_model

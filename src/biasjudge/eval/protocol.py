@@ -27,7 +27,7 @@ from rich.console import Console
 from biasjudge.errors import ConfigError
 from biasjudge.eval.metrics import compute_metrics
 from biasjudge.io import JsonlAppender, write_json
-from biasjudge.judge.render import user_message
+from biasjudge.prompting import user_message
 from biasjudge.records import EvalLog, Judgment, Pair, Prediction, Record
 from biasjudge.verdict import PARSE_FAIL
 

@@ -36,7 +36,7 @@ from biasjudge.backends.registry import (
     scheme_kind,
 )
 from biasjudge.errors import ConfigError
-from biasjudge.judge.render import SCORE_PREFIX, judge_messages, refuse_thinking
+from biasjudge.prompting import SCORE_PREFIX, judge_messages, refuse_thinking
 from biasjudge.prompts import load_prompt
 from biasjudge.records import JudgeMode, Judgment, Pair, ParsedVerdict, Verdict
 from biasjudge.verdict import PARSE_FAIL, VERDICTS, ParseMode, parse
@@ -411,9 +411,31 @@ SHIPPED_TARGETS = ("", "embedded")
 """`llamacpp:` targets that name the shipped trained judge (`embedded-base` is the bare model)."""
 
 
+# Pair-judge schemes are registered here, not in backends.registry: they judge whole pairs, and
+# backends never import the judge package.
+@register_backend("answer-key", kind="pair_judge")
+def _answer_key() -> Callable[..., Any]:
+    from biasjudge.judge.baselines import AnswerKeyJudge
+
+    return AnswerKeyJudge
+
+
+@register_backend("always-tie", kind="pair_judge")
+def _always_tie() -> Callable[..., Any]:
+    from biasjudge.judge.baselines import AlwaysTieJudge
+
+    return AlwaysTieJudge
+
+
+@register_backend("random", kind="pair_judge")
+def _random() -> Callable[..., Any]:
+    from biasjudge.judge.baselines import RandomJudge
+
+    return RandomJudge
+
+
 @register_backend("hybrid", kind="pair_judge")
 def _hybrid() -> Callable[..., Any]:
-    # Registered here, not in backends.registry: the hybrid judges with a judge (backends never import judge).
     from biasjudge.judge.hybrid import HybridJudge
 
     return HybridJudge

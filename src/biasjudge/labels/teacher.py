@@ -1,7 +1,7 @@
 """Teacher labels: a (larger) model labels pairs with the rubric in `prompts/teacher.md`.
 
 The teacher sees the rubric as its system turn and the pair as its user turn (the judge's own
-layout from :mod:`biasjudge.judge.render`, closing with the teacher's output instruction instead of
+layout from :mod:`biasjudge.prompting`, closing with the teacher's output instruction instead of
 the judge's). It answers
 
     <reasoning>...</reasoning><verdict>A|B|TIE</verdict><confidence>1-5</confidence>
@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
 from biasjudge.io import JsonlAppender, ReadResult, read_records
-from biasjudge.judge.render import VERDICT_INSTRUCTION, user_message
 from biasjudge.labels import attach_labels, filter_confident
+from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
 from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Label, Pair, PairCategory, Verdict
 from biasjudge.verdict import PARSE_FAIL, parse, strip_thinking

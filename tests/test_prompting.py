@@ -8,7 +8,7 @@ import pytest
 
 from biasjudge.errors import ConfigError, ThinkingModeError
 from biasjudge.io import read_records
-from biasjudge.judge.render import (
+from biasjudge.prompting import (
     SCORE_PREFIX,
     TURN_FORMATS,
     judge_messages,
