@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from biasjudge.errors import ConfigError
+from biasjudge.io import read_text, validation_message
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -37,10 +38,12 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.exists():
-            raise ConfigError(f"{path}: config file not found")
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            # Trailing whitespace is stripped: YAML refuses a tab after a value, a user never means one.
+            text = "\n".join(line.rstrip() for line in read_text(path).splitlines())
+            loaded = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
@@ -50,9 +53,8 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     try:
         return cls.model_validate(values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        raise ConfigError(f"{source}: key '{key}': {err['msg']}") from None
+        key, message = validation_message(exc)
+        raise ConfigError(f"{source}: key '{key or '(config)'}': {message}") from None
 
 
 def resolve_data_dir(explicit: str | Path | None = None) -> Path:

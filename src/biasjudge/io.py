@@ -7,6 +7,7 @@ file: nothing is ever dropped silently (records in = records out + rejects).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -45,37 +46,156 @@ class ReadResult(Generic[R]):
     rejects: list[Reject] = field(default_factory=list)
 
 
-def _first_error(exc: ValidationError) -> tuple[str | None, str]:
+def validation_message(exc: ValidationError) -> tuple[str | None, str]:
+    """(dotted field path or None, message) of a pydantic ValidationError: the first error, and
+    how many more there are. The one formatter every reader and config loader uses."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or None
-    return loc, err["msg"]
+    more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
+    return loc, err["msg"] + more
 
 
-def _validate(model: type[R], obj: Any, path: Path, line: int) -> R:
+def _validate(model: type[R], obj: Any, path: Path, line: int | None) -> R:
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
-        loc, msg = _first_error(exc)
-        more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""
-        raise DataError(str(path), line, loc, msg + more) from None
+        loc, msg = validation_message(exc)
+        raise DataError(str(path), line, loc, msg) from None
+
+
+def check_input_file(path: str | Path) -> Path:
+    """`path` as a Path if it names an existing file; else a DataError saying what it is instead."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(str(path), None, None, "no such file")
+    if path.is_dir():
+        raise DataError(str(path), None, None, "is a folder; a file was expected")
+    return path
+
+
+def _decode(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            str(path), line, None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+        ) from None
+
+
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str, bool]]:
+    """(1-based line number, text, ends with a newline?) for each non-blank line of a UTF-8 file.
+
+    Streams the file. What is merely unusual gives the same lines as the clean file: a UTF-8
+    byte-order mark is dropped, CRLF line ends and trailing whitespace are stripped, blank lines
+    are skipped. Bytes that are not UTF-8 raise a DataError naming the line.
+    """
+    path = check_input_file(path)
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                text = _decode(raw, path, number).rstrip()
+                if text:
+                    yield number, text, raw.endswith(b"\n")
+    except OSError as exc:
+        raise DataError(str(path), None, None, f"cannot be read: {exc.strerror or exc}") from None
+
+
+def read_text(path: str | Path) -> str:
+    """The whole text of a UTF-8 file (a byte-order mark dropped; CRLF kept: callers that care
+    about line ends split with `splitlines`). Missing, folder, unreadable or non-UTF-8 input
+    raises a DataError naming the file (and the line of a bad byte)."""
+    path = check_input_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(str(path), None, None, f"cannot be read: {exc.strerror or exc}") from None
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(str(path), line, None, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(str(path), None, None, f"not a readable Parquet file: {exc}") from None
+    for i, row in enumerate(rows, start=1):
+        yield i, json.dumps(row, default=str), row
 
 
 def _raw_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
     """(line number, raw text, parsed object or a DataError) for each non-blank row."""
+    path = check_input_file(path)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            yield i, json.dumps(row, default=str), row
+        yield from _parquet_rows(path)
         return
-    with path.open(encoding="utf-8") as handle:
-        for i, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield i, text, json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield i, text, DataError(str(path), i, None, f"broken JSON: {exc.msg}")
+    for number, text, has_newline in iter_text_lines(path):
+        try:
+            yield number, text, json.loads(text)
+        except json.JSONDecodeError as exc:
+            cut = "; the last line has no newline: was the file cut off?" if not has_newline else ""
+            yield number, text, DataError(str(path), number, None, f"broken JSON: {exc.msg}{cut}")
+
+
+def _record_kinds() -> dict[str, type[BaseModel]]:
+    from biasjudge import records
+
+    return {
+        "pair": records.Pair,
+        "SFT row": records.SFTRow,
+        "DPO row": records.DPORow,
+        "BBQ question": records.Question,
+        "candidate response": records.CandidateResponse,
+        "prediction": records.Prediction,
+        "judgment": records.Judgment,
+        "eval log": records.EvalLog,
+    }
+
+
+def _kind_of(obj: Any, expected: type[BaseModel]) -> str | None:
+    """The name of the record kind `obj` validates as, when it is not `expected`; else None."""
+    if not isinstance(obj, dict):
+        return None
+    for name, model in _record_kinds().items():
+        if model is expected:
+            continue
+        try:
+            model.model_validate(obj)
+        except ValidationError:
+            continue
+        return name
+    return None
+
+
+def _wrong_kind(path: Path, expected: type[BaseModel]) -> DataError | None:
+    """A DataError saying what the file is, when it holds some other kind of record (checked on
+    the first row, or on the whole file when it is one JSON document instead of JSON Lines)."""
+    what = expected.__name__
+    text = read_text(path) if path.suffix != ".parquet" else ""
+    try:
+        document = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        document = None
+    # One object on one line is a valid JSON Lines file; one spread over lines is a document.
+    if isinstance(document, dict) and document and "\n" in text.strip():
+        kind = _kind_of(document, expected)
+        found = f"one JSON document ({kind})" if kind else "one JSON document"
+        return DataError(str(path), None, None, f"this is {found}, not JSON Lines of {what} records")
+    for _, _, obj in _raw_rows(path):
+        kind = _kind_of(obj, expected)
+        if kind:
+            return DataError(str(path), None, None, f"this file holds {kind} records, not {what} records")
+        break
+    return None
 
 
 def read_records(
@@ -85,6 +205,7 @@ def read_records(
     skip_invalid: bool = False,
     unique_key: str | None = None,
     limit: int | None = None,
+    allow_empty: bool = False,
 ) -> ReadResult[R]:
     """Read a JSONL or Parquet file into validated records.
 
@@ -94,14 +215,14 @@ def read_records(
         skip_invalid: collect invalid rows as rejects instead of raising at the first one.
         unique_key: a field that must not repeat (e.g. `pair_id`); a repeat is an invalid row.
         limit: stop after this many valid records.
+        allow_empty: accept a file with no records (an empty result) instead of raising.
 
     Raises:
-        DataError: naming file, line and field, at the first invalid row (unless skip_invalid).
-        FileNotFoundError: when the file does not exist.
+        DataError: naming file, line and field, at the first invalid row (unless skip_invalid);
+            also for a missing path, a folder, bytes that are not UTF-8, a file with no records
+            (unless allow_empty) and a file of another kind of record (says which kind it is).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = check_input_file(path)
     records: list[R] = []
     rejects: list[Reject] = []
     seen: dict[Any, int] = {}
@@ -118,6 +239,8 @@ def read_records(
                     raise DataError(str(path), line, unique_key, f"duplicate {key!r} (first at line {seen[key]})")
                 seen[key] = line
         except DataError as exc:
+            if not records and not rejects and (wrong := _wrong_kind(path, model)) is not None:
+                raise wrong from None  # the first row fails because the whole file is another kind
             if not skip_invalid:
                 raise
             rejects.append(Reject(line, exc.field, exc.message, raw.rstrip("\n")))
@@ -125,6 +248,8 @@ def read_records(
         records.append(record)
         if limit is not None and len(records) >= limit:
             break
+    if not records and not rejects and not allow_empty:
+        raise DataError(str(path), None, None, f"empty file: no {model.__name__} records")
     return ReadResult(path, records, rejects)
 
 
@@ -188,12 +313,36 @@ def write_records(path: str | Path, records: Iterable[BaseModel]) -> int:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read one JSON document; a syntax error names the file, line and column."""
+    """Read one JSON document; a syntax error names the file, line and column.
+
+    A JSON Lines file given where one document is expected is named as such.
+    """
     path = Path(path)
+    text = read_text(path)
+    if not text.strip():
+        raise DataError(str(path), None, None, "empty file: expected a JSON document")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            raise DataError(
+                str(path), exc.lineno, None, "this is JSON Lines (one record per line), not one JSON document"
+            ) from None
         raise DataError(str(path), exc.lineno, None, f"broken JSON at column {exc.colno}: {exc.msg}") from None
+
+
+def read_document(path: str | Path, model: type[R]) -> R:
+    """Read one JSON document validated as `model` (e.g. an EvalLog); errors name file and field."""
+    path = Path(path)
+    obj = read_json(path)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        kind = _kind_of(obj, model)
+        if kind:
+            raise DataError(str(path), None, None, f"this is {kind}, not {model.__name__}") from None
+        loc, msg = validation_message(exc)
+        raise DataError(str(path), None, loc, msg) from None
 
 
 def write_json(path: str | Path, obj: BaseModel | dict[str, Any] | list[Any]) -> None:
@@ -216,6 +365,8 @@ class JsonlAppender(Generic[R]):
         self.model = model
         self.key = key
         self.done: dict[Any, R] = {}
+        if self.path.is_dir():
+            raise DataError(str(self.path), None, None, "is a folder; a file was expected")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._recover()
@@ -224,16 +375,25 @@ class JsonlAppender(Generic[R]):
     def _recover(self) -> None:
         data = self.path.read_bytes()
         complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) < len(data):  # a torn last line from a kill: cut it off
-            with self.path.open("r+b") as handle:
-                handle.truncate(len(complete))
+        if len(complete) < len(data):
+            tail = data[len(complete) :]
+            try:  # a whole record whose newline was not written yet: keep it
+                self.model.model_validate_json(tail)
+                with self.path.open("ab") as handle:
+                    handle.write(b"\n")
+                complete = data + b"\n"
+            except ValidationError:  # a torn last line from a kill: cut it off
+                with self.path.open("r+b") as handle:
+                    handle.truncate(len(complete))
         for number, chunk in enumerate(complete.split(b"\n"), start=1):
+            if number == 1 and chunk.startswith(codecs.BOM_UTF8):
+                chunk = chunk[len(codecs.BOM_UTF8) :]
             if not chunk.strip():
                 continue
             try:
                 record = self.model.model_validate_json(chunk)
             except ValidationError as exc:
-                loc, msg = _first_error(exc)
+                loc, msg = validation_message(exc)
                 raise DataError(str(self.path), number, loc, msg) from None
             self.done[self.key(record)] = record
 

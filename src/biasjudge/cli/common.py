@@ -38,8 +38,6 @@ SystemPromptOption = Annotated[
     typer.Option(
         "--system-prompt-file",
         help="System prompt sent byte for byte (the published checkpoints need their own). Default: biasjudge's.",
-        exists=True,
-        dir_okay=False,
     ),
 ]
 ModeOption = Annotated[

@@ -749,26 +749,25 @@ def rows(
 
 def _sniff(path: Path) -> type[BaseModel]:
     """Pair, SFTRow or DPORow, by the keys of the first non-blank line."""
+    from biasjudge.io import iter_text_lines
     from biasjudge.records import DPORow, Pair, SFTRow
 
-    with path.open(encoding="utf-8") as handle:
-        for text in handle:
-            if text.strip():
-                try:
-                    keys = set(json.loads(text))
-                except (json.JSONDecodeError, TypeError):
-                    break
-                if "completion" in keys:
-                    return SFTRow
-                if "chosen" in keys:
-                    return DPORow
-                return Pair
+    for _, text, _ in iter_text_lines(path):
+        try:
+            keys = set(json.loads(text))
+        except (json.JSONDecodeError, TypeError):
+            break
+        if "completion" in keys:
+            return SFTRow
+        if "chosen" in keys:
+            return DPORow
+        return Pair
     return Pair
 
 
 @app.command()
 def stats(
-    file: Annotated[Path, typer.Argument(help="A pairs, SFT or DPO file.", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(help="A pairs, SFT or DPO file.")],
     pairs_file: Annotated[
         Path | None, typer.Option("--pairs", help="Pairs the rows came from (for BBQ category and DPO buckets).")
     ] = None,

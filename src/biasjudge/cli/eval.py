@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from biasjudge.cli.common import DataDirOption, ModeOption, SystemPromptOption, console
-from biasjudge.errors import ConfigError
+from biasjudge.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from biasjudge.records import EvalLog, Pair
@@ -40,7 +40,6 @@ HoldoutOption = Annotated[
     typer.Option(
         "--holdout",
         help="Labelled holdout pairs (JSONL/Parquet). Default: <data dir>/judge-from-scratch/eval_set_unlabeled.jsonl.",
-        dir_okay=False,
         show_default=False,
     ),
 ]
@@ -52,7 +51,6 @@ LevelsOption = Annotated[
             "Pairs file whose suspected_bias_level is copied onto the holdout (the answer-key "
             "baseline needs it). Default: pairs.jsonl beside the holdout, when there is one."
         ),
-        dir_okay=False,
         show_default=False,
     ),
 ]
@@ -84,9 +82,12 @@ def _jfs(data_dir: Path | None) -> Path:
 
 
 def _need(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise ConfigError(f"{what} not found: {path}")
-    return path
+    from biasjudge.io import check_input_file
+
+    try:
+        return check_input_file(path)
+    except DataError as exc:
+        raise DataError(exc.path, None, None, f"{what}: {exc.message}") from None
 
 
 def load_holdout(path: Path, levels_from: Path | None = None) -> list[Pair]:
@@ -184,13 +185,9 @@ def evaluate(
 def metrics_command(
     predictions: Annotated[
         Path,
-        typer.Option(
-            "--predictions", help="Eval log (predictions.json or the reference's eval-results JSON).", dir_okay=False
-        ),
+        typer.Option("--predictions", help="Eval log (predictions.json or the reference's eval-results JSON)."),
     ],
-    holdout: Annotated[
-        Path, typer.Option("--holdout", help="The labelled holdout the log was made on.", dir_okay=False)
-    ],
+    holdout: Annotated[Path, typer.Option("--holdout", help="The labelled holdout the log was made on.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")] = False,
     tokenizer: Annotated[
         str | None,
@@ -215,13 +212,15 @@ def metrics_command(
     [log] = _read_logs([predictions])
     pairs = load_holdout(holdout)
     if tokenizer is None:
-        metrics = log_metrics(log, pairs)
+        metrics = log_metrics(log, pairs, source=predictions, stored_fallback=False)
     else:
         from biasjudge.judge.judge import make_judge
 
         counter = make_judge(tokenizer)
         try:
-            metrics = log_metrics(log, pairs, token_counter=counter.count_tokens)
+            metrics = log_metrics(
+                log, pairs, token_counter=counter.count_tokens, source=predictions, stored_fallback=False
+            )
         finally:
             counter.close()
     if as_json:
@@ -282,7 +281,6 @@ def eval_command(
         typer.Option(
             "--import-predictions",
             help="Saved eval log (e.g. the reference's base Gemma 4 E4B verdicts) added as columns.",
-            dir_okay=False,
             show_default=False,
         ),
     ] = None,
@@ -317,7 +315,7 @@ def eval_command(
 def report_command(
     logs: Annotated[
         list[Path],
-        typer.Argument(help="Eval logs (predictions.json files or reference eval-results JSON).", dir_okay=False),
+        typer.Argument(help="Eval logs (predictions.json files or reference eval-results JSON)."),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for report.md and report.html.", file_okay=False)],
     holdout: HoldoutOption = None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,16 +20,11 @@ CLI_BUCKET = "adversarial"
 def _pair_from_json(source: str) -> Any:
     from pydantic import ValidationError
 
+    from biasjudge.io import read_text, validation_message
     from biasjudge.records import Pair
 
     name = "<stdin>" if source == "-" else source
-    if source == "-":
-        text = sys.stdin.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"--pair-json: {path} not found")
-        text = path.read_text(encoding="utf-8")
+    text = sys.stdin.read() if source == "-" else read_text(source)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -40,8 +34,7 @@ def _pair_from_json(source: str) -> Any:
     try:
         return Pair.model_validate(obj)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise DataError(name, None, ".".join(str(p) for p in err["loc"]), err["msg"]) from None
+        raise DataError(name, None, *validation_message(exc)) from None
 
 
 def _pair_from_flags(question: str | None, choices: list[str], response_a: str | None, response_b: str | None) -> Any:

@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from biasjudge.cli import data, eval, export, judge, train
 from biasjudge.errors import BiasJudgeError
@@ -49,12 +50,21 @@ def _root(
 
 
 def main() -> None:
-    """Run the CLI; a BiasJudgeError prints one red line and exits 2 instead of a traceback."""
+    """Run the CLI. What a user can cause prints one red line and exits 2 instead of a traceback:
+    a BiasJudgeError (bad input, config, spec, missing package) or an OSError (a path that cannot
+    be written, a full disk). Anything else is a bug in biasjudge and keeps its traceback."""
     try:
         app()
-    except BiasJudgeError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    except (BiasJudgeError, OSError) as exc:
+        message = str(exc) if isinstance(exc, BiasJudgeError) else _os_error_message(exc)
+        # Escaped: a message may quote '[...]' from the user's data, which is not Rich markup.
+        Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+def _os_error_message(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 if __name__ == "__main__":

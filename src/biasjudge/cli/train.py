@@ -14,9 +14,7 @@ import typer
 
 from biasjudge.cli.common import console
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Run config YAML (see configs/).", exists=True, dir_okay=False)
-]
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML (see configs/).")]
 OutputDirOption = Annotated[
     Path | None, typer.Option("--output-dir", help="Run folder (overrides output_dir).", show_default=False)
 ]
@@ -109,7 +107,7 @@ def dpo_command(
 def judge_command(
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Recipe YAML (configs/embedded-judge.yaml).", exists=True, dir_okay=False),
+        typer.Option("--config", "-c", help="Recipe YAML (configs/embedded-judge.yaml)."),
     ] = None,
     output_dir: OutputDirOption = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Overrides trl.seed.", show_default=False)] = None,

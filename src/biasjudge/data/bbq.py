@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from biasjudge.data.sources import BBQ_CATEGORIES, resolve_categories
 from biasjudge.errors import DataError
-from biasjudge.io import read_records
+from biasjudge.io import iter_text_lines, read_records
 from biasjudge.records import Question
 
 __all__ = [
@@ -193,21 +193,20 @@ _RAW_FIELDS = (
 
 def _read_raw_file(path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(str(path), number, None, f"broken JSON: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise DataError(str(path), number, None, "expected a JSON object")
-            for field in _RAW_FIELDS:
-                if field not in row:
-                    raise DataError(str(path), number, field, "missing field")
-            row["_line"] = number
-            rows.append(row)
+    for number, text, _ in iter_text_lines(path):
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(str(path), number, None, f"broken JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(str(path), number, None, "expected a JSON object")
+        for field in _RAW_FIELDS:
+            if field not in row:
+                raise DataError(str(path), number, field, "missing field")
+        row["_line"] = number
+        rows.append(row)
+    if not rows:
+        raise DataError(str(path), None, None, "empty file: no BBQ rows")
     return rows
 
 

@@ -27,7 +27,7 @@ from pydantic import Field, model_validator
 
 from biasjudge.config import ConfigModel
 from biasjudge.errors import DataError, LeakageError
-from biasjudge.io import ReadResult, Reject, read_records
+from biasjudge.io import ReadResult, Reject, iter_text_lines, read_records
 from biasjudge.records import PAIR_CATEGORIES, Pair, Response
 
 
@@ -342,8 +342,7 @@ def load_pairs(path: str | Path, *, skip_invalid: bool = False) -> ReadResult[Pa
 def _raw_has_verdict(path: str | Path, line: int | None) -> bool:
     if line is None:
         return False
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if number == line:
-                return '"human_verdict"' in text
+    for number, text, _ in iter_text_lines(path):
+        if number == line:
+            return '"human_verdict"' in text
     return False

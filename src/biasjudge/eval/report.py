@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from biasjudge.errors import DataError
 from biasjudge.eval.metrics import (
     BUCKETS,
@@ -31,7 +29,7 @@ from biasjudge.eval.metrics import (
     confusion_by_slice,
     metrics_by_checkpoint,
 )
-from biasjudge.io import atomic_open, read_json
+from biasjudge.io import atomic_open, read_document
 from biasjudge.records import EvalLog, Pair
 
 if TYPE_CHECKING:
@@ -76,17 +74,9 @@ def read_log(path: str | Path) -> EvalLog:
     """Read an eval log (`predictions.json`, or the reference's eval-results JSON).
 
     Raises:
-        DataError: the file is not valid JSON or not an eval log (names the field).
-        FileNotFoundError: no such file.
+        DataError: no such file, not valid JSON, or not an eval log (names the field).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return EvalLog.model_validate(read_json(path))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise DataError(str(path), None, ".".join(str(p) for p in err["loc"]) or None, err["msg"]) from None
+    return read_document(path, EvalLog)
 
 
 def log_metrics(
@@ -96,17 +86,28 @@ def log_metrics(
     token_counter: TokenCounter | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    source: str | Path = "eval log",
+    stored_fallback: bool = True,
 ) -> dict[str, dict[str, float | None]]:
     """Metrics per checkpoint recomputed from `log.detailed`, the stored verbosity bias kept.
+
+    Raises:
+        DataError (naming `source`): the log has no predictions to recompute from (and, with
+            `stored_fallback`, no stored metrics either), or none of its pairs is in the holdout.
 
     `verbosity_bias` is the log's stored value (the judge's own tokens) where it has one and the
     holdout covers every pair of the log; otherwise, and always in `verbosity_bias_whitespace`,
     it is recomputed in whitespace tokens. With `token_counter` (e.g. a judge's `count_tokens`),
     `verbosity_bias` is recomputed in those tokens instead of taken from the log.
-    Checkpoints with stored metrics but no predictions keep their stored metrics.
+    Checkpoints with stored metrics but no predictions keep their stored metrics, unless
+    `stored_fallback` is False (`biasjudge metrics`, which promises recomputed values).
     """
-    computed = metrics_by_checkpoint(log, holdout, n_resamples=n_resamples, seed=seed)
+    if not log.detailed and not (stored_fallback and log.metrics):
+        raise DataError(str(source), None, "detailed", "no predictions to compute metrics from (the list is empty)")
     holdout_ids = {p.pair_id for p in holdout}
+    if log.detailed and not any(p.pair_id in holdout_ids for p in log.detailed):
+        raise DataError(str(source), None, "detailed", "none of the predicted pairs is in the holdout given")
+    computed = metrics_by_checkpoint(log, holdout, n_resamples=n_resamples, seed=seed) if log.detailed else {}
     for name, values in computed.items():
         values["verbosity_bias_whitespace"] = values["verbosity_bias"]
         stored = log.metrics.get(name, {}).get("verbosity_bias")

@@ -124,10 +124,7 @@ class AnswerKeyJudge(_Baseline):
 def _levels_from_file(path: Path) -> dict[str, tuple[BiasLevel | None, BiasLevel | None]]:
     from biasjudge.io import read_records
 
-    try:
-        pairs = read_records(path, Pair).records
-    except FileNotFoundError:
-        raise BackendError(f"answer-key: pairs file {path} not found") from None
+    pairs = read_records(path, Pair).records  # a missing or bad file is a DataError naming it
     return {p.pair_id: (p.response_a.suspected_bias_level, p.response_b.suspected_bias_level) for p in pairs}
 
 

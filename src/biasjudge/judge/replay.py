@@ -34,14 +34,14 @@ class ReplayJudge:
     def __init__(
         self, target: str = "", *, spec: str = "replay:", mode: JudgeMode = "score", checkpoint: str | None = None
     ) -> None:
-        from biasjudge.io import read_json, sha256_file
+        from biasjudge.io import read_document, sha256_file
 
         if mode != "score":
             raise BackendError("replay: replays probabilities, so it runs in score mode only")
         path = Path(target)
         if not path.is_file():
             raise BackendError(f"replay: eval log {path} not found")
-        log = EvalLog.model_validate(read_json(path))
+        log = read_document(path, EvalLog)
         names = sorted({p.checkpoint_name for p in log.detailed})
         if checkpoint is None and len(names) != 1:
             raise BackendError(f"replay: {path} holds checkpoints {names}; add ?checkpoint=NAME")

@@ -28,8 +28,12 @@ def load_prompt(name: str) -> str:
 
 
 def read_prompt_file(path: str | Path) -> str:
-    """A user's prompt file, byte for byte (no stripping: checkpoints are sensitive to it)."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: prompt file not found")
-    return path.read_bytes().decode("utf-8")
+    """A user's prompt file, byte for byte (no stripping: checkpoints are sensitive to it).
+
+    The one reader of prompt files (`judge`, `eval` and `data rows` all call it). Only a UTF-8
+    byte-order mark is dropped: it is never part of a prompt. A missing file, a folder or bytes
+    that are not UTF-8 raise a DataError naming the file.
+    """
+    from biasjudge.io import read_text
+
+    return read_text(path)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from biasjudge.errors import ConfigError, DataError
-from biasjudge.io import atomic_open, read_json
+from biasjudge.io import atomic_open, iter_text_lines, read_json
 from biasjudge.prompting import DEFAULT_TURN_FORMAT, THINK_TOKEN, refuse_thinking, turn_format
 
 MODEL_INDEX_METRICS = {
@@ -120,14 +120,11 @@ def rows_summary(rows_files: Sequence[str | Path]) -> dict[str, dict[str, int]]:
     """Counts of label_source / reasoning_source / source / verdict over training row files."""
     counts: dict[str, Counter[str]] = {k: Counter() for k in ("label_source", "reasoning_source", "source", "verdict")}
     for path in rows_files:
-        with Path(path).open(encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                for key, counter in counts.items():
-                    if key in row and row[key] is not None:
-                        counter[str(row[key])] += 1
+        for _, line, _ in iter_text_lines(path):
+            row = json.loads(line)
+            for key, counter in counts.items():
+                if key in row and row[key] is not None:
+                    counter[str(row[key])] += 1
     return {k: dict(v) for k, v in counts.items() if v}
 
 
