@@ -45,7 +45,7 @@ def adapter(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     return folder
 
 
-def test_sentencepiece_model_tokenizes_like_the_gguf_tokenizer(tiny_model: Path) -> None:
+def test_sentencepiece_model_tokenizes_like_the_gguf_tokenizer(tiny_model: Path, gguf_model: Path) -> None:
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
@@ -54,12 +54,46 @@ def test_sentencepiece_model_tokenizes_like_the_gguf_tokenizer(tiny_model: Path)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
     assert processor.vocab_size() == len(tokenizer) == 262144
     assert (processor.bos_id(), processor.eos_id()) == (tokenizer.bos_token_id, tokenizer.eos_token_id)
-    for text in [
+    texts = [
         "Hello world, how are you?",
         "  two spaces\tand\n\nnewlines",
         "Ünïcödé 日本語 🤖 <verdict>A</verdict>",
-    ]:
+        "Response A: the old man.\n\nResponse B: unknown.",
+    ]
+    for text in texts:
         assert processor.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"], text
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+    # The GGUF's own tokenizer, as llama.cpp runs it (special tokens not parsed, as SentencePiece does).
+    vocab = llama_cpp.Llama(model_path=str(gguf_model), vocab_only=True, verbose=False)
+    try:
+        for text in texts:
+            assert processor.encode(text) == vocab.tokenize(text.encode(), add_bos=False, special=False), text
+    finally:
+        vocab.close()
+
+
+def test_sentencepiece_model_proto_sets_the_gguf_layout() -> None:
+    import sentencepiece as spm
+
+    from biasjudge.train.export import sentencepiece_model_proto
+
+    tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "a", "b", "ab", "\u2581", "a b"]
+    scores = [0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -0.5, -3.0, 0.0]
+    types = [3, 3, 3, 3, 1, 1, 1, 1, 4]  # GGUF types the unknown piece CONTROL; user-defined pieces have spaces
+    proto = sentencepiece_model_proto(
+        tokens, scores, types, unk_id=3, bos_id=2, eos_id=1, pad_id=0, byte_fallback=False
+    )
+    assert proto.pieces[3].type == proto.pieces[3].UNKNOWN
+    assert proto.pieces[8].piece == "a\u2581b" and proto.pieces[8].type == proto.pieces[8].USER_DEFINED
+    assert (proto.trainer_spec.unk_piece, proto.trainer_spec.bos_piece) == ("<unk>", "<bos>")
+    assert not proto.normalizer_spec.add_dummy_prefix and proto.normalizer_spec.escape_whitespaces
+    processor = spm.SentencePieceProcessor()
+    processor.LoadFromSerializedProto(proto.SerializeToString())
+    assert (processor.unk_id(), processor.bos_id(), processor.eos_id(), processor.pad_id()) == (3, 2, 1, 0)
+    assert processor.encode("abab a b") == [6, 6, 7, 8]  # BPE merges by score, no dummy prefix
 
 
 def test_merge_gives_the_peft_model_logits(tmp_path: Path, tiny_model: Path, adapter: Path) -> None:
@@ -95,8 +129,18 @@ def test_gguf_round_trip_loads_in_llama_cpp(tmp_path: Path, tiny_model: Path, ad
     check = verify_gguf(out, merged, [prompt(i) for i in range(3)], quant="f16", tolerance=0.08)
     assert check.passed, check.to_dict()
     assert check.token_ids_match == 3
+    first = check.per_prompt[0]
+    # Score mode's TIE is two tokens (T + IE) in the Gemma 3 vocabulary: the check reads all of them.
+    assert [len(first["choice_tokens"][v]) for v in ("A", "B", "TIE")] == [1, 1, 2]
+    assert sum(first["llama_cpp"].values()) == pytest.approx(1.0)
+    assert sum(first["transformers"].values()) == pytest.approx(1.0)
+
+    # The LoRA adapter as a GGUF, applied in llama.cpp on the base GGUF, against base + PEFT adapter.
     lora = export_gguf(adapter, tmp_path / "tiny-lora.gguf", "Q8_0")
-    assert lora.stat().st_size > 0
+    base_gguf = export_gguf(tiny_model, tmp_path / "tiny-base-f16.gguf", "f16")
+    lora_check = verify_gguf(base_gguf, adapter, [prompt(i) for i in range(2)], lora_path=lora, tolerance=0.08)
+    assert lora_check.passed, lora_check.to_dict()
+    assert lora_check.gguf.endswith(" + " + str(lora))
 
 
 def test_modelfile_writes_the_training_turns(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from biasjudge.cli.common import SystemPromptOption, console
 
 
 def merge_command(
-    adapter: Annotated[Path, typer.Argument(help="Adapter folder (a run's adapter/).", exists=True, file_okay=False)],
+    adapter: Annotated[Path, typer.Argument(help="Adapter folder (a run's adapter/).", file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged safetensors model.")],
     base: Annotated[
         str | None, typer.Option("--base", help="Base model (default: the one training recorded).", show_default=False)
@@ -32,9 +32,7 @@ def merge_command(
 
 
 def gguf_command(
-    source: Annotated[
-        Path, typer.Argument(help="Merged model folder, or an adapter folder (-> GGUF LoRA).", exists=True)
-    ],
+    source: Annotated[Path, typer.Argument(help="Merged model folder, or an adapter folder (-> GGUF LoRA).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .gguf file to write.", dir_okay=False)],
     quant: Annotated[str, typer.Option("--quant", help="f16, Q8_0 or Q5_K_M (adapters: f16, Q8_0).")] = "Q8_0",
     llama_cpp_dir: Annotated[
@@ -49,7 +47,6 @@ def gguf_command(
         typer.Option(
             "--check-pairs",
             help="Pairs file (e.g. the holdout): compare verdict probabilities after export.",
-            dir_okay=False,
         ),
     ] = None,
     check_n: Annotated[int, typer.Option("--check-n", help="How many pairs to check.")] = 8,
@@ -90,7 +87,7 @@ def gguf_command(
 
 
 def ollama_command(
-    gguf: Annotated[Path, typer.Argument(help="The judge GGUF (or the base GGUF with --adapter).", exists=True)],
+    gguf: Annotated[Path, typer.Argument(help="The judge GGUF (or the base GGUF with --adapter).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Modelfile to write.")] = Path("Modelfile"),
     adapter: Annotated[Path | None, typer.Option("--adapter", help="A GGUF LoRA adapter (ADAPTER line).")] = None,
     chat_format: Annotated[
