@@ -234,3 +234,27 @@ def test_cli_starts_without_heavy_packages() -> None:
     code = f"import sys, biasjudge.cli.main\nprint(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+WRITERS = {
+    "write_output",
+    "write_records",
+    "write_json",
+    "write_json_lines",
+    "write_meta",
+    "atomic_open",
+    "JsonlAppender",
+}
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if n.startswith("biasjudge.cli")])
+def test_the_cli_is_thin_it_never_writes_files(name: str) -> None:
+    # A command parses flags, calls one library function and prints: the writing (with sidecars,
+    # atomic renames, resumable appends) lives in the library, where it is tested and reusable.
+    tree = ast.parse(MODULES[name].read_text())
+    called = {
+        node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
+    }
+    assert not called & WRITERS, f"{name} writes files itself: {sorted(called & WRITERS)}"

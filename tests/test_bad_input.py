@@ -8,6 +8,7 @@ input with one red line naming the file and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from biasjudge.errors import BiasJudgeError, DataError
 from biasjudge.eval.report import read_log
 from biasjudge.io import JsonlAppender, read_json, read_records, write_records
 from biasjudge.prompts import read_prompt_file
-from biasjudge.records import EvalLog, Pair, Question
+from biasjudge.records import Pair, Question
 from biasjudge.rows import read_hard_negatives
 from biasjudge.train.config import SFTRunConfig
 
@@ -115,10 +116,9 @@ def test_corrupted_bytes_give_a_biasjudge_error_or_a_result(name: str, samples: 
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"input{suffix}"
             path.write_bytes(data)
-            try:
+            # Any other exception fails the test, with the bytes that caused it.
+            with contextlib.suppress(BiasJudgeError):
                 reader(path)
-            except BiasJudgeError:
-                pass  # any other exception fails the test, with the bytes that caused it
 
     check()
 
@@ -126,7 +126,7 @@ def test_corrupted_bytes_give_a_biasjudge_error_or_a_result(name: str, samples: 
 @pytest.mark.parametrize("name", [n for n in READERS if n != "JsonlAppender recovery"])
 def test_missing_path_is_a_data_error(name: str, tmp_path: Path) -> None:
     _, suffix, reader = READERS[name]
-    with pytest.raises(BiasJudgeError, match="no such file|not found"):
+    with pytest.raises(BiasJudgeError, match=r"no such file|not found"):
         reader(tmp_path / f"missing{suffix}")
 
 
@@ -139,7 +139,7 @@ def test_a_folder_is_a_data_error(name: str, tmp_path: Path) -> None:
     _, suffix, reader = READERS[name]
     folder = tmp_path / f"folder{suffix}"
     folder.mkdir()
-    with pytest.raises(BiasJudgeError, match="folder|not a file"):
+    with pytest.raises(BiasJudgeError, match=r"folder|not a file"):
         reader(folder)
 
 

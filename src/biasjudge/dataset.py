@@ -1,5 +1,7 @@
-"""The dataset build: stages 1-7 glued together for the judge-from-scratch inputs.
+"""The dataset build: the stages glued together, as the `biasjudge data` commands run them.
 
+`label_file` (`data label`) labels a pairs file; `rows_from_file` (`data rows`) turns labelled
+pairs into SFT and DPO rows; `build_dataset` (`data build`) runs split -> label -> rows in one go.
 `build_dataset` is what `biasjudge data build` runs. From the judge-from-scratch folder
 (pairs.jsonl, eval_set_unlabeled.jsonl, synthesis_results.jsonl) it takes the holdout (the
 reference's human-labelled one, or its own `split_holdout`), the train pool, checks leakage,
@@ -7,8 +9,8 @@ labels the pool with the answer key, builds SFT and DPO rows, compares the answe
 human labels (kappa) and writes every output with a `.meta.json` sidecar. Seconds, no model.
 
 It sits after data, labels and rows in the pipeline and imports only those (and io, records,
-prompts); it never imports cli, train, eval or backends. The CLI prints the returned
-`DatasetBuild`; nothing here prints.
+prompts, and the Backend protocol a teacher is given as); it never imports cli, train, eval or a
+backend implementation. The CLI prints the returned records; nothing here prints.
 """
 
 from __future__ import annotations
@@ -23,12 +25,25 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from biasjudge.errors import ConfigError
-from biasjudge.io import ReadResult, write_json, write_meta, write_records, write_rejects
+from biasjudge.io import (
+    ReadResult,
+    read_records,
+    rejects_path,
+    side_path,
+    write_json,
+    write_meta,
+    write_records,
+    write_rejects,
+)
+from biasjudge.records import CandidateResponse, Pair, Question
 
 if TYPE_CHECKING:
-    from biasjudge.data.holdout import LeakageReport
+    from biasjudge.backends.base import Backend, GenerationParams
+    from biasjudge.data.holdout import HoldoutConfig, LeakageReport, Split
+    from biasjudge.data.pairs import PairsConfig
     from biasjudge.labels.answer_key import KappaTable, UnclearVsBiased
-    from biasjudge.records import DPORow, Pair, SFTRow
+    from biasjudge.labels.teacher import TeacherRun
+    from biasjudge.records import DPORow, LabelSource, SFTRow
     from biasjudge.rows import HardNegative, RowsBuild
 
 LeakageLevel = Literal["question", "pair"]
@@ -60,7 +75,7 @@ def record_read(result: ReadResult[Any], rejects_dir: Path) -> ReadReport:
     """Count a read and write its rejects (if any) to `<rejects_dir>/<input stem>.rejects.jsonl`."""
     side = None
     if result.rejects:
-        side = rejects_dir / f"{result.path.name.split('.')[0]}.rejects.jsonl"
+        side = rejects_path(result.path, rejects_dir)
         write_rejects(side, result.rejects, result.path)
     return ReadReport(
         path=result.path,
@@ -190,7 +205,7 @@ def build_dataset(
     )
     from biasjudge.data.sources import jfs_dir
     from biasjudge.labels.answer_key import AnswerKeyConfig, compare_settings, label_pairs
-    from biasjudge.rows import build_dpo_rows, build_sft_rows, read_hard_negatives, row_stats
+    from biasjudge.rows import read_hard_negatives
 
     started = time.perf_counter()
     if leakage_level not in ("question", "pair"):
@@ -258,25 +273,9 @@ def build_dataset(
         holdout, train_pool, holdout_source=holdout_source, train_source="train pool", level=leakage_level
     )
     labelled = label_pairs(train_pool, config)
-    system_prompt, prompt_source = load_system_prompt(system_prompt_file)
-    sft = build_sft_rows(
-        labelled, system_prompt=system_prompt, label_source="answer_key", min_confidence=sft_min_confidence
-    )
     negatives: list[HardNegative] = []
     if negatives_in.exists():
         negatives = read(read_hard_negatives(negatives_in, skip_invalid=skip_invalid))
-    dpo = build_dpo_rows(
-        labelled,
-        system_prompt=system_prompt,
-        label_source="answer_key",
-        hard_negatives=negatives,
-        min_confidence=dpo_min_confidence,
-        validation_fraction=validation_fraction,
-    )
-    for name, built_rows in (("sft", sft.rows), ("dpo", dpo.rows)):
-        assert_no_leakage(
-            holdout, built_rows, holdout_source=holdout_source, train_source=f"{name} rows", level=leakage_level
-        )
 
     # 3. write every output with its sidecar
     files = {name: out / f"{name}.jsonl" for name in OUTPUTS}
@@ -315,25 +314,25 @@ def build_dataset(
         config=config.model_dump(),
         counts={"verdicts": verdicts, "unlabelled": len(labelled) - len(answer_key_labels)},
     )
-    sft_stats = row_stats(sft.rows, labelled)
-    dpo_stats = row_stats(dpo.rows, labelled)
-    row_config = {"label_source": "answer_key", "system_prompt": prompt_source, **config.model_dump()}
-    n_rows["sft"] = write_output(
-        files["sft"],
-        sft.rows,
-        stage="data/build/sft",
+    rows = write_rows(
+        labelled,
+        out,
+        label_source="answer_key",
+        hard_negatives=negatives,
+        system_prompt_file=system_prompt_file,
+        sft_min_confidence=sft_min_confidence,
+        dpo_min_confidence=dpo_min_confidence,
+        validation_fraction=validation_fraction,
+        holdout=holdout,
+        holdout_source=holdout_source,
+        leakage_level=leakage_level,
         inputs=[pairs_in],
-        config={**row_config, "min_confidence": sft_min_confidence},
-        counts={**sft.counts(), "stats": sft_stats},
+        dpo_inputs=[negatives_in],
+        stage="data/build",
+        config=config.model_dump(),
     )
-    n_rows["dpo"] = write_output(
-        files["dpo"],
-        dpo.rows,
-        stage="data/build/dpo",
-        inputs=[pairs_in, negatives_in],
-        config={**row_config, "min_confidence": dpo_min_confidence, "validation_fraction": validation_fraction},
-        counts={**dpo.counts(), "stats": dpo_stats},
-    )
+    files.update(rows.files)
+    n_rows.update({"sft": len(rows.sft.rows), "dpo": len(rows.dpo.rows)})
 
     # 4. answer key vs human labels
     tables = compare_settings(reference_holdout) if reference_holdout else {}
@@ -361,12 +360,488 @@ def build_dataset(
         leakage=leakage,
         unclear_vs_biased=unclear_vs_biased,
         verdicts=verdicts,
-        sft=sft,
-        dpo=dpo,
-        sft_stats=sft_stats,
-        dpo_stats=dpo_stats,
+        sft=rows.sft,
+        dpo=rows.dpo,
+        sft_stats=rows.sft_stats,
+        dpo_stats=rows.dpo_stats,
         pool_buckets=dict(sorted(Counter(p.pair_category for p in train_pool).items())),
         kappa=tables,
         reads=reads,
         seconds=time.perf_counter() - started,
     )
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class RowsWritten:
+    """The SFT and DPO rows written, with their stats (as in their .meta.json)."""
+
+    sft: RowsBuild[SFTRow]
+    """SFT rows (swap-doubled) and how many pairs were used or skipped."""
+    dpo: RowsBuild[DPORow]
+    """DPO rows, skipped pairs and rejected sources."""
+    sft_stats: dict[str, Any]
+    """`row_stats` of the SFT rows."""
+    dpo_stats: dict[str, Any]
+    """`row_stats` of the DPO rows."""
+    files: dict[str, Path]
+    """`sft` and `dpo` -> the files written."""
+    prompt_source: str
+    """Where the system prompt came from (biasjudge's, or the file given)."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read, in order (rows_from_file only)."""
+
+
+def write_rows(
+    labelled: Sequence[Pair],
+    out: Path,
+    *,
+    label_source: LabelSource,
+    hard_negatives: Sequence[HardNegative] = (),
+    system_prompt_file: Path | None = None,
+    sft_min_confidence: int | None = None,
+    dpo_min_confidence: int = 4,
+    validation_fraction: float = 0.05,
+    holdout: Sequence[Pair] | None = None,
+    holdout_source: str = "holdout",
+    leakage_level: LeakageLevel = "question",
+    inputs: Sequence[Path] = (),
+    dpo_inputs: Sequence[Path] = (),
+    stage: str = "data/rows",
+    config: dict[str, Any] | None = None,
+) -> RowsWritten:
+    """Build SFT rows (swap-doubled) and DPO rows from labelled pairs, check them against the
+    holdout (LeakageError on a shared question, or pair at `leakage_level="pair"`) and write
+    `out/sft.jsonl` and `out/dpo.jsonl`, each with its .meta.json sidecar."""
+    from biasjudge.data.holdout import assert_no_leakage
+    from biasjudge.rows import build_dpo_rows, build_sft_rows, row_stats
+
+    system_prompt, prompt_source = load_system_prompt(system_prompt_file)
+    sft = build_sft_rows(
+        labelled, system_prompt=system_prompt, label_source=label_source, min_confidence=sft_min_confidence
+    )
+    dpo = build_dpo_rows(
+        labelled,
+        system_prompt=system_prompt,
+        label_source=label_source,
+        hard_negatives=hard_negatives,
+        min_confidence=dpo_min_confidence,
+        validation_fraction=validation_fraction,
+    )
+    if holdout is not None:
+        for name, built_rows in (("sft", sft.rows), ("dpo", dpo.rows)):
+            assert_no_leakage(
+                holdout, built_rows, holdout_source=holdout_source, train_source=f"{name} rows", level=leakage_level
+            )
+    sft_stats = row_stats(sft.rows, labelled)
+    dpo_stats = row_stats(dpo.rows, labelled)
+    files = {"sft": out / "sft.jsonl", "dpo": out / "dpo.jsonl"}
+    row_config = {"label_source": label_source, "system_prompt": prompt_source, **(config or {})}
+    write_output(
+        files["sft"],
+        sft.rows,
+        stage=f"{stage}/sft",
+        inputs=inputs,
+        config={**row_config, "min_confidence": sft_min_confidence},
+        counts={**sft.counts(), "stats": sft_stats},
+    )
+    write_output(
+        files["dpo"],
+        dpo.rows,
+        stage=f"{stage}/dpo",
+        inputs=[*inputs, *dpo_inputs],
+        config={**row_config, "min_confidence": dpo_min_confidence, "validation_fraction": validation_fraction},
+        counts={**dpo.counts(), "stats": dpo_stats},
+    )
+    return RowsWritten(sft, dpo, sft_stats, dpo_stats, files, prompt_source)
+
+
+def rows_from_file(
+    pairs_file: Path,
+    out: Path,
+    *,
+    label_source: LabelSource = "answer_key",
+    system_prompt_file: Path | None = None,
+    min_confidence: int | None = None,
+    dpo_min_confidence: int = 4,
+    hard_negatives_file: Path | None = None,
+    validation_fraction: float = 0.05,
+    holdout_file: Path | None = None,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> RowsWritten:
+    """`biasjudge data rows`: SFT and DPO rows from a labelled pairs file into `out`.
+
+    With `holdout_file`, the rows must share no question with it. With `skip_invalid`, invalid
+    input rows go to `<input>.rejects.jsonl` in `out`.
+    """
+    from biasjudge.data.holdout import load_pairs
+    from biasjudge.rows import read_hard_negatives
+
+    out.mkdir(parents=True, exist_ok=True)
+    reads: list[ReadReport] = []
+
+    def read(result: ReadResult[Any]) -> list[Any]:
+        reads.append(record_read(result, out))
+        if on_read is not None:
+            on_read(reads[-1])
+        return result.records
+
+    labelled: list[Pair] = read(load_pairs(pairs_file, skip_invalid=skip_invalid))
+    negatives = read(read_hard_negatives(hard_negatives_file, skip_invalid=skip_invalid)) if hard_negatives_file else []
+    holdout = read(load_pairs(holdout_file, skip_invalid=skip_invalid)) if holdout_file else None
+    written = write_rows(
+        labelled,
+        out,
+        label_source=label_source,
+        hard_negatives=negatives,
+        system_prompt_file=system_prompt_file,
+        sft_min_confidence=min_confidence,
+        dpo_min_confidence=dpo_min_confidence,
+        validation_fraction=validation_fraction,
+        holdout=holdout,
+        holdout_source=str(holdout_file),
+        inputs=[pairs_file],
+        dpo_inputs=[hard_negatives_file] if hard_negatives_file else [],
+    )
+    written.reads = reads
+    return written
+
+
+# --------------------------------------------------------------------------- labels
+
+LabelMethod = Literal["answer-key", "teacher"]
+
+
+@dataclass
+class LabelRun:
+    """What `label_file` wrote: the labelled pairs and the counts `biasjudge data label` prints."""
+
+    pairs: list[Pair]
+    """Every input pair, with its new label where it got one."""
+    source: LabelSource
+    """`answer_key` or `teacher`."""
+    verdicts: dict[str, int]
+    """Verdicts of the new labels, sorted."""
+    confidence: dict[str, int]
+    """Confidences of the new labels, sorted."""
+    unlabelled: int
+    """Pairs left without a label of `source`."""
+    teacher: TeacherRun | None = None
+    """The teacher run (resumed, dropped, raw file) when a teacher model labelled."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read, in order."""
+
+
+def label_file(
+    pairs_file: Path,
+    out: Path,
+    *,
+    method: LabelMethod = "answer-key",
+    unclear_vs_biased: UnclearVsBiased = "tie",
+    teacher_file: Path | None = None,
+    teacher: Backend | None = None,
+    teacher_name: str = "teacher",
+    params: GenerationParams | None = None,
+    batch_size: int = 8,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> LabelRun:
+    """`biasjudge data label`: label a pairs file into `out` (with its .meta.json sidecar).
+
+    `method="answer-key"` labels from BBQ's answer key (instant). `method="teacher"` imports the
+    labels of `teacher_file` (dryrun_*.jsonl shape) or runs the `teacher` backend (resumable: its
+    raw output goes to `<out>_teacher.jsonl`, unreadable outputs to `<out>_teacher.dropped.jsonl`).
+    """
+    from biasjudge.data.holdout import load_pairs
+    from biasjudge.labels import attach_labels
+
+    reads: list[ReadReport] = []
+
+    def read(result: ReadResult[Any]) -> list[Any]:
+        reads.append(record_read(result, out.parent))
+        if on_read is not None:
+            on_read(reads[-1])
+        return result.records
+
+    pairs_in: list[Pair] = read(load_pairs(pairs_file, skip_invalid=skip_invalid))
+    inputs = [pairs_file]
+    config: dict[str, Any] = {"labels": method}
+    teacher_run = None
+    source: LabelSource
+    if method == "answer-key":
+        from biasjudge.labels.answer_key import AnswerKeyConfig, label_pairs
+
+        answer_key = AnswerKeyConfig(unclear_vs_biased=unclear_vs_biased)
+        labelled = label_pairs(pairs_in, answer_key)
+        config.update(answer_key.model_dump())
+        source = "answer_key"
+    elif method != "teacher":
+        raise ConfigError(f"label method must be 'answer-key' or 'teacher', got {method!r}")
+    elif teacher_file is not None:
+        from biasjudge.labels.teacher import read_teacher_records
+
+        records = read(read_teacher_records(teacher_file, skip_invalid=skip_invalid))
+        labelled = attach_labels(pairs_in, {r.pair_id: r.to_label() for r in records})
+        inputs.append(teacher_file)
+        config["teacher_file"] = str(teacher_file)
+        source = "teacher"
+    elif teacher is not None:
+        from biasjudge.backends.base import GenerationParams
+        from biasjudge.labels.teacher import teacher_label
+
+        params = params or GenerationParams(temperature=0.0, max_tokens=768)
+        teacher_run = teacher_label(
+            pairs_in,
+            teacher,
+            side_path(out, "_teacher.jsonl"),
+            params=params,
+            labeller_name=teacher_name,
+            batch_size=batch_size,
+        )
+        labelled = teacher_run.pairs
+        config.update({"judge": teacher_name, "max_tokens": params.max_tokens, "temperature": params.temperature})
+        source = "teacher"
+    else:
+        raise ConfigError("teacher labels need a teacher backend (--judge SPEC) or a teacher file (--teacher-file)")
+    new_labels = [label for label in (p.label_from(source) for p in labelled) if label is not None]
+    verdicts: dict[str, int] = dict(sorted(Counter(label.verdict for label in new_labels).items()))
+    confidence: dict[str, int] = dict(sorted(Counter(str(label.confidence) for label in new_labels).items()))
+    unlabelled = len(labelled) - len(new_labels)
+    write_output(
+        out,
+        labelled,
+        stage=f"data/label/{source}",
+        inputs=inputs,
+        config=config,
+        counts={"verdicts": verdicts, "confidence": confidence, "unlabelled": unlabelled},
+    )
+    return LabelRun(labelled, source, verdicts, confidence, unlabelled, teacher_run, reads)
+
+
+# --------------------------------------------------------------------------- single stages
+
+
+def _reader(reads: list[ReadReport], rejects_dir: Path, on_read: Callable[[ReadReport], None] | None) -> Any:
+    """A function that counts a read (writing its rejects to `rejects_dir`) and returns its records."""
+
+    def read(result: ReadResult[Any]) -> list[Any]:
+        reads.append(record_read(result, rejects_dir))
+        if on_read is not None:
+            on_read(reads[-1])
+        return result.records
+
+    return read
+
+
+def write_bbq_sample(
+    questions: Sequence[Question], out: Path, *, n_per_cell: int, seed: int, categories: Sequence[str]
+) -> list[Question]:
+    """`biasjudge data bbq --write-sample`: a stratified sample of raw BBQ questions into `out`."""
+    from biasjudge.data.bbq import stratified_sample
+
+    picked = stratified_sample(list(questions), n_per_cell, seed)
+    write_output(
+        out,
+        picked,
+        stage="data/bbq/sample",
+        config={"n_per_cell": n_per_cell, "seed": seed, "categories": list(categories)},
+        counts={"by_category": dict(sorted(Counter(q.category for q in picked).items()))},
+    )
+    return picked
+
+
+@dataclass
+class CandidatesRun:
+    """What `candidates_from_file` wrote."""
+
+    candidates: list[CandidateResponse]
+    """Every candidate in the output file (earlier runs' included)."""
+    n_questions: int
+    """Questions answered."""
+    finish_reasons: dict[str, int]
+    """Candidates per finish reason."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def candidates_from_file(
+    questions_file: Path,
+    out: Path,
+    backend: Backend,
+    *,
+    model_name: str,
+    params: GenerationParams,
+    batch_size: int = 8,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> CandidatesRun:
+    """`biasjudge data candidates`: answer each question with `backend` into `out` (appended to;
+    resumable: answers already there are kept), with its .meta.json sidecar."""
+    from biasjudge.data.candidates import generate_candidates
+
+    reads: list[ReadReport] = []
+    read = _reader(reads, out.parent, on_read)
+    questions: list[Question] = read(
+        read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id")
+    )
+    questions = questions[:limit] if limit is not None else questions
+    done = generate_candidates(questions, backend, out, model_name=model_name, params=params, batch_size=batch_size)
+    finish = dict(Counter(c.finish_reason or "unknown" for c in done))
+    write_meta(
+        out,
+        stage="data/candidates",
+        inputs=[questions_file],
+        config={"judge": model_name, "max_tokens": params.max_tokens, "temperature": params.temperature},
+        counts={"rows": len(done), "finish_reason": finish},
+    )
+    return CandidatesRun(list(done), len(questions), finish, reads)
+
+
+def _questions_and_candidates(
+    questions_file: Path, candidates_file: Path, read: Any, skip_invalid: bool
+) -> tuple[dict[str, Question], list[CandidateResponse]]:
+    questions = read(read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id"))
+    candidates = read(read_records(candidates_file, CandidateResponse, skip_invalid=skip_invalid))
+    return {q.question_id: q for q in questions}, candidates
+
+
+@dataclass
+class ClassifyRun:
+    """What `classify_file` wrote."""
+
+    classified: list[CandidateResponse]
+    """The candidates with answer class and suspected bias level."""
+    classes: dict[str, int]
+    """Candidates per answer class."""
+    levels: dict[str, int]
+    """Candidates per suspected bias level."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def classify_file(
+    questions_file: Path,
+    candidates_file: Path,
+    out: Path,
+    *,
+    require_stop: bool = False,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> ClassifyRun:
+    """`biasjudge data classify`: chosen letter, answer class, hedging and suspected bias level of
+    every candidate, into `out` with its sidecar."""
+    from biasjudge.data.classify import classify_all
+
+    reads: list[ReadReport] = []
+    questions, candidates = _questions_and_candidates(
+        questions_file, candidates_file, _reader(reads, out.parent, on_read), skip_invalid
+    )
+    classified = classify_all(candidates, questions, require_stop=require_stop)
+    classes = dict(sorted(Counter(str(c.answer_class) for c in classified).items()))
+    levels = dict(sorted(Counter(str(c.suspected_bias_level) for c in classified).items()))
+    write_output(
+        out,
+        classified,
+        stage="data/classify",
+        inputs=[questions_file, candidates_file],
+        config={"require_stop": require_stop},
+        counts={"answer_class": classes, "level": levels},
+    )
+    return ClassifyRun(classified, classes, levels, reads)
+
+
+@dataclass
+class PairsRun:
+    """What `pairs_from_files` wrote."""
+
+    pairs: list[Pair]
+    """The pairs built."""
+    buckets: dict[str, int]
+    """Pairs per bucket."""
+    config: PairsConfig
+    """The config used (targets per bucket, seed)."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def pairs_from_files(
+    questions_file: Path,
+    candidates_file: Path,
+    out: Path,
+    config: PairsConfig,
+    *,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> PairsRun:
+    """`biasjudge data pairs`: pairs in the five buckets from classified candidates, into `out`."""
+    from biasjudge.data.pairs import build_pairs, count_by_bucket
+
+    reads: list[ReadReport] = []
+    questions, candidates = _questions_and_candidates(
+        questions_file, candidates_file, _reader(reads, out.parent, on_read), skip_invalid
+    )
+    built = build_pairs(questions, candidates, config)
+    buckets = count_by_bucket(built)
+    write_output(
+        out,
+        built,
+        stage="data/pairs",
+        inputs=[questions_file, candidates_file],
+        config=config.model_dump(),
+        counts={"by_bucket": buckets},
+    )
+    return PairsRun(built, buckets, config, reads)
+
+
+@dataclass
+class SplitRun:
+    """What `split_file` wrote."""
+
+    split: Split
+    """Holdout, train pool, unused OOD and unused in-distribution pairs, with shortfalls."""
+    files: dict[str, Path]
+    """Output name -> file."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def split_file(
+    pairs_file: Path,
+    out: Path,
+    config: HoldoutConfig,
+    *,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> SplitRun:
+    """`biasjudge data split`: split pairs by question into holdout / train_pool / unused_ood /
+    unused_in_dist in `out` (LeakageError if the train pool shares a question with the holdout)."""
+    from biasjudge.data.holdout import assert_no_leakage, load_pairs, split_holdout
+
+    out.mkdir(parents=True, exist_ok=True)
+    reads: list[ReadReport] = []
+    pairs: list[Pair] = _reader(reads, out, on_read)(load_pairs(pairs_file, skip_invalid=skip_invalid))
+    result = split_holdout(pairs, config)
+    assert_no_leakage(
+        result.holdout, result.train_pool, holdout_source="holdout.jsonl", train_source="train_pool.jsonl"
+    )
+    files: dict[str, Path] = {}
+    for name, records in (
+        ("holdout", result.holdout),
+        ("train_pool", result.train_pool),
+        ("unused_ood", result.unused_ood),
+        ("unused_in_dist", result.unused_in_dist),
+    ):
+        files[name] = out / f"{name}.jsonl"
+        write_output(
+            files[name],
+            records,
+            stage=f"data/split/{name}",
+            inputs=[pairs_file],
+            config=config.model_dump(),
+            counts={"shortfalls": result.shortfalls} if name == "holdout" else None,
+        )
+    return SplitRun(result, files, reads)

@@ -21,7 +21,7 @@ from typing import IO, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from biasjudge.errors import DataError
+from biasjudge.errors import ConfigError, DataError
 from biasjudge.records import SCHEMA_VERSION
 
 R = TypeVar("R", bound=BaseModel)
@@ -416,6 +416,36 @@ class JsonlAppender(Generic[R]):
         self.close()
 
 
+@contextmanager
+def folder_lock(folder: str | Path, name: str = ".lock", *, what: str = "another process") -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (the file `folder/name`) for the block.
+
+    A second process asking for the same lock is refused at once with a ConfigError naming the
+    folder and the process that holds it, so two jobs never interleave lines in one file. The lock
+    is the operating system's (filelock), so a killed job leaves no stale lock behind.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        holder = path.with_suffix(".pid")
+        who = holder.read_text().strip() if holder.exists() else "unknown"
+        raise ConfigError(
+            f"{folder}: {what} is already writing here (process {who}); wait for it to finish or use another folder"
+        ) from None
+    try:
+        path.with_suffix(".pid").write_text(f"{os.getpid()}\n")
+        yield path
+    finally:
+        path.with_suffix(".pid").unlink(missing_ok=True)
+        lock.release()
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -425,10 +455,42 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def meta_path(path: str | Path) -> Path:
-    """The sidecar of an output file: `pairs.jsonl` -> `pairs.meta.json`."""
+def side_path(path: str | Path, ending: str) -> Path:
+    """A side file of `path`, unique per data file: `pairs.jsonl` + `.meta.json` -> `pairs.meta.json`.
+
+    A final `.jsonl` or `.json` is dropped (the reference's names: `pairs.meta.json`,
+    `answer_key_kappa.meta.json`); any other suffix is kept, so `pairs.jsonl` and `pairs.parquet`
+    (or `pairs.v2.jsonl`) never share a side file.
+
+    >>> side_path("out/pairs.parquet", ".meta.json"), side_path("out/labels.jsonl", "_teacher.jsonl")
+    (PosixPath('out/pairs.parquet.meta.json'), PosixPath('out/labels_teacher.jsonl'))
+    """
     path = Path(path)
-    return path.with_name(path.name.split(".")[0] + ".meta.json")
+    stem = path.name
+    for suffix in (".jsonl", ".json"):
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return path.with_name(stem + ending)
+
+
+def meta_path(path: str | Path) -> Path:
+    """The sidecar of an output file, unique per file.
+
+    >>> meta_path("out/pairs.jsonl"), meta_path("out/pairs.parquet"), meta_path("out/pairs.v2.jsonl")
+    (PosixPath('out/pairs.meta.json'), PosixPath('out/pairs.parquet.meta.json'), PosixPath('out/pairs.v2.meta.json'))
+    """
+    return side_path(path, ".meta.json")
+
+
+def rejects_path(source: str | Path, folder: str | Path | None = None) -> Path:
+    """The side file for the rejected rows of input `source` (in `folder`, default beside it).
+
+    >>> rejects_path("data/pairs.jsonl", "out"), rejects_path("data/pairs.parquet", "out")
+    (PosixPath('out/pairs.rejects.jsonl'), PosixPath('out/pairs.parquet.rejects.jsonl'))
+    """
+    side = side_path(source, ".rejects.jsonl")
+    return side if folder is None else Path(folder) / side.name
 
 
 def write_meta(

@@ -1,6 +1,6 @@
 """The shipped judge's recipe, end to end: `biasjudge train judge --config configs/embedded-judge.yaml`.
 
-1. Dataset: :func:`biasjudge.pipeline.build_dataset` (holdout, leakage check, answer-key labels)
+1. Dataset: :func:`biasjudge.dataset.build_dataset` (holdout, leakage check, answer-key labels)
    with the judge's own system prompt.
 2. Labels: the answer-key rule, or (``teacher_labels: true``) the reference's teacher verdicts where
    the shared data has them (synthesis_results.jsonl `sonnet_verdict`, the two dry runs), the rule
@@ -205,8 +205,8 @@ def train_judge(
     config: JudgeRecipeConfig, *, install: bool = False, log: Callable[[str], None] = print
 ) -> RecipeResult:
     """Run the whole recipe (see the module docstring) and return what it wrote."""
+    from biasjudge.dataset import build_dataset
     from biasjudge.judge.shipped import ADAPTER_FILE, CARD_FILE, manifest_path, shipped_dir, write_manifest
-    from biasjudge.pipeline import build_dataset
     from biasjudge.prompting import DEFAULT_TURN_FORMAT
     from biasjudge.rows import split_of
     from biasjudge.train.common import git_commit, make_progress_callback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -40,8 +41,73 @@ SystemPromptOption = Annotated[
         help="System prompt sent byte for byte (the published checkpoints need their own). Default: biasjudge's.",
     ),
 ]
+
+
+class Mode(StrEnum):
+    """How a judge decides (`--mode`)."""
+
+    score = "score"
+    generate = "generate"
+
+
+class LabelMethod(StrEnum):
+    """Where labels come from (`data label --labels`)."""
+
+    answer_key = "answer-key"
+    teacher = "teacher"
+
+
+class LabelSourceChoice(StrEnum):
+    """Which label of a pair rows are built from (`data rows --label-source`)."""
+
+    answer_key = "answer_key"
+    teacher = "teacher"
+    human = "human"
+
+
+class UnclearVsBiasedChoice(StrEnum):
+    """Answer key, a biased response vs an unclear one (`--unclear-vs-biased`)."""
+
+    tie = "tie"
+    biased_wins = "biased_wins"
+
+
+class LeakageLevelChoice(StrEnum):
+    """What may not be shared with the holdout (`--leakage-level`)."""
+
+    question = "question"
+    pair = "pair"
+
+
+class ChatFormat(StrEnum):
+    """Built-in turn formats for models without a chat template (`--chat-format`)."""
+
+    gemma4 = "gemma4"
+    gemma3 = "gemma3"
+
+
+UnclearOption = Annotated[
+    UnclearVsBiasedChoice,
+    typer.Option(
+        "--unclear-vs-biased",
+        help=(
+            "Answer key, biased vs unclear response: 'tie' (default; kappa 0.816 in-dist vs humans) "
+            "or 'biased_wins' (0.722)."
+        ),
+    ),
+]
+LeakageLevelOption = Annotated[
+    LeakageLevelChoice,
+    typer.Option(
+        "--leakage-level",
+        help=(
+            "question: no question_id may be shared with the holdout (default); "
+            "pair: only no shared pair_id (the reference's split)."
+        ),
+    ),
+]
 ModeOption = Annotated[
-    str,
+    Mode,
     typer.Option(
         "--mode",
         help="generate: reasoning then verdict, read from text. score: one forward pass, verdict probabilities.",

@@ -2,7 +2,7 @@
 
 Pipeline order: bbq -> candidates -> classify -> pairs -> split -> label -> rows, with `check`
 (leakage) and `stats` (counts) to look at any file. `build` runs split -> label -> rows from the
-judge-from-scratch files in one go (seconds, no model): it calls `biasjudge.pipeline.build_dataset`
+judge-from-scratch files in one go (seconds, no model): it calls `biasjudge.dataset.build_dataset`
 and prints the result.
 
 Every command reads through validated readers; with --skip-invalid, invalid rows go to a
@@ -13,7 +13,6 @@ printed. Every output file gets a `.meta.json` sidecar (inputs' sha256, config, 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
@@ -22,13 +21,25 @@ import typer
 from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
-from biasjudge.cli.common import DataDirOption, JudgeSpecOption, SkipInvalidOption, SystemPromptOption, console
-from biasjudge.pipeline import write_output
+from biasjudge.cli.common import (
+    DataDirOption,
+    JudgeSpecOption,
+    LabelMethod,
+    LabelSourceChoice,
+    LeakageLevelChoice,
+    LeakageLevelOption,
+    SkipInvalidOption,
+    SystemPromptOption,
+    UnclearOption,
+    UnclearVsBiasedChoice,
+    console,
+)
 
 if TYPE_CHECKING:
+    from biasjudge.dataset import LabelMethod as LabelMethodName
+    from biasjudge.dataset import LeakageLevel, ReadReport
     from biasjudge.io import ReadResult
     from biasjudge.labels.answer_key import KappaTable, UnclearVsBiased
-    from biasjudge.pipeline import LeakageLevel, ReadReport
     from biasjudge.records import LabelSource, Pair
 
 app = typer.Typer(
@@ -40,27 +51,6 @@ app = typer.Typer(
 
 R = TypeVar("R", bound=BaseModel)
 
-UnclearOption = Annotated[
-    str,
-    typer.Option(
-        "--unclear-vs-biased",
-        help=(
-            "Answer key, biased vs unclear response: 'tie' (default; kappa 0.816 in-dist vs humans) "
-            "or 'biased_wins' (0.722)."
-        ),
-    ),
-]
-LeakageLevelOption = Annotated[
-    str,
-    typer.Option(
-        "--leakage-level",
-        help=(
-            "question: no question_id may be shared with the holdout (default); "
-            "pair: only no shared pair_id (the reference's split)."
-        ),
-    ),
-]
-
 
 def register(parent: typer.Typer) -> None:
     """Add the `data` command group to the top-level app."""
@@ -68,12 +58,6 @@ def register(parent: typer.Typer) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=name)
-    return value
 
 
 def _print_read(report: ReadReport, skip_invalid: bool) -> None:
@@ -88,7 +72,7 @@ def _print_read(report: ReadReport, skip_invalid: bool) -> None:
 
 def _report_read(result: ReadResult[Any], rejects_dir: Path | None, skip_invalid: bool) -> None:
     """Print in/out/rejected counts; write rejects to a side file (in the current folder by default)."""
-    from biasjudge.pipeline import record_read
+    from biasjudge.dataset import record_read
 
     _print_read(record_read(result, rejects_dir if rejects_dir is not None else Path.cwd()), skip_invalid)
 
@@ -113,7 +97,7 @@ def _read(
 
 def _system_prompt(path: Path | None) -> tuple[str, str]:
     """(text, where it came from)."""
-    from biasjudge.pipeline import load_system_prompt
+    from biasjudge.dataset import load_system_prompt
 
     return load_system_prompt(path)
 
@@ -170,8 +154,7 @@ def _stats_tables(stats: dict[str, Any], title: str) -> list[Table]:
 def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     data_dir: DataDirOption = None,
-    labels: Annotated[str, typer.Option("--labels", help="Labels for the train pool: answer-key.")] = "answer-key",
-    unclear_vs_biased: UnclearOption = "tie",
+    unclear_vs_biased: UnclearOption = UnclearVsBiasedChoice.tie,
     own_split: Annotated[
         bool,
         typer.Option(
@@ -179,7 +162,7 @@ def build(
             help="Split pairs.jsonl by question with split_holdout instead of using the reference holdout.",
         ),
     ] = False,
-    leakage_level: LeakageLevelOption = "question",
+    leakage_level: LeakageLevelOption = LeakageLevelChoice.question,
     system_prompt_file: SystemPromptOption = None,
     sft_min_confidence: Annotated[
         int | None,
@@ -202,11 +185,8 @@ def build(
     unused, labelled, sft, dpo and answer_key_kappa.json, each with a .meta.json sidecar.
     """
     from biasjudge.config import resolve_data_dir
-    from biasjudge.pipeline import MissingHoldoutError, build_dataset
+    from biasjudge.dataset import MissingHoldoutError, build_dataset
 
-    _check_choice("--labels", labels, ["answer-key"])
-    _check_choice("--unclear-vs-biased", unclear_vs_biased, ["tie", "biased_wins"])
-    _check_choice("--leakage-level", leakage_level, ["question", "pair"])
     try:
         built = build_dataset(
             resolve_data_dir(data_dir),
@@ -294,7 +274,7 @@ def bbq(
 ) -> None:
     """Raw BBQ: categories found and missing, target_label agreement with a sample, optionally a stratified sample."""
     from biasjudge.config import resolve_data_dir
-    from biasjudge.data.bbq import load_raw_bbq, stratified_sample, target_agreement
+    from biasjudge.data.bbq import load_raw_bbq, target_agreement
     from biasjudge.data.sources import bbq_dir, jfs_dir
     from biasjudge.records import Question
 
@@ -315,15 +295,10 @@ def bbq(
     elif sample is not None:
         raise typer.BadParameter(f"{sample} not found", param_hint="--sample")
     if write_sample is not None:
-        picked = stratified_sample(raw, n_per_cell, seed)
-        n = write_output(
-            write_sample,
-            picked,
-            stage="data/bbq/sample",
-            config={"n_per_cell": n_per_cell, "seed": seed, "categories": found},
-            counts={"by_category": dict(sorted(Counter(q.category for q in picked).items()))},
-        )
-        console.print(f"wrote {n} questions to {write_sample}", highlight=False)
+        from biasjudge.dataset import write_bbq_sample
+
+        picked = write_bbq_sample(raw, write_sample, n_per_cell=n_per_cell, seed=seed, categories=found)
+        console.print(f"wrote {len(picked)} questions to {write_sample}", highlight=False)
 
 
 @app.command()
@@ -344,30 +319,27 @@ def candidates(
     """Generate candidate answers with any backend (resumable: answers already in --out are kept)."""
     from biasjudge.backends.base import GenerationParams
     from biasjudge.backends.registry import make_backend
-    from biasjudge.data.candidates import generate_candidates
-    from biasjudge.records import Question
+    from biasjudge.dataset import candidates_from_file
 
-    qs = _read(questions, Question, skip_invalid, out.parent, unique_key="question_id")
-    qs = qs[:limit] if limit is not None else qs
     backend = make_backend(judge)
     try:
-        params = GenerationParams(temperature=temperature, max_tokens=max_tokens, seed=seed)
-        done = generate_candidates(
-            qs, backend, out, model_name=model_name or judge, params=params, batch_size=batch_size
+        run = candidates_from_file(
+            questions,
+            out,
+            backend,
+            model_name=model_name or judge,
+            params=GenerationParams(temperature=temperature, max_tokens=max_tokens, seed=seed),
+            batch_size=batch_size,
+            limit=limit,
+            skip_invalid=skip_invalid,
+            on_read=lambda report: _print_read(report, skip_invalid),
         )
     finally:
         backend.close()
-    counts = Counter(c.finish_reason or "unknown" for c in done)
-    from biasjudge.io import write_meta
-
-    write_meta(
-        out,
-        stage="data/candidates",
-        inputs=[questions],
-        config={"judge": judge, "max_tokens": max_tokens, "temperature": temperature},
-        counts={"rows": len(done), "finish_reason": dict(counts)},
+    console.print(
+        f"{len(run.candidates)} candidates of {run.n_questions} questions in {out} (finish: {run.finish_reasons})",
+        highlight=False,
     )
-    console.print(f"{len(done)} candidates of {len(qs)} questions in {out} (finish: {dict(counts)})", highlight=False)
 
 
 @app.command()
@@ -381,23 +353,19 @@ def classify(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Classify candidate answers: chosen letter, answer class, hedging, suspected bias level."""
-    from biasjudge.data.classify import classify_all
-    from biasjudge.records import CandidateResponse, Question
+    from biasjudge.dataset import classify_file
 
-    qs = {q.question_id: q for q in _read(questions, Question, skip_invalid, out.parent, unique_key="question_id")}
-    cands = _read(candidates_file, CandidateResponse, skip_invalid, out.parent)
-    classified = classify_all(cands, qs, require_stop=require_stop)
-    classes = dict(sorted(Counter(str(c.answer_class) for c in classified).items()))
-    levels = dict(sorted(Counter(str(c.suspected_bias_level) for c in classified).items()))
-    write_output(
+    run = classify_file(
+        questions,
+        candidates_file,
         out,
-        classified,
-        stage="data/classify",
-        inputs=[questions, candidates_file],
-        config={"require_stop": require_stop},
-        counts={"answer_class": classes, "level": levels},
+        require_stop=require_stop,
+        skip_invalid=skip_invalid,
+        on_read=lambda report: _print_read(report, skip_invalid),
     )
-    console.print(f"{len(classified)} classified -> {out}\n  classes: {classes}\n  levels: {levels}", highlight=False)
+    console.print(
+        f"{len(run.classified)} classified -> {out}\n  classes: {run.classes}\n  levels: {run.levels}", highlight=False
+    )
 
 
 @app.command()
@@ -411,22 +379,19 @@ def pairs(
 ) -> None:
     """Build pairs in the five buckets from classified candidates."""
     from biasjudge.config import load_config
-    from biasjudge.data.pairs import PairsConfig, build_pairs, count_by_bucket
-    from biasjudge.records import CandidateResponse, Question
+    from biasjudge.data.pairs import PairsConfig
+    from biasjudge.dataset import pairs_from_files
 
     config = load_config(PairsConfig, config_file, {"seed": seed})
-    qs = {q.question_id: q for q in _read(questions, Question, skip_invalid, out.parent, unique_key="question_id")}
-    cands = _read(candidates_file, CandidateResponse, skip_invalid, out.parent)
-    built = build_pairs(qs, cands, config)
-    buckets = count_by_bucket(built)
-    write_output(
+    run = pairs_from_files(
+        questions,
+        candidates_file,
         out,
-        built,
-        stage="data/pairs",
-        inputs=[questions, candidates_file],
-        config=config.model_dump(),
-        counts={"by_bucket": buckets},
+        config,
+        skip_invalid=skip_invalid,
+        on_read=lambda report: _print_read(report, skip_invalid),
     )
+    buckets = run.buckets
     table = Table(title=f"pairs -> {out}", title_justify="left")
     table.add_column("bucket")
     table.add_column("pairs", justify="right")
@@ -452,30 +417,13 @@ def split(
 ) -> None:
     """Split pairs by question into holdout / train_pool / unused (OOD and leftovers), then check for leakage."""
     from biasjudge.config import load_config
-    from biasjudge.data.holdout import HoldoutConfig, assert_no_leakage, split_holdout
+    from biasjudge.data.holdout import HoldoutConfig
+    from biasjudge.dataset import split_file
 
     config = load_config(HoldoutConfig, config_file, {"seed": seed, "ood_category": ood_category})
-    out.mkdir(parents=True, exist_ok=True)
-    all_pairs = _read_pairs(pairs_file, skip_invalid, out)
-    result = split_holdout(all_pairs, config)
-    assert_no_leakage(
-        result.holdout, result.train_pool, holdout_source="holdout.jsonl", train_source="train_pool.jsonl"
-    )
-    cfg = config.model_dump()
-    for name, records in (
-        ("holdout", result.holdout),
-        ("train_pool", result.train_pool),
-        ("unused_ood", result.unused_ood),
-        ("unused_in_dist", result.unused_in_dist),
-    ):
-        write_output(
-            out / f"{name}.jsonl",
-            records,
-            stage=f"data/split/{name}",
-            inputs=[pairs_file],
-            config=cfg,
-            counts={"shortfalls": result.shortfalls} if name == "holdout" else None,
-        )
+    result = split_file(
+        pairs_file, out, config, skip_invalid=skip_invalid, on_read=lambda report: _print_read(report, skip_invalid)
+    ).split
     table = Table(title=f"split -> {out}", title_justify="left")
     table.add_column("bucket")
     for column in ("in_dist", "ood"):
@@ -507,13 +455,12 @@ def check(
     train: Annotated[
         list[Path], typer.Option("--train", help="Training file(s): pairs, SFT or DPO rows (repeatable).")
     ],
-    level: LeakageLevelOption = "question",
+    level: LeakageLevelOption = LeakageLevelChoice.question,
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Leakage check: exit 1, naming the ids, when a training file shares a question (or pair) with the holdout."""
     from biasjudge.data.holdout import check_leakage
 
-    _check_choice("--leakage-level", level, ["question", "pair"])
     held = _read(holdout, _Ids, skip_invalid, None, unique_key="pair_id")
     failed = False
     for path in train:
@@ -546,7 +493,10 @@ def check(
 def label(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Pairs to label.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Labelled pairs JSONL.")],
-    labels: Annotated[str, typer.Option("--labels", help="answer-key or teacher.")] = "answer-key",
+    labels: Annotated[
+        LabelMethod,
+        typer.Option("--labels", help="answer-key: BBQ's answer key (instant); teacher: a model or a file."),
+    ] = LabelMethod.answer_key,
     judge: Annotated[
         str | None, typer.Option("--judge", "-j", help="Teacher backend spec (with --labels teacher).")
     ] = None,
@@ -557,7 +507,7 @@ def label(
             help="Import teacher labels from this file (dryrun_*.jsonl shape) instead of running a model.",
         ),
     ] = None,
-    unclear_vs_biased: UnclearOption = "tie",
+    unclear_vs_biased: UnclearOption = UnclearVsBiasedChoice.tie,
     labeller_name: Annotated[
         str | None, typer.Option("--labeller-name", help="Teacher name stored with labels (default: the spec).")
     ] = None,
@@ -567,78 +517,44 @@ def label(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Label pairs with the answer key (instant) or a teacher model (resumable; raw output in <out>_teacher.jsonl)."""
-    from biasjudge.labels import attach_labels
+    from biasjudge.dataset import label_file
 
-    _check_choice("--labels", labels, ["answer-key", "teacher"])
-    pairs_in = _read_pairs(pairs_file, skip_invalid, out.parent)
-    inputs = [pairs_file]
-    config: dict[str, Any] = {"labels": labels}
-    if labels == "answer-key":
-        from biasjudge.labels.answer_key import AnswerKeyConfig, label_pairs
-
-        _check_choice("--unclear-vs-biased", unclear_vs_biased, ["tie", "biased_wins"])
-        ak = AnswerKeyConfig(unclear_vs_biased=cast("UnclearVsBiased", unclear_vs_biased))
-        labelled = label_pairs(pairs_in, ak)
-        config.update(ak.model_dump())
-        source = "answer_key"
-    elif teacher_file is not None:
-        from biasjudge.labels.teacher import read_teacher_records
-
-        result = read_teacher_records(teacher_file, skip_invalid=skip_invalid)
-        _report_read(result, out.parent, skip_invalid)
-        labelled = attach_labels(pairs_in, {r.pair_id: r.to_label() for r in result.records})
-        inputs.append(teacher_file)
-        config["teacher_file"] = str(teacher_file)
-        source = "teacher"
-    else:
-        if judge is None:
-            raise typer.BadParameter("--labels teacher needs --judge SPEC or --teacher-file FILE", param_hint="--judge")
-        from biasjudge.backends.base import GenerationParams
+    if labels is LabelMethod.teacher and judge is None and teacher_file is None:
+        raise typer.BadParameter("--labels teacher needs --judge SPEC or --teacher-file FILE", param_hint="--judge")
+    teacher = None
+    if labels is LabelMethod.teacher and teacher_file is None and judge is not None:
         from biasjudge.backends.registry import make_backend
-        from biasjudge.labels.teacher import teacher_label
 
-        raw_path = out.with_name(out.name.split(".")[0] + "_teacher.jsonl")
-        backend = make_backend(judge)
-        try:
-            run = teacher_label(
-                pairs_in,
-                backend,
-                raw_path,
-                params=GenerationParams(temperature=temperature, max_tokens=max_tokens),
-                labeller_name=labeller_name or judge,
-                batch_size=batch_size,
-            )
-        finally:
-            backend.close()
-        labelled = run.pairs
-        config.update({"judge": judge, "max_tokens": max_tokens, "temperature": temperature})
-        source = "teacher"
+        teacher = make_backend(judge)
+    try:
+        from biasjudge.backends.base import GenerationParams
+
+        run = label_file(
+            pairs_file,
+            out,
+            method=cast("LabelMethodName", labels.value),
+            unclear_vs_biased=cast("UnclearVsBiased", unclear_vs_biased.value),
+            teacher_file=teacher_file,
+            teacher=teacher,
+            teacher_name=labeller_name or judge or "teacher",
+            params=GenerationParams(temperature=temperature, max_tokens=max_tokens),
+            batch_size=batch_size,
+            skip_invalid=skip_invalid,
+            on_read=lambda report: _print_read(report, skip_invalid),
+        )
+    finally:
+        if teacher is not None:
+            teacher.close()
+    if run.teacher is not None:
+        t = run.teacher
         console.print(
-            f"teacher: {run.n_labelled_now} labelled now, {run.n_resumed} resumed, {run.n_dropped_now} unreadable "
-            f"(-> {run.dropped_path}), {run.n_dropped_before} dropped earlier, "
-            f"{run.n_no_confidence} without confidence; "
-            f"raw labels in {raw_path}",
+            f"teacher: {t.n_labelled_now} labelled now, {t.n_resumed} resumed, {t.n_dropped_now} unreadable "
+            f"(-> {t.dropped_path}), {t.n_dropped_before} dropped earlier, {t.n_no_confidence} without confidence",
             highlight=False,
         )
-    verdicts = Counter(p.label_from(source).verdict for p in labelled if p.label_from(source))  # type: ignore[arg-type, union-attr]
-    confidence = Counter(str(p.label_from(source).confidence) for p in labelled if p.label_from(source))  # type: ignore[arg-type, union-attr]
-    unlabelled = len(labelled) - sum(verdicts.values())
-    write_output(
-        out,
-        labelled,
-        stage=f"data/label/{source}",
-        inputs=inputs,
-        config=config,
-        counts={
-            "verdicts": dict(sorted(verdicts.items())),
-            "confidence": dict(sorted(confidence.items())),
-            "unlabelled": unlabelled,
-        },
-    )
     console.print(
-        f"{len(labelled)} pairs -> {out}: {dict(sorted(verdicts.items()))}, "
-        f"confidence {dict(sorted(confidence.items()))}, "
-        f"{unlabelled} without a {source} label",
+        f"{len(run.pairs)} pairs -> {out}: {run.verdicts}, confidence {run.confidence}, "
+        f"{run.unlabelled} without a {run.source} label",
         highlight=False,
     )
 
@@ -669,7 +585,9 @@ def label_human(
 def rows(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Labelled pairs.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for sft.jsonl and dpo.jsonl.")],
-    label_source: Annotated[str, typer.Option("--label-source", help="answer_key, teacher or human.")] = "answer_key",
+    label_source: Annotated[
+        LabelSourceChoice, typer.Option("--label-source", help="Which label of each pair the rows are built from.")
+    ] = LabelSourceChoice.answer_key,
     system_prompt_file: SystemPromptOption = None,
     min_confidence: Annotated[
         int | None, typer.Option("--min-confidence", help="SFT: leave out labels below this confidence.")
@@ -685,48 +603,22 @@ def rows(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """SFT rows (swap-doubled) and DPO rows (confident non-TIE labels) from labelled pairs."""
-    from biasjudge.data.holdout import assert_no_leakage
-    from biasjudge.rows import HardNegative, build_dpo_rows, build_sft_rows, row_stats
+    from biasjudge.dataset import rows_from_file
 
-    _check_choice("--label-source", label_source, ["answer_key", "teacher", "human"])
-    out.mkdir(parents=True, exist_ok=True)
-    labelled = _read_pairs(pairs_file, skip_invalid, out)
-    negatives: list[HardNegative] = []
-    if hard_negatives is not None:
-        negatives = _read(hard_negatives, HardNegative, skip_invalid, out, unique_key="pair_id")
-    system_prompt, prompt_source = _system_prompt(system_prompt_file)
-    source = cast("LabelSource", label_source)
-    sft = build_sft_rows(labelled, system_prompt=system_prompt, label_source=source, min_confidence=min_confidence)
-    dpo = build_dpo_rows(
-        labelled,
-        system_prompt=system_prompt,
-        label_source=source,
-        hard_negatives=negatives,
-        min_confidence=dpo_min_confidence,
+    written = rows_from_file(
+        pairs_file,
+        out,
+        label_source=cast("LabelSource", label_source.value),
+        system_prompt_file=system_prompt_file,
+        min_confidence=min_confidence,
+        dpo_min_confidence=dpo_min_confidence,
+        hard_negatives_file=hard_negatives,
         validation_fraction=validation_fraction,
+        holdout_file=holdout,
+        skip_invalid=skip_invalid,
+        on_read=lambda report: _print_read(report, skip_invalid),
     )
-    if holdout is not None:
-        held = _read_pairs(holdout, skip_invalid, out)
-        for name, built in (("sft", sft.rows), ("dpo", dpo.rows)):
-            assert_no_leakage(held, built, holdout_source=str(holdout), train_source=f"{name} rows")
-    inputs = [p for p in (pairs_file, hard_negatives) if p is not None]
-    cfg = {"label_source": label_source, "system_prompt": prompt_source}
-    write_output(
-        out / "sft.jsonl",
-        sft.rows,
-        stage="data/rows/sft",
-        inputs=inputs,
-        config={**cfg, "min_confidence": min_confidence},
-        counts={**sft.counts(), "stats": row_stats(sft.rows, labelled)},
-    )
-    write_output(
-        out / "dpo.jsonl",
-        dpo.rows,
-        stage="data/rows/dpo",
-        inputs=inputs,
-        config={**cfg, "min_confidence": dpo_min_confidence, "validation_fraction": validation_fraction},
-        counts={**dpo.counts(), "stats": row_stats(dpo.rows, labelled)},
-    )
+    sft, dpo = written.sft, written.dpo
     console.print(
         _counts_table(
             f"rows -> {out}",

@@ -9,31 +9,16 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from biasjudge.cli.common import DataDirOption, ModeOption, SystemPromptOption, console
-from biasjudge.errors import ConfigError, DataError
+from biasjudge.cli.common import DataDirOption, Mode, ModeOption, SystemPromptOption, console
+from biasjudge.errors import ConfigError
 
 if TYPE_CHECKING:
-    from biasjudge.records import EvalLog, Pair
-
-HOLDOUT_NAME = "eval_set_unlabeled.jsonl"
-PAIRS_NAME = "pairs.jsonl"
-REFERENCE_LOG = Path("eval-results") / "base_gemma4_e4b_verdicts.json"
-
-QUICKSTART_JUDGES: tuple[tuple[str, str], ...] = (
-    ("llamacpp:embedded", "biasjudge 270M judge"),
-    ("llamacpp:embedded-base", "Gemma 3 270M (untrained)"),
-    ("answer-key:", "Answer-key rule"),
-    ("hybrid:", "Hybrid (answer key + judge)"),
-)
-"""(spec, column name) of the judges the quick start evaluates: the shipped judge, the same base
-model before training (with the shipped judge's system prompt, so only the training differs), the
-answer-key rule and the hybrid."""
+    from biasjudge.records import JudgeMode
 
 HoldoutOption = Annotated[
     Path | None,
@@ -72,111 +57,8 @@ BatchOption = Annotated[
 ]
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _jfs(data_dir: Path | None) -> Path:
-    from biasjudge.config import resolve_data_dir
-
-    return resolve_data_dir(data_dir) / "judge-from-scratch"
-
-
-def _need(path: Path, what: str) -> Path:
-    from biasjudge.io import check_input_file
-
-    try:
-        return check_input_file(path)
-    except DataError as exc:
-        raise DataError(exc.path, None, None, f"{what}: {exc.message}") from None
-
-
-def load_holdout(path: Path, levels_from: Path | None = None) -> list[Pair]:
-    """The holdout pairs, with suspected_bias_level joined from `levels_from` when given."""
-    from biasjudge.data.holdout import attach_levels, has_levels, load_pairs
-
-    pairs = load_pairs(_need(path, "holdout file")).records
-    if levels_from is None:
-        return pairs
-    pairs = attach_levels(pairs, load_pairs(_need(levels_from, "levels file")).records)
-    console.print(
-        f"levels (suspected_bias_level) from {levels_from}: {sum(map(has_levels, pairs))} of {len(pairs)} pairs"
-    )
-    return pairs
-
-
-def _resolve_holdout(holdout: Path | None, levels_from: Path | None, data_dir: Path | None) -> list[Pair]:
-    path = holdout if holdout is not None else _jfs(data_dir) / HOLDOUT_NAME
-    if levels_from is None and (path.parent / PAIRS_NAME).exists() and path.name != PAIRS_NAME:
-        levels_from = path.parent / PAIRS_NAME
-    return load_holdout(path, levels_from)
-
-
-def _read_logs(paths: Sequence[Path]) -> list[EvalLog]:
-    from biasjudge.eval.report import read_log
-
-    return [read_log(_need(p, "eval log")) for p in paths]
-
-
 def _json_safe(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
-
-
-def evaluate(
-    judges: Sequence[tuple[str, str] | tuple[str, str, str | None]],
-    holdout: list[Pair],
-    out: Path,
-    *,
-    runs: str = "all",
-    limit: int | None = None,
-    mode: str = "score",
-    system_prompt: str | None = None,
-    imports: Sequence[Path] = (),
-    batch_size: int = 8,
-    title: str = "biasjudge evaluation",
-) -> str:
-    """Evaluate each (spec, name) judge into `out/<slug(name)>/`, write `out/report.{md,html}`
-    with imported logs as extra columns, and return the Markdown table."""
-    from biasjudge.eval.protocol import run_eval, select_runs, slug
-    from biasjudge.eval.report import write_reports
-    from biasjudge.judge.judge import make_judge
-
-    if mode not in ("score", "generate"):
-        raise ConfigError(f"--mode must be 'score' or 'generate', got {mode!r}")
-    names = [judge[1] for judge in judges]
-    if len(set(names)) != len(names) or len({slug(n) for n in names}) != len(names):
-        raise ConfigError(f"--name: every judge needs its own name (and folder), got {names}")
-    run_specs = select_runs(runs)
-    imported = _read_logs(imports)
-    evaluated_pairs = holdout[:limit] if limit is not None else holdout
-    logs = []
-    for entry in judges:
-        spec, name = entry[0], entry[1]
-        prompt = entry[2] if len(entry) > 2 else system_prompt
-        started = time.perf_counter()
-        judge = make_judge(spec, system_prompt=prompt, mode=mode)  # type: ignore[arg-type]
-        try:
-            log = run_eval(
-                judge,
-                holdout,
-                out / slug(name),
-                checkpoint_name=name,
-                runs=run_specs,
-                limit=limit,
-                batch_size=batch_size,
-                console=console,
-            )
-        finally:
-            judge.close()
-        console.print(
-            f"{name}: {len(log.detailed)} judgments in {time.perf_counter() - started:.1f} s -> "
-            f"{out / slug(name) / 'predictions.json'}"
-        )
-        logs.append(log)
-    if limit is not None:
-        title = f"{title} (first {len(evaluated_pairs)} holdout pairs)"
-    md, html, table = write_reports([*logs, *imported], evaluated_pairs, out, title=title)
-    console.print(f"report: {md} and {html}")
-    return table
 
 
 # --------------------------------------------------------------------------- commands
@@ -208,8 +90,9 @@ def metrics_command(
     whitespace words.
     """
     from biasjudge.eval.report import log_metrics
+    from biasjudge.eval.run import load_holdout, read_logs
 
-    [log] = _read_logs([predictions])
+    [log] = read_logs([predictions])
     pairs = load_holdout(holdout)
     if tokenizer is None:
         metrics = log_metrics(log, pairs, source=predictions, stored_fallback=False)
@@ -268,7 +151,7 @@ def eval_command(
     levels_from: LevelsOption = None,
     runs: RunsOption = "all",
     limit: LimitOption = None,
-    mode: ModeOption = "score",
+    mode: ModeOption = Mode.score,
     system_prompt_file: SystemPromptOption = None,
     name: Annotated[
         list[str] | None,
@@ -288,28 +171,30 @@ def eval_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Evaluate judges on the holdout with the reference protocol (resumable), then report."""
-    from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
+    from biasjudge.eval.run import JudgeToEval, evaluate, resolve_holdout
+    from biasjudge.judge import DEFAULT_JUDGE_SPEC
     from biasjudge.prompts import read_prompt_file
 
-    judge = list(judge or [DEFAULT_JUDGE_SPEC])
+    specs = list(judge or [DEFAULT_JUDGE_SPEC])
     names = list(name or [])
-    if names and len(names) != len(judge):
-        raise ConfigError(f"--name given {len(names)} times for {len(judge)} --judge; give one per judge or none")
-    judges = list(zip(judge, names or judge, strict=True))
-    pairs = _resolve_holdout(holdout, levels_from, data_dir)
-    system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
-    table = evaluate(
+    if names and len(names) != len(specs):
+        raise ConfigError(f"--name given {len(names)} times for {len(specs)} --judge; give one per judge or none")
+    judges = [JudgeToEval(spec, column) for spec, column in zip(specs, names or specs, strict=True)]
+    pairs = resolve_holdout(holdout, levels_from, data_dir, console=console)
+    result = evaluate(
         judges,
         pairs,
         out,
         runs=runs,
         limit=limit,
-        mode=mode,
-        system_prompt=system_prompt,
+        mode=cast("JudgeMode", mode.value),
+        system_prompt=read_prompt_file(system_prompt_file) if system_prompt_file else None,
         imports=import_predictions or [],
         batch_size=batch_size,
+        console=console,
     )
-    typer.echo(table)
+    console.print(f"report: {result.markdown} and {result.html}")
+    typer.echo(result.table)
 
 
 def report_command(
@@ -323,9 +208,10 @@ def report_command(
 ) -> None:
     """Markdown table and HTML page (with plots) from saved logs; no model is called."""
     from biasjudge.eval.report import write_reports
+    from biasjudge.eval.run import HOLDOUT_NAME, jfs_folder, load_holdout, read_logs
 
-    pairs = load_holdout(holdout if holdout is not None else _jfs(data_dir) / HOLDOUT_NAME)
-    md, html, table = write_reports(_read_logs(logs), pairs, out)
+    pairs = load_holdout(holdout if holdout is not None else jfs_folder(data_dir) / HOLDOUT_NAME)
+    md, html, table = write_reports(read_logs(logs), pairs, out)
     console.print(f"report: {md} and {html}")
     typer.echo(table)
 
@@ -340,37 +226,12 @@ def quickstart_command(
     """The main job: the shipped trained judge (Gemma 3 270M + biasjudge's adapter, both orders),
     the same base untrained, the answer-key rule and the hybrid on the 300-pair holdout, 7 runs per
     pair, beside the published base Gemma 4 E4B verdicts."""
-    from biasjudge.judge.shipped import shipped_manifest
+    from biasjudge.eval.run import quickstart
 
     started = time.perf_counter()
-    jfs = _jfs(data_dir)
-    pairs = load_holdout(jfs / HOLDOUT_NAME, _need(jfs / PAIRS_NAME, "pairs file"))
-    reference = jfs / REFERENCE_LOG
-    imports = [reference] if reference.exists() else []
-    if not imports:
-        console.print(f"[yellow]note:[/yellow] {reference} not found; no reference column")
-    from biasjudge.eval.protocol import slug
-
-    shipped_prompt = shipped_manifest().system_prompt
-    shipped_log = out / slug(QUICKSTART_JUDGES[0][1]) / "predictions.json"
-    judges: list[tuple[str, str, str | None]] = []
-    for spec, name in QUICKSTART_JUDGES:
-        if spec == "hybrid:":
-            # The shipped judge's probabilities were just computed: replay them, do not judge again.
-            spec = f"hybrid:replay:{shipped_log}?questions={jfs / 'bbq_sample.jsonl'}"
-        judges.append((spec, name, shipped_prompt if spec == "llamacpp:embedded-base" else None))
-    table = evaluate(
-        judges,
-        pairs,
-        out,
-        runs=runs,
-        limit=limit,
-        mode="score",
-        imports=imports,
-        batch_size=batch_size,
-        title="biasjudge quick start",
-    )
-    typer.echo(table)
+    result = quickstart(data_dir, out, limit=limit, runs=runs, batch_size=batch_size, console=console)
+    console.print(f"report: {result.markdown} and {result.html}")
+    typer.echo(result.table)
     console.print(f"quick start finished in {time.perf_counter() - started:.0f} s")
 
 

@@ -6,7 +6,6 @@ where its output went (the path alone on stdout).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -58,24 +57,18 @@ def gguf_command(
     path = export_gguf(source, out, quant, llama_cpp_dir=llama_cpp_dir, base=base)
     console.print(f"[green]wrote[/green] {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if check_pairs is not None:
-        from biasjudge.io import read_records
-        from biasjudge.prompting import judge_messages
-        from biasjudge.prompts import load_prompt, read_prompt_file
-        from biasjudge.records import Pair
-        from biasjudge.train.config import resolve_model
-        from biasjudge.train.export import adapter_meta, verify_gguf
+        from biasjudge.prompts import read_prompt_file
+        from biasjudge.train.export import check_export
 
-        system = read_prompt_file(system_prompt_file) if system_prompt_file else load_prompt("judge_system")
-        pairs = read_records(check_pairs, Pair, limit=check_n).records
-        prompts = [judge_messages(p, system) for p in pairs]
-        is_adapter = (source / "adapter_config.json").is_file()
-        if is_adapter:
-            base_gguf = resolve_model(base or adapter_meta(source).get("base_model", ""))
-            check = verify_gguf(base_gguf, source, prompts, lora_path=path)
-        else:
-            check = verify_gguf(path, source, prompts, quant=quant)
-        report = path.with_suffix(".check.json")
-        report.write_text(json.dumps(check.to_dict(), indent=2) + "\n")
+        check, report = check_export(
+            source,
+            path,
+            check_pairs,
+            n=check_n,
+            system_prompt=read_prompt_file(system_prompt_file) if system_prompt_file else None,
+            quant=quant,
+            base=base,
+        )
         colour = "green" if check.passed else "red"
         console.print(
             f"[{colour}]check {'passed' if check.passed else 'FAILED'}[/{colour}]: max |dp| {check.max_abs_diff:.4f} "

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
-from biasjudge.cli.common import JudgeSpecOption, ModeOption, SystemPromptOption, console
+from biasjudge.cli.common import ChatFormat, JudgeSpecOption, Mode, ModeOption, SystemPromptOption, console
 from biasjudge.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from biasjudge.records import JudgeMode
 
 CLI_PAIR_ID = "cli"
 CLI_BUCKET = "adversarial"
@@ -73,11 +76,11 @@ def judge_command(
         str | None, typer.Option("--pair-json", help="A pair record as one JSON object: a FILE, or - for stdin.")
     ] = None,
     judge: JudgeSpecOption = DEFAULT_JUDGE_SPEC,
-    mode: ModeOption = "score",
+    mode: ModeOption = Mode.score,
     system_prompt_file: SystemPromptOption = None,
     chat_format: Annotated[
-        str | None,
-        typer.Option("--chat-format", help="Built-in turn format for models without a chat template: gemma4, gemma3."),
+        ChatFormat | None,
+        typer.Option("--chat-format", help="Built-in turn format for models without a chat template."),
     ] = None,
     swapped: Annotated[bool, typer.Option("--swapped", help="Show response B's text first.")] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Cap on generated tokens (generate mode).")] = 512,
@@ -87,15 +90,13 @@ def judge_command(
     from biasjudge.judge.judge import make_judge
     from biasjudge.prompts import read_prompt_file
 
-    if mode not in ("generate", "score"):
-        raise ConfigError(f"--mode must be 'generate' or 'score', got {mode!r}")
     pair = _pair_from_json(pair_json) if pair_json else _pair_from_flags(question, choice or [], response_a, response_b)
     system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
     options: dict[str, Any] = {"max_tokens": max_tokens}
     if chat_format:
-        options["chat_format"] = chat_format
+        options["chat_format"] = chat_format.value
     console.print(f"judging with {judge} ({mode} mode)", highlight=False)
-    pair_judge = make_judge(judge, system_prompt=system_prompt, mode=mode, **options)  # type: ignore[arg-type]
+    pair_judge = make_judge(judge, system_prompt=system_prompt, mode=cast("JudgeMode", mode.value), **options)
     try:
         from biasjudge.judge.judge import JudgeRequest
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
-from biasjudge.io import JsonlAppender, ReadResult, read_records
+from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path
 from biasjudge.labels import attach_labels, filter_confident
 from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
 from biasjudge.prompts import load_prompt
@@ -150,7 +150,7 @@ def teacher_messages(pair: Pair, rubric: str | None = None) -> list[ChatMessage]
 def dropped_path_for(out_path: str | Path) -> Path:
     """Side file of unreadable outputs: `labels.jsonl` -> `labels.dropped.jsonl`."""
     out_path = Path(out_path)
-    return out_path.with_name(out_path.name.split(".")[0] + ".dropped.jsonl")
+    return side_path(out_path, ".dropped.jsonl")
 
 
 @dataclass

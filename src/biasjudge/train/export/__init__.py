@@ -38,7 +38,7 @@ from biasjudge.train.export.tokenizer import (
     tokenizer_model_for,
     write_sentencepiece_model,
 )
-from biasjudge.train.export.verify import CHECK_TOLERANCE, GgufCheck, three_way, verify_gguf
+from biasjudge.train.export.verify import CHECK_TOLERANCE, GgufCheck, check_export, three_way, verify_gguf
 
 __all__ = [
     "CHECK_TOLERANCE",
@@ -51,6 +51,7 @@ __all__ = [
     "adapter_meta",
     "base_added_tokens",
     "cache_dir",
+    "check_export",
     "export_gguf",
     "gguf_added_tokens",
     "gguf_metadata",

@@ -176,3 +176,37 @@ def _scored_tokens(
     text = backend.render(request)
     ids = backend.tokenize(text)
     return list(ids), {c: list(backend.choice_tokens(text, ids, c)) for c in VERDICTS}
+
+
+def check_export(
+    source: Path,
+    gguf: Path,
+    pairs_file: Path,
+    *,
+    n: int = 8,
+    system_prompt: str | None = None,
+    quant: str = "f16",
+    base: str | None = None,
+) -> tuple[GgufCheck, Path]:
+    """`biasjudge export gguf --check-pairs`: judge the first `n` pairs of `pairs_file` through the
+    exported GGUF and through transformers (`source`: a merged folder, or an adapter folder whose
+    GGUF LoRA is `gguf`), compare with :func:`verify_gguf`, and write the result beside the GGUF
+    as `<name>.check.json`. Returns the check and where it was written."""
+    from biasjudge.io import read_records, write_json
+    from biasjudge.prompting import judge_messages
+    from biasjudge.prompts import load_prompt
+    from biasjudge.records import Pair
+    from biasjudge.train.config import resolve_model
+    from biasjudge.train.export.merge import adapter_meta
+
+    system = system_prompt if system_prompt is not None else load_prompt("judge_system")
+    pairs = read_records(pairs_file, Pair, limit=n).records
+    prompts = [judge_messages(p, system) for p in pairs]
+    if (source / "adapter_config.json").is_file():
+        base_gguf = resolve_model(base or adapter_meta(source).get("base_model", ""))
+        check = verify_gguf(base_gguf, source, prompts, lora_path=gguf)
+    else:
+        check = verify_gguf(gguf, source, prompts, quant=quant)
+    report = gguf.with_suffix(".check.json")
+    write_json(report, check.to_dict())
+    return check, report
