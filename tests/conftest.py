@@ -1,24 +1,64 @@
 """Shared fixtures.
 
 `shared_data` is the one way tests reach `../shared/data`: missing data skips the test with the
-reason, except under CI=true, where missing data is a failure.
+reason. Under CI=true no test may skip (missing data, a missing model, `pytest.importorskip` of an
+extra): every skip is turned into a failure, so CI cannot pass by testing less.
+`scratch_registry` lets a test register backend schemes; the autouse check fails any test that
+leaves a scheme (or any other global registration) behind.
 `gguf_model` is the embedded Gemma 3 270M GGUF from PyPI, assembled once per session.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import biasjudge.judge.judge  # noqa: F401  (registers the pair-judge schemes once, up front)
+from biasjudge.backends import registry
 from biasjudge.config import resolve_data_dir
+
+IN_CI = os.environ.get("CI") == "true"
 
 
 def _missing(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: data and models must be present)")
     pytest.skip(reason)
+
+
+def _fail_skips_in_ci(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where nothing may skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _fail_skips_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-untyped-def]
+    outcome = yield
+    _fail_skips_in_ci(outcome.get_result())
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the backend registry for this test: schemes it registers vanish afterwards."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "SCHEMES", registry.SCHEMES)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_registrations() -> Iterator[None]:
+    before = registry.SCHEMES
+    yield
+    leaked = sorted(set(registry.SCHEMES) - set(before))
+    assert not leaked, f"the test left backend schemes registered: {leaked} (use the scratch_registry fixture)"
 
 
 @pytest.fixture(scope="session")

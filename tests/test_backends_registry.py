@@ -70,9 +70,7 @@ def test_baselines_are_not_prompt_backends() -> None:
         make_backend("answer-key:")
 
 
-def test_register_backend_adds_a_lazy_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "SCHEMES", registry.SCHEMES)
+def test_register_backend_adds_a_lazy_scheme(scratch_registry: None) -> None:
     loaded: list[str] = []
 
     class Echo:

@@ -202,7 +202,7 @@ class _FixedBackend:
         pass
 
 
-def test_label_teacher_through_a_backend_spec(jfs: Path, tmp_path: Path) -> None:
+def test_label_teacher_through_a_backend_spec(jfs: Path, tmp_path: Path, scratch_registry: None) -> None:
     from biasjudge.backends.registry import register_backend
 
     register_backend("fixed-teacher-test")(lambda: _FixedBackend)
@@ -239,7 +239,7 @@ class _LetterBackend:
         pass
 
 
-def test_candidates_classify_pairs_commands(jfs: Path, tmp_path: Path) -> None:
+def test_candidates_classify_pairs_commands(jfs: Path, tmp_path: Path, scratch_registry: None) -> None:
     from biasjudge.backends.registry import register_backend
     from biasjudge.records import CandidateResponse
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -173,8 +172,6 @@ def test_backend_returning_too_few_generations_is_an_error(tmp_path: Path, quest
 
 @pytest.mark.slow
 def test_embedded_model_writes_candidates(tmp_path: Path, questions: list[Question], gguf_model: Path) -> None:
-    if importlib.util.find_spec("biasjudge.backends.registry") is None:
-        pytest.skip("backends.registry is not there yet")
     from biasjudge.backends.registry import make_backend
 
     backend = make_backend(f"llamacpp:{gguf_model}")
