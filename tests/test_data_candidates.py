@@ -20,6 +20,7 @@ from biasjudge.backends.base import Backend, Generation, GenerationParams, Promp
 from biasjudge.data.bbq import load_sample
 from biasjudge.data.candidates import candidate_messages, generate_candidates
 from biasjudge.data.classify import parse_answer_letter
+from biasjudge.errors import BackendError
 from biasjudge.io import read_records
 from biasjudge.prompts import load_prompt
 from biasjudge.records import CandidateResponse, Question
@@ -166,7 +167,7 @@ def test_backend_returning_too_few_generations_is_an_error(tmp_path: Path, quest
         def generate(self, requests: Sequence[PromptRequest], params: GenerationParams) -> list[Generation]:
             return super().generate(requests, params)[:-1]
 
-    with pytest.raises(RuntimeError, match="returned 3 generations for 4 prompts"):
+    with pytest.raises(BackendError, match="returned 3 generations for 4 prompts"):
         generate_candidates(questions[:4], Short(), tmp_path / "c.jsonl", model_name="m", params=PARAMS, batch_size=4)
 
 

@@ -19,6 +19,7 @@ from biasjudge.data.classify import (
 )
 from biasjudge.data.holdout import load_pairs
 from biasjudge.data.pairs import candidates_from_pairs
+from biasjudge.errors import DataError
 from biasjudge.records import CandidateResponse, Question
 
 
@@ -101,7 +102,7 @@ def test_classes_and_levels() -> None:
 def test_classify_rejects_a_mismatched_question() -> None:
     with pytest.raises(ValueError, match="candidate is for"):
         classify(CandidateResponse(question_id="x", model="m", text=""), _question())
-    with pytest.raises(KeyError, match="unknown question 'x'"):
+    with pytest.raises(DataError, match="unknown question 'x'"):
         classify_all([CandidateResponse(question_id="x", model="m", text="")], {})
 
 

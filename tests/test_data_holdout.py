@@ -16,7 +16,7 @@ from biasjudge.data.holdout import (
     load_pairs,
     split_holdout,
 )
-from biasjudge.errors import DataError, LeakageError
+from biasjudge.errors import ConfigError, DataError, LeakageError
 from biasjudge.records import ChatMessage, Pair, SFTRow
 
 
@@ -71,7 +71,7 @@ def test_short_supply_is_reported_or_refused(pairs: list[Pair]) -> None:
     split = split_holdout(pairs, HoldoutConfig(in_dist_targets=greedy, ood_targets={}))
     assert split.shortfalls == {"in_dist/tracked_bias_vs_alternate": 500 - 197}  # all 197 in-dist tracked pairs
     assert check_leakage(split.holdout, split.train_pool).ok
-    with pytest.raises(ValueError, match="in_dist/tracked_bias_vs_alternate short by 303"):
+    with pytest.raises(ConfigError, match="in_dist/tracked_bias_vs_alternate short by 303"):
         split_holdout(pairs, HoldoutConfig(in_dist_targets=greedy, ood_targets={}, strict=True))
 
 

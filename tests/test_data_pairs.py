@@ -21,6 +21,7 @@ from biasjudge.data.pairs import (
     make_pair_id,
     question_text,
 )
+from biasjudge.errors import DataError
 from biasjudge.records import CandidateResponse, Pair, Question, Response
 
 
@@ -168,11 +169,11 @@ def test_bad_inputs(questions: dict[str, Question]) -> None:
         PairsConfig(targets={"clear": 5})
     with pytest.raises(ValueError, match="unknown sub-bucket"):
         PairsConfig(adversarial_split={"style_asym": 5})
-    with pytest.raises(KeyError, match="unknown question 'nope'"):
+    with pytest.raises(DataError, match="unknown question 'nope'"):
         build_pairs(questions, [CandidateResponse(question_id="nope", model="m", text="")])
     qid = next(iter(questions))
     twice = [CandidateResponse(question_id=qid, model="m", text=t) for t in ("a", "b")]
-    with pytest.raises(ValueError, match="several candidates from 'm'"):
+    with pytest.raises(DataError, match="several candidates from 'm'"):
         build_pairs(questions, twice)
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from biasjudge.errors import ConfigError
 from biasjudge.io import read_records
 from biasjudge.labels.answer_key import label_pairs
 from biasjudge.prompting import judge_messages
@@ -158,7 +159,7 @@ def test_split_is_stable_and_proportional() -> None:
     share = first.count("validation") / len(ids)
     assert 0.04 < share < 0.06
     assert all(split_of(i, 0.0) == "train" for i in ids[:50])
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="validation_fraction"):
         dpo_rows([], system_prompt=SYSTEM, label_source="answer_key", validation_fraction=1.0)
 
 

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records
 from biasjudge.prompting import judge_messages
 from biasjudge.records import DPORow, Label, LabelSource, Pair, SFTRow, Verdict
@@ -253,7 +254,7 @@ def build_dpo_rows(
 ) -> RowsBuild[DPORow]:
     """DPO rows with counts of the pairs left out; see :func:`dpo_rows`."""
     if not 0.0 <= validation_fraction < 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+        raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     negatives = dict(hard_negatives) if isinstance(hard_negatives, Mapping) else {n.pair_id: n for n in hard_negatives}
     build: RowsBuild[DPORow] = RowsBuild(rows=[])
     sources: Counter[str] = Counter()

@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from biasjudge.data.sources import BBQ_CATEGORIES, resolve_categories
-from biasjudge.errors import DataError
+from biasjudge.errors import ConfigError, DataError
 from biasjudge.io import iter_text_lines, read_records
 from biasjudge.records import Question
 
@@ -295,7 +295,7 @@ def stratified_sample(questions: Sequence[Question], n_per_cell: int, seed: int)
     than `n_per_cell` gives all of them.
     """
     if n_per_cell < 0:
-        raise ValueError(f"n_per_cell must be >= 0, got {n_per_cell}")
+        raise ConfigError(f"n_per_cell must be >= 0, got {n_per_cell}")
     cells: dict[tuple[str, str, str], list[Question]] = defaultdict(list)
     for q in questions:
         cells[(q.category, q.context_condition, q.question_polarity)].append(q)

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
+from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import JsonlAppender
+from biasjudge.progress import progress_bar
 from biasjudge.prompts import load_prompt
 from biasjudge.records import CandidateResponse, ChatMessage, Question
 
@@ -79,13 +78,15 @@ def generate_candidates(
         progress: show a progress bar on stderr.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     todo_all = _unique(questions)
     with JsonlAppender(out_path, CandidateResponse, key=_candidate_key) as out:
         todo = [q for q in todo_all if (q.question_id, model_name) not in out]
-        bar = _progress(progress)
+        bar = progress_bar(enabled=progress)
         with bar:
-            task = bar.add_task(f"candidates ({model_name})", total=len(todo_all), completed=len(todo_all) - len(todo))
+            task = bar.add_task(
+                f"candidates ({model_name})", total=len(todo_all), completed=len(todo_all) - len(todo), info=""
+            )
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 requests = [
@@ -93,7 +94,7 @@ def generate_candidates(
                 ]
                 generations = backend.generate(requests, params)
                 if len(generations) != len(batch):
-                    raise RuntimeError(
+                    raise BackendError(
                         f"backend {backend.spec!r} returned {len(generations)} generations for {len(batch)} prompts"
                     )
                 for question, gen in zip(batch, generations, strict=True):
@@ -107,14 +108,3 @@ def generate_candidates(
                     )
                 bar.advance(task, len(batch))
         return [out.done[(q.question_id, model_name)] for q in todo_all]
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )

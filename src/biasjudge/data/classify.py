@@ -38,6 +38,7 @@ import re
 from collections.abc import Iterable
 from typing import Literal, cast
 
+from biasjudge.errors import DataError
 from biasjudge.records import AnswerClass, BiasLevel, CandidateResponse, Question
 
 Letter = Literal["A", "B", "C"]
@@ -195,6 +196,11 @@ def classify_all(
     for cand in candidates:
         question = questions_by_id.get(cand.question_id)
         if question is None:
-            raise KeyError(f"candidate of {cand.model!r} answers unknown question {cand.question_id!r}")
+            raise DataError(
+                "candidates",
+                None,
+                "question_id",
+                f"candidate of {cand.model!r} answers unknown question {cand.question_id!r}",
+            )
         out.append(classify(cand, question, require_stop=require_stop))
     return out

@@ -26,7 +26,7 @@ from typing import Literal, Protocol
 from pydantic import Field, model_validator
 
 from biasjudge.config import ConfigModel
-from biasjudge.errors import DataError, LeakageError
+from biasjudge.errors import ConfigError, DataError, LeakageError
 from biasjudge.io import ReadResult, Reject, iter_text_lines, read_records
 from biasjudge.records import PAIR_CATEGORIES, Pair, Response
 
@@ -157,7 +157,7 @@ def split_holdout(pairs: Sequence[Pair], config: HoldoutConfig | None = None) ->
     seen: set[str] = set()
     for p in pairs:
         if p.pair_id in seen:
-            raise ValueError(f"duplicate pair_id {p.pair_id!r} in the input")
+            raise DataError("pairs", None, "pair_id", f"duplicate pair_id {p.pair_id!r} in the input")
         seen.add(p.pair_id)
     ood = [p for p in pairs if p.bias_category == config.ood_category]
     in_dist = [p for p in pairs if p.bias_category != config.ood_category]
@@ -179,7 +179,7 @@ def split_holdout(pairs: Sequence[Pair], config: HoldoutConfig | None = None) ->
         held_questions[name] = taken
     if shortfalls and config.strict:
         detail = ", ".join(f"{k} short by {v}" for k, v in shortfalls.items())
-        raise ValueError(f"holdout targets not met: {detail}")
+        raise ConfigError(f"holdout targets not met (strict: true): {detail}")
 
     held = held_questions["in_dist"]
     picked_ids = {p.pair_id for p in holdout}

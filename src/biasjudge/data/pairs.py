@@ -43,6 +43,7 @@ from pydantic import Field, model_validator
 
 from biasjudge.config import ConfigModel
 from biasjudge.data.classify import classify, is_hedged, is_uncertain
+from biasjudge.errors import DataError
 from biasjudge.records import PAIR_CATEGORIES, AnswerChoice, CandidateResponse, Pair, PairCategory, Question, Response
 
 ADVERSARIAL_SUBBUCKETS = ("confidence_asym", "length_asym")
@@ -182,7 +183,12 @@ def _prepare(questions_by_id: Mapping[str, Question], candidates: Iterable[Cand]
     for cand in candidates:
         question = questions_by_id.get(cand.question_id)
         if question is None:
-            raise KeyError(f"candidate of {cand.model!r} answers unknown question {cand.question_id!r}")
+            raise DataError(
+                "candidates",
+                None,
+                "question_id",
+                f"candidate of {cand.model!r} answers unknown question {cand.question_id!r}",
+            )
         if cand.suspected_bias_level is None and cand.answer_class is None:
             cand = classify(cand, question)
         if cand.hedged is None:
@@ -192,7 +198,12 @@ def _prepare(questions_by_id: Mapping[str, Question], candidates: Iterable[Cand]
         models = Counter(c.model for c in cands)
         repeated = [m for m, n in models.items() if n > 1]
         if repeated:
-            raise ValueError(f"question {qid!r} has several candidates from {repeated[0]!r}; expected one per model")
+            raise DataError(
+                "candidates",
+                None,
+                "model",
+                f"question {qid!r} has several candidates from {repeated[0]!r}; expected one",
+            )
         cands.sort(key=lambda c: c.model)
     return dict(sorted(grouped.items()))
 
@@ -303,6 +314,11 @@ def candidates_from_pairs(pairs: Iterable[Pair]) -> list[CandidateResponse]:
             )
             key = (pair.question_id, side.model)
             if key in found and found[key] != cand:
-                raise ValueError(f"pair {pair.pair_id}: answer of {side.model!r} to {pair.question_id!r} differs")
+                raise DataError(
+                    "pairs",
+                    None,
+                    "response",
+                    f"pair {pair.pair_id}: answer of {side.model!r} to {pair.question_id!r} differs",
+                )
             found[key] = cand
     return list(found.values())

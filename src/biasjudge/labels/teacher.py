@@ -27,8 +27,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
+from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path
 from biasjudge.labels import attach_labels, filter_confident
+from biasjudge.progress import progress_bar
 from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
 from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Label, Pair, PairCategory, Verdict
@@ -184,6 +186,7 @@ def teacher_label(
     batch_size: int = 8,
     rubric: str | None = None,
     retry_dropped: bool = False,
+    progress: bool = True,
 ) -> TeacherRun:
     """Label `pairs` with a teacher model, appending each label to `out_path` as it comes.
 
@@ -196,9 +199,10 @@ def teacher_label(
         batch_size: prompts per `generate` call; each batch is written before the next starts.
         rubric: system prompt; default `prompts/teacher.md`.
         retry_dropped: label again pairs already in the dropped file (default: skip them).
+        progress: show a progress bar on stderr.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     pairs = list(pairs)
     out_path = Path(out_path)
     dropped_path = dropped_path_for(out_path)
@@ -216,43 +220,49 @@ def teacher_label(
                 run.n_dropped_before += 1
             else:
                 todo.append(pair)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            requests = [PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in batch]
-            generations = backend.generate(requests, params)
-            if len(generations) != len(batch):
-                raise ValueError(
-                    f"backend {backend.spec!r} returned {len(generations)} outputs for {len(batch)} prompts"
-                )
-            for pair, gen in zip(batch, generations, strict=True):
-                read = parse_teacher_output(gen.text, gen.finish_reason)
-                if read.verdict is None:
-                    dropped.append(
-                        DroppedRecord(
+        bar = progress_bar(enabled=progress)
+        with bar:
+            task = bar.add_task(
+                f"teacher ({labeller_name})", total=len(pairs), completed=len(pairs) - len(todo), info=""
+            )
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                requests = [PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in batch]
+                generations = backend.generate(requests, params)
+                if len(generations) != len(batch):
+                    raise BackendError(
+                        f"backend {backend.spec!r} returned {len(generations)} outputs for {len(batch)} prompts"
+                    )
+                for pair, gen in zip(batch, generations, strict=True):
+                    read = parse_teacher_output(gen.text, gen.finish_reason)
+                    if read.verdict is None:
+                        dropped.append(
+                            DroppedRecord(
+                                pair_id=pair.pair_id,
+                                model=labeller_name,
+                                reason=read.error or "unreadable",
+                                raw_text=gen.text,
+                                finish_reason=gen.finish_reason,
+                            )
+                        )
+                        run.n_dropped_now += 1
+                        run.dropped_ids.append(pair.pair_id)
+                        continue
+                    done.append(
+                        TeacherRecord(
                             pair_id=pair.pair_id,
+                            verdict=read.verdict,
+                            confidence=read.confidence,
+                            reasoning=read.reasoning,
                             model=labeller_name,
-                            reason=read.error or "unreadable",
-                            raw_text=gen.text,
+                            pair_category=pair.pair_category,
+                            raw_output=gen.text,
                             finish_reason=gen.finish_reason,
                         )
                     )
-                    run.n_dropped_now += 1
-                    run.dropped_ids.append(pair.pair_id)
-                    continue
-                done.append(
-                    TeacherRecord(
-                        pair_id=pair.pair_id,
-                        verdict=read.verdict,
-                        confidence=read.confidence,
-                        reasoning=read.reasoning,
-                        model=labeller_name,
-                        pair_category=pair.pair_category,
-                        raw_output=gen.text,
-                        finish_reason=gen.finish_reason,
-                    )
-                )
-                run.n_labelled_now += 1
-                run.n_no_confidence += read.confidence is None
+                    run.n_labelled_now += 1
+                    run.n_no_confidence += read.confidence is None
+                bar.advance(task, len(batch))
         labels = {pid: rec.to_label() for pid, rec in done.done.items()}
     run.pairs = attach_labels(pairs, labels)
     return run

@@ -490,16 +490,10 @@ def make_progress_callback(description: str = "training", *, budget_s: float | N
     With `budget_s`, training also stops (saving the adapter as usual) once that many seconds of
     optimizer steps have run in this process: a wall-clock cap for machines of unknown speed.
     """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
     from transformers import TrainerCallback
+
+    from biasjudge.progress import progress_bar
 
     class RichProgressCallback(TrainerCallback):
         def __init__(self) -> None:
@@ -511,15 +505,7 @@ def make_progress_callback(description: str = "training", *, budget_s: float | N
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if not state.is_world_process_zero:
                 return
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-            )
+            self.progress = progress_bar()
             self.progress.start()
             self.task = self.progress.add_task(description, total=state.max_steps, completed=state.global_step, info="")
             self.start = time.time()
