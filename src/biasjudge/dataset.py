@@ -86,6 +86,18 @@ def record_read(result: ReadResult[Any], rejects_dir: Path) -> ReadReport:
     )
 
 
+def _reader(reads: list[ReadReport], rejects_dir: Path, on_read: Callable[[ReadReport], None] | None) -> Any:
+    """A function that counts a read (writing its rejects to `rejects_dir`) and returns its records."""
+
+    def read(result: ReadResult[Any]) -> list[Any]:
+        reads.append(record_read(result, rejects_dir))
+        if on_read is not None:
+            on_read(reads[-1])
+        return result.records
+
+    return read
+
+
 def write_output(
     path: Path,
     records: Iterable[BaseModel],
@@ -221,13 +233,7 @@ def build_dataset(
     )
     holdout_cfg = HoldoutConfig()
     reads: list[ReadReport] = []
-
-    def read(result: ReadResult[Any]) -> list[Any]:
-        report = record_read(result, out)
-        reads.append(report)
-        if on_read is not None:
-            on_read(report)
-        return result.records
+    read = _reader(reads, out, on_read)
 
     pairs: list[Pair] = read(load_pairs(pairs_in, skip_invalid=skip_invalid))
     reference_holdout: list[Pair] = []
@@ -482,12 +488,7 @@ def rows_from_file(
 
     out.mkdir(parents=True, exist_ok=True)
     reads: list[ReadReport] = []
-
-    def read(result: ReadResult[Any]) -> list[Any]:
-        reads.append(record_read(result, out))
-        if on_read is not None:
-            on_read(reads[-1])
-        return result.records
+    read = _reader(reads, out, on_read)
 
     labelled: list[Pair] = read(load_pairs(pairs_file, skip_invalid=skip_invalid))
     negatives = read(read_hard_negatives(hard_negatives_file, skip_invalid=skip_invalid)) if hard_negatives_file else []
@@ -559,12 +560,7 @@ def label_file(
     from biasjudge.labels import attach_labels
 
     reads: list[ReadReport] = []
-
-    def read(result: ReadResult[Any]) -> list[Any]:
-        reads.append(record_read(result, out.parent))
-        if on_read is not None:
-            on_read(reads[-1])
-        return result.records
+    read = _reader(reads, out.parent, on_read)
 
     pairs_in: list[Pair] = read(load_pairs(pairs_file, skip_invalid=skip_invalid))
     inputs = [pairs_file]
@@ -622,18 +618,6 @@ def label_file(
 
 
 # --------------------------------------------------------------------------- single stages
-
-
-def _reader(reads: list[ReadReport], rejects_dir: Path, on_read: Callable[[ReadReport], None] | None) -> Any:
-    """A function that counts a read (writing its rejects to `rejects_dir`) and returns its records."""
-
-    def read(result: ReadResult[Any]) -> list[Any]:
-        reads.append(record_read(result, rejects_dir))
-        if on_read is not None:
-            on_read(reads[-1])
-        return result.records
-
-    return read
 
 
 def write_bbq_sample(

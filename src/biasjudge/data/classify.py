@@ -35,7 +35,7 @@ the reference, whose pairs contain no parse failures).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal, cast
 
 from biasjudge.errors import DataError
@@ -192,15 +192,17 @@ def classify_all(
     candidates: Iterable[CandidateResponse], questions_by_id: dict[str, Question], *, require_stop: bool = False
 ) -> list[CandidateResponse]:
     """Classify every candidate; a candidate whose question is unknown is an error naming it."""
-    out: list[CandidateResponse] = []
-    for cand in candidates:
-        question = questions_by_id.get(cand.question_id)
-        if question is None:
-            raise DataError(
-                "candidates",
-                None,
-                "question_id",
-                f"candidate of {cand.model!r} answers unknown question {cand.question_id!r}",
-            )
-        out.append(classify(cand, question, require_stop=require_stop))
-    return out
+    return [classify(c, question_for(c, questions_by_id), require_stop=require_stop) for c in candidates]
+
+
+def question_for(candidate: CandidateResponse, questions_by_id: Mapping[str, Question]) -> Question:
+    """The question a candidate answers; a DataError naming the candidate when it is unknown."""
+    question = questions_by_id.get(candidate.question_id)
+    if question is None:
+        raise DataError(
+            "candidates",
+            None,
+            "question_id",
+            f"candidate of {candidate.model!r} answers unknown question {candidate.question_id!r}",
+        )
+    return question

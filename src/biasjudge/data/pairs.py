@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pydantic import Field, model_validator
 
 from biasjudge.config import ConfigModel
-from biasjudge.data.classify import classify, is_hedged, is_uncertain
+from biasjudge.data.classify import classify, is_hedged, is_uncertain, question_for
 from biasjudge.errors import DataError
 from biasjudge.records import PAIR_CATEGORIES, AnswerChoice, CandidateResponse, Pair, PairCategory, Question, Response
 
@@ -181,14 +181,7 @@ def _prepare(questions_by_id: Mapping[str, Question], candidates: Iterable[Cand]
     """Candidates grouped by question, classified where they are not yet, in a stable order."""
     grouped: dict[str, list[Cand]] = defaultdict(list)
     for cand in candidates:
-        question = questions_by_id.get(cand.question_id)
-        if question is None:
-            raise DataError(
-                "candidates",
-                None,
-                "question_id",
-                f"candidate of {cand.model!r} answers unknown question {cand.question_id!r}",
-            )
+        question = question_for(cand, questions_by_id)
         if cand.suspected_bias_level is None and cand.answer_class is None:
             cand = classify(cand, question)
         if cand.hedged is None:

@@ -50,6 +50,19 @@ ADAPTER_DIR = "adapter"
 ADAPTER_META = "biasjudge.json"
 """Written beside an adapter (and a merged model): base model, chat format, end of turn, target."""
 
+DEFAULT_MAX_LENGTH = 2048
+
+TRL_DEFAULTS: dict[str, Any] = {
+    "report_to": "none",
+    "logging_steps": 10,
+    "save_strategy": "steps",
+    "save_steps": 100,
+    "save_total_limit": 2,
+    "max_length": DEFAULT_MAX_LENGTH,
+    "dataloader_num_workers": 0,
+}
+"""Values passed to TRL's SFTConfig and DPOConfig unless the run config's `trl` mapping sets them."""
+
 
 # --------------------------------------------------------------------------- imports
 

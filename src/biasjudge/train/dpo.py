@@ -24,7 +24,9 @@ from biasjudge.errors import ConfigError, DataError
 from biasjudge.io import read_records
 from biasjudge.records import DPORow
 from biasjudge.train.common import (
+    DEFAULT_MAX_LENGTH,
     LOG_FILE,
+    TRL_DEFAULTS,
     Placement,
     RowEncoder,
     RunResult,
@@ -42,18 +44,6 @@ from biasjudge.train.common import (
 from biasjudge.train.config import DPORunConfig, check_trl_keys, require_file
 from biasjudge.train.sft import autocast_for
 from biasjudge.verdict import parse
-
-DEFAULT_MAX_LENGTH = 2048
-
-TRL_DEFAULTS: dict[str, Any] = {
-    "report_to": "none",
-    "logging_steps": 10,
-    "save_strategy": "steps",
-    "save_steps": 100,
-    "save_total_limit": 2,
-    "max_length": DEFAULT_MAX_LENGTH,
-    "dataloader_num_workers": 0,
-}
 
 
 def _verdict_of(text: str) -> str:

@@ -27,7 +27,9 @@ from biasjudge.errors import DataError
 from biasjudge.io import read_records
 from biasjudge.records import SFTRow
 from biasjudge.train.common import (
+    DEFAULT_MAX_LENGTH,
     LOG_FILE,
+    TRL_DEFAULTS,
     Placement,
     RowEncoder,
     RunResult,
@@ -44,19 +46,6 @@ from biasjudge.train.common import (
 )
 from biasjudge.train.config import SFTRunConfig, check_trl_keys, require_file
 from biasjudge.verdict import parse
-
-DEFAULT_MAX_LENGTH = 2048
-
-TRL_DEFAULTS: dict[str, Any] = {
-    "report_to": "none",
-    "logging_steps": 10,
-    "save_strategy": "steps",
-    "save_steps": 100,
-    "save_total_limit": 2,
-    "max_length": DEFAULT_MAX_LENGTH,
-    "dataloader_num_workers": 0,
-}
-"""Values we pass to SFTConfig unless the config's `trl` mapping sets them."""
 
 
 def encode_sft_rows(
