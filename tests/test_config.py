@@ -50,3 +50,18 @@ def test_data_dir_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "project" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "project" / "sub")
     assert resolve_data_dir() == tmp_path / "shared" / "data"
+
+
+def test_a_shipped_config_is_found_by_name_and_a_real_file_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from biasjudge.config import packaged_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the names must come from the package
+    shipped = packaged_config("sft-cpu")
+    assert shipped is not None and shipped.name == "sft-cpu.yaml" and shipped.is_file()
+    assert packaged_config("configs/sft-cpu.yaml") == shipped == packaged_config("sft-cpu.yaml")
+    assert packaged_config("no-such-config") is None
+    own = tmp_path / "sft-cpu.yaml"
+    own.write_text("model: mine\n")
+    assert packaged_config("sft-cpu.yaml") is None  # the user's file is used, not the shipped one

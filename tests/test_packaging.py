@@ -23,16 +23,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`python -m build` as a release does it: the sdist, then the wheel built from that sdist."""
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=600,
     )
-    (found,) = out.glob("biasjudge-*.whl")
+    return out
+
+
+@pytest.fixture(scope="module")
+def wheel(dist: Path) -> Path:
+    (found,) = dist.glob("biasjudge-*.whl")
     return found
+
+
+def test_the_sdist_carries_sources_configs_and_tests(dist: Path) -> None:
+    import tarfile
+
+    (sdist,) = dist.glob("biasjudge-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}
+    for name in ("pyproject.toml", "README.md", "src/biasjudge/configs/sft-cpu.yaml", "src/biasjudge/cli/main.py"):
+        assert name in names, name
 
 
 def test_wheel_carries_the_adapter_its_manifest_card_and_prompts(wheel: Path) -> None:
@@ -43,12 +59,17 @@ def test_wheel_carries_the_adapter_its_manifest_card_and_prompts(wheel: Path) ->
         "biasjudge/assets/embedded-judge/MODEL_CARD.md",
         "biasjudge/prompts/judge_compact.md",
         "biasjudge/prompts/judge_system.md",
+        "biasjudge/configs/embedded-judge.yaml",
+        "biasjudge/configs/sft-cpu.yaml",
+        "biasjudge/configs/dpo-cpu.yaml",
     ):
         assert name in names, name
     assert not any(n.endswith(".jsonl") for n in names)  # no data file ships
 
 
-def test_a_clean_venv_with_only_the_wheel_judges(wheel: Path, tmp_path: Path, gguf_model: Path) -> None:
+def test_a_clean_venv_with_only_the_wheel_judges_and_scores_a_log(
+    wheel: Path, tmp_path: Path, gguf_model: Path, jfs: Path
+) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
@@ -104,3 +125,30 @@ def test_a_clean_venv_with_only_the_wheel_judges(wheel: Path, tmp_path: Path, gg
     assert judgment["verdict"] in ("A", "B", "TIE")
     assert judgment["single_order_verdict"] in ("A", "B", "TIE")
     assert sum(judgment["probs"].values()) == pytest.approx(1.0)
+    metrics = subprocess.run(
+        [
+            str(venv / "bin" / "biasjudge"),
+            "metrics",
+            "--predictions",
+            str(jfs / "eval-results" / "base_gemma4_e4b_verdicts.json"),
+            "--holdout",
+            str(jfs / "eval_set_unlabeled.jsonl"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert metrics.returncode == 0, metrics.stderr
+    assert json.loads(metrics.stdout)["Base Gemma 4 E4B"]["kappa_in_dist"] == pytest.approx(0.4807, abs=1e-4)
+    config = subprocess.run(
+        [str(python), "-c", "from biasjudge.config import packaged_config; print(packaged_config('sft-cpu'))"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=True,
+    ).stdout.strip()
+    assert config.startswith(str(venv)) and config.endswith("sft-cpu.yaml"), config

@@ -36,7 +36,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     values: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
+        path = packaged_config(path) or Path(path)
         source = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
@@ -55,6 +55,22 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
     except ValidationError as exc:
         key, message = validation_message(exc)
         raise ConfigError(f"{source}: key '{key or '(config)'}': {message}") from None
+
+
+def packaged_config(name: str | Path) -> Path | None:
+    """The config shipped in the package for `name`, when `name` is not a file here.
+
+    `sft-cpu`, `sft-cpu.yaml` and `configs/sft-cpu.yaml` all name `biasjudge/configs/sft-cpu.yaml`,
+    so the commands in the README work from an installed wheel too. An existing file always wins.
+    """
+    from importlib import resources
+
+    path = Path(name)
+    if path.exists():
+        return None
+    filename = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    shipped = resources.files("biasjudge").joinpath("configs", filename)
+    return Path(str(shipped)) if shipped.is_file() else None
 
 
 def resolve_data_dir(explicit: str | Path | None = None) -> Path:

@@ -92,9 +92,10 @@ class RecipeResult:
 
 
 def load_recipe_config(path: Path | None, overrides: dict[str, Any] | None = None) -> JudgeRecipeConfig:
+    """The recipe from `path`, by default the shipped judge's (`biasjudge/configs/embedded-judge.yaml`)."""
     from biasjudge.config import load_config
 
-    return load_config(JudgeRecipeConfig, path, overrides)
+    return load_config(JudgeRecipeConfig, path if path is not None else "embedded-judge", overrides)
 
 
 def resolve_system_prompt(value: str) -> str:

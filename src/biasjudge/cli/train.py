@@ -14,7 +14,14 @@ import typer
 
 from biasjudge.cli.common import console
 
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Run config YAML (see configs/).")]
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Run config YAML, or the name of one shipped with biasjudge: sft, sft-cpu, dpo, dpo-cpu.",
+    ),
+]
 OutputDirOption = Annotated[
     Path | None, typer.Option("--output-dir", help="Run folder (overrides output_dir).", show_default=False)
 ]
@@ -107,7 +114,7 @@ def dpo_command(
 def judge_command(
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Recipe YAML (configs/embedded-judge.yaml)."),
+        typer.Option("--config", "-c", help="Recipe YAML (default: the shipped judge's, 'embedded-judge')."),
     ] = None,
     output_dir: OutputDirOption = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Overrides trl.seed.", show_default=False)] = None,
