@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from biasjudge.data.sources import BBQ_CATEGORIES, resolve_categories
 from biasjudge.errors import ConfigError, DataError
-from biasjudge.io import iter_text_lines, read_records
+from biasjudge.io import iter_text_lines, read_records, validation_message
 from biasjudge.records import Question
 
 __all__ = [
@@ -244,9 +244,7 @@ def load_raw_bbq(
             try:
                 question = _question_from_raw(row, target)
             except ValidationError as exc:
-                err = exc.errors()[0]
-                field = ".".join(str(p) for p in err["loc"]) or None
-                raise DataError(str(path), row["_line"], field, err["msg"]) from None
+                raise DataError(str(path), row["_line"], *validation_message(exc)) from None
             except (TypeError, ValueError) as exc:  # a non-numeric example_id or question_index
                 raise DataError(str(path), row["_line"], None, str(exc)) from None
             if question.question_id in seen:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from biasjudge.errors import BiasJudgeError, ConfigError, DataError, MissingDependency
+from biasjudge.io import validation_message
 from biasjudge.records import Pair
 
 BBQ_CATEGORIES: tuple[str, ...] = (
@@ -158,7 +159,5 @@ def load_hub_dataset(config: str, *, split: str = "train", revision: str | None 
         try:
             pairs.append(Pair.model_validate(row))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or None
-            raise DataError(source, number, field, err["msg"]) from None
+            raise DataError(source, number, *validation_message(exc)) from None
     return pairs
