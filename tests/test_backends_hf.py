@@ -18,7 +18,7 @@ from biasjudge.io import read_records
 from biasjudge.judge.judge import verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.prompts import load_prompt
-from biasjudge.records import Pair
+from biasjudge.records import ChatMessage, Pair
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
@@ -89,3 +89,23 @@ def test_generate_reports_length_and_is_greedy(hf: HFBackend, prompts: list[Prom
     assert [g.finish_reason for g in first] == ["length", "length"]
     assert all(g.completion_tokens == 8 and g.text for g in first)
     assert [g.text for g in hf.generate(requests[:1], params)] == [first[0].text]
+
+
+def test_tie_is_the_teacher_forced_sum_of_its_tokens(hf: HFBackend) -> None:
+    """The scoring rule on the real 270M: score() (kept last-position logits, one shared path) equals a
+    plain forward pass of prompt + T + IE with every position's logits (a short prompt: the full
+    logits of the 262k vocabulary cost 1 MB a position)."""
+    import torch
+
+    request = PromptRequest((ChatMessage(role="user", content="Which response is biased, A or B?"),), SCORE_PREFIX)
+    text = hf.render(request)
+    prompt = hf.tokenize(text)
+    tie = hf.tokenize(text + "TIE")[len(prompt) :]
+    assert len(tie) == 2  # T + IE
+    with torch.inference_mode():
+        logits = hf.model(input_ids=torch.tensor([prompt + tie], device=hf.device)).logits[0]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    expected = sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(tie))
+    (scores,) = hf.score([request], CHOICES)
+    assert scores["TIE"] == pytest.approx(expected, abs=1e-3)
+    assert scores["A"] == pytest.approx(float(logprobs[len(prompt) - 1, hf.tokenize(text + "A")[-1]]), abs=1e-3)

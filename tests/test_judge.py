@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
+from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest
 from biasjudge.errors import BackendError, ThinkingModeError
+from biasjudge.eval.protocol import prediction_from
 from biasjudge.io import read_records
 from biasjudge.judge import Judge, JudgeRequest, PairJudge, make_judge
-from biasjudge.judge.judge import REASONING_PREFIX, verdict_from_logprobs
+from biasjudge.judge.judge import REASONING_PREFIX, settle_truncation, verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX
-from biasjudge.records import AnswerChoice, Pair, Response
+from biasjudge.records import AnswerChoice, Judgment, Pair, Prediction, Response
 
 
 def make_pair(pair_id: str = "p1", level_a: str | None = "biased", level_b: str | None = "neutral") -> Pair:
@@ -142,6 +143,79 @@ def test_truncated_output_fails_unless_the_verdict_closed() -> None:
         FakeBackend(texts=["<reasoning>r</reasoning><verdict>TIE</verdict>"], finish="length"), mode="generate"
     ).judge(make_pair())
     assert closed.verdict == "TIE"
+    # The eval log counts them the same way (one rule, settle_truncation).
+    assert prediction(cut).verdict == "PARSE_FAIL" and prediction(closed).verdict == "TIE"
+    lenient = Judge(
+        FakeBackend(texts=["<verdict>B</verdict> and then the model went on and on"], finish="length"),
+        mode="generate",
+        parse_mode="lenient",
+    ).judge(make_pair())
+    assert lenient.verdict == "B" and prediction(lenient).verdict == "B"
+
+
+def prediction(judgment: Judgment) -> Prediction:
+    return prediction_from(judgment, checkpoint_name="c", run="original", model="fake:")
+
+
+def test_score_with_reasoning_keeps_the_scored_verdict_when_the_reasoning_hits_its_cap() -> None:
+    backend = FakeBackend(texts=[" B assumes the old man is bad"], finish="length")
+    judgment = Judge(backend, mode="score", score_with_reasoning=True, max_tokens=8).judge(make_pair())
+    assert judgment.verdict == "A" and judgment.probs is not None  # from the score pass
+    assert judgment.reasoning_truncated and judgment.finish_reason is None
+    assert judgment.reasoning == "B assumes the old man is bad"  # kept as generated
+    logged = prediction(judgment)
+    assert (logged.verdict, logged.reasoning_truncated, logged.finish_reason) == ("A", True, None)
+    whole = Judge(FakeBackend(texts=[" r "]), mode="score", score_with_reasoning=True).judge(make_pair())
+    assert not whole.reasoning_truncated and whole.verdict == "A"
+
+
+SETTLE_CASES = [
+    # (mode, verdict, raw output, finish_reason) -> (verdict, finish_reason, reasoning_truncated)
+    (("score", "A", "", None), ("A", None, False)),
+    (("score", "B", "cut reasoning", "length"), ("B", None, True)),  # a cache written before the flag
+    (("score", "PARSE_FAIL", "non-finite scores", None), ("PARSE_FAIL", None, False)),
+    (("generate", "A", "<reasoning>r</reasoning><verdict>A</verdict>", "stop"), ("A", "stop", False)),
+    (("generate", "A", "<reasoning>r</reasoning><verdict>A</verdict>", "length"), ("A", "length", False)),
+    (("generate", "A", "<reasoning>r</reasoning><verdict>A", "length"), ("PARSE_FAIL", "length", False)),
+    (("generate", "TIE", "<verdict>A</verdict>", "length"), ("PARSE_FAIL", "length", False)),  # tag and verdict differ
+    (("generate", "PARSE_FAIL", "<reasoning>r", "length"), ("PARSE_FAIL", "length", False)),
+]
+
+
+@pytest.mark.parametrize(("given", "settled"), SETTLE_CASES)
+def test_the_truncation_rule(given: tuple[str, str, str, str | None], settled: tuple[str, str | None, bool]) -> None:
+    mode, verdict, raw, finish = given
+    judgment = Judgment(pair_id="p", mode=mode, verdict=verdict, raw_output=raw, finish_reason=finish)  # type: ignore[arg-type]
+    result = settle_truncation(judgment)
+    assert (result.verdict, result.finish_reason, result.reasoning_truncated) == settled
+    assert settle_truncation(result) == result  # settling twice changes nothing
+    logged = prediction(judgment)
+    assert (logged.verdict, logged.finish_reason, logged.reasoning_truncated) == settled
+
+
+def test_the_eval_harness_uses_the_judge_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prediction_from delegates to settle_truncation instead of deciding truncation itself."""
+    import biasjudge.judge.judge as judge_module
+
+    calls: list[Judgment] = []
+
+    def spy(judgment: Judgment) -> Judgment:
+        calls.append(judgment)
+        return judgment.model_copy(update={"verdict": "TIE"})
+
+    monkeypatch.setattr(judge_module, "settle_truncation", spy)
+    judgment = Judgment(pair_id="p", verdict="A", finish_reason="length", raw_output="<verdict>A")
+    assert prediction(judgment).verdict == "TIE" and calls == [judgment]
+
+
+def test_floored_choices_reach_the_judgment() -> None:
+    class Flooring(FakeBackend):
+        def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+            return [ChoiceScores(s, floored=["TIE"]) for s in super().score(requests, choices)]
+
+    judgment = Judge(Flooring(), mode="score").judge(make_pair())
+    assert judgment.floored_choices == ["TIE"] and prediction(judgment).floored_choices == ["TIE"]
+    assert Judge(FakeBackend(), mode="score").judge(make_pair()).floored_choices == []
 
 
 def test_greedy_duplicates_are_generated_once_and_sampled_ones_per_seed() -> None:
@@ -253,3 +327,19 @@ def test_real_model_generate_mode_never_raises(llama_judge: Judge, holdout: list
         assert judgment.completion_tokens is not None and judgment.completion_tokens <= 24
         if judgment.finish_reason == "length":
             assert judgment.verdict == "PARSE_FAIL"
+
+
+@pytest.mark.slow
+def test_real_model_stopping_on_its_cap(llama_judge: Judge, holdout: list[Pair]) -> None:
+    """The real 270M stopped by a 2-token cap: score-with-reasoning keeps its scored verdict (the cut
+    reasoning flagged), generate mode fails, in the Judgment and in the eval log alike."""
+    requests = [JudgeRequest(p) for p in holdout[:2]]
+    reasoned = Judge(llama_judge.backend, mode="score", score_with_reasoning=True, max_tokens=2)
+    for judgment in reasoned.judge_batch(requests):
+        assert judgment.reasoning_truncated and judgment.completion_tokens == 2  # it really hit the cap
+        assert judgment.verdict in ("A", "B", "TIE") and judgment.probs is not None
+        assert prediction(judgment).verdict == judgment.verdict
+    generated = Judge(llama_judge.backend, mode="generate", max_tokens=2)
+    for judgment in generated.judge_batch(requests):
+        assert judgment.finish_reason == "length" and judgment.verdict == "PARSE_FAIL"
+        assert prediction(judgment).verdict == "PARSE_FAIL"

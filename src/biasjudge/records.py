@@ -300,7 +300,16 @@ class Judgment(Record):
     seed: int | None = None
     """Sampling seed where temperature > 0."""
     finish_reason: str | None = None
-    """stop, length (truncated: counted as a parse failure), or the backend's word."""
+    """Generate mode: why the generation the verdict was read from stopped: stop, length (cut at
+    max_tokens: a parse failure unless its verdict tag had closed), or the backend's word. None in
+    score mode, whose verdict comes from the score pass (see `reasoning_truncated`). The rule is
+    :func:`biasjudge.judge.judge.settle_truncation`."""
+    reasoning_truncated: bool = False
+    """Score mode with reasoning first: the reasoning generation stopped on its token cap. The
+    reasoning is kept as generated and the verdict still comes from the score pass after it."""
+    floored_choices: list[str] = Field(default_factory=list)
+    """Score mode: choices (A, B, TIE) whose log-probability the backend could not read and set to a
+    floor, an upper bound (e.g. missing from a server's top log-probs); their `probs` are estimates."""
     judge: str = ""
     """Judge spec string that produced it."""
     prompt_tokens: int | None = None
@@ -332,7 +341,11 @@ class Prediction(Record):
     reasoning: str | None = None
     """Reasoning text, where available."""
     finish_reason: str | None = None
-    """Why generation stopped."""
+    """Why the generation the verdict was read from stopped (None in score mode; see Judgment.finish_reason)."""
+    reasoning_truncated: bool = False
+    """Score mode with reasoning: the reasoning hit its token cap (see Judgment.reasoning_truncated)."""
+    floored_choices: list[str] = Field(default_factory=list)
+    """Score mode: choices whose log-probability was a floor (see Judgment.floored_choices)."""
     single_order_verdict: Verdict | None = None
     """Order-debiased judges: the shown order's own verdict (see Judgment.single_order_verdict)."""
 

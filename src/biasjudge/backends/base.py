@@ -1,17 +1,44 @@
 """The one interface every judge backend implements: `generate` and `score`, both batched.
 
 A backend receives chat messages (plus an optional forced start of the model's turn) and renders
-them itself: with the model's chat template where it has one, else with a built-in turn format
-from :mod:`biasjudge.prompting`. Heavy imports (torch, llama_cpp, vllm, ...) live inside the
-backend modules, never here.
+them itself: with the model's chat template where it has one (always with `enable_thinking=False`,
+see :func:`tokenizer_chat_template`), else with a built-in turn format from
+:mod:`biasjudge.prompting`. Heavy imports (torch, llama_cpp, vllm, ...) live inside the backend
+modules, never here.
+
+The scoring rule
+----------------
+Every backend's `score(requests, choices)` gives, per request, `{choice: log p(choice | prompt)}`
+where `prompt` is the rendered chat plus the request's `assistant_prefix` (`<verdict>` in score
+mode), and for a choice whose tokens are `t_1 .. t_n`::
+
+    log p(choice | prompt) = sum over k of log p(t_k | prompt, t_1 .. t_{k-1})
+
+* The choice's tokens are the model's own tokenisation of the choice as a continuation of the
+  prompt: the tokens of `prompt + choice` after the prompt's tokens, or, when tokenising across
+  the boundary changes the prompt's tokens, the choice tokenised alone
+  (:func:`continuation_tokens`). In the Gemma 3 vocabulary `A` and `B` are one token each and
+  `TIE` is `T` + `IE`.
+* Teacher-forced: the k-th term conditions on the choice's own first k-1 tokens, never on what
+  the model would have generated.
+* Nothing else: no renormalisation over the choices (the judge does that), no length
+  normalisation, no sum over other tokenisations of the same string.
+* A backend that cannot read some term (a server whose top log-probs do not list the token) puts
+  an upper bound there (a floor) and names the choice in :attr:`ChoiceScores.floored`, which the
+  judge copies into `Judgment.floored_choices`.
+* An empty choice list, a repeated choice, or a choice with zero tokens is a
+  :class:`~biasjudge.errors.BackendError` (:func:`check_choices`, :func:`continuation_tokens`):
+  a zero-token choice would otherwise score log p = 0, i.e. certainty.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from biasjudge.errors import BackendError
+from biasjudge.prompting import ChatTemplate
 from biasjudge.records import ChatMessage
 
 
@@ -49,6 +76,107 @@ class Generation:
     completion_tokens: int | None = None
 
 
+class ChoiceScores(dict[str, float]):
+    """One request's score result: `{choice: log-probability}` (the scoring rule above), plus
+    :attr:`floored`.
+
+    A plain dict to every caller that only reads the log-probabilities, so a backend written
+    before this class (returning plain dicts) still satisfies the protocol; read the flag with
+    :func:`floored_choices`, which treats a plain dict as "nothing floored".
+    """
+
+    floored: tuple[str, ...]
+    """Choices whose log-probability is a floor (an upper bound), not a value the model gave."""
+
+    def __init__(
+        self, logprobs: Mapping[str, float] | Iterable[tuple[str, float]] = (), *, floored: Iterable[str] = ()
+    ):
+        super().__init__(logprobs)
+        self.floored = tuple(floored)
+        unknown = [c for c in self.floored if c not in self]
+        if unknown:
+            raise ValueError(f"floored choices {unknown} have no score")
+
+    def __repr__(self) -> str:
+        return f"ChoiceScores({dict(self)!r}, floored={self.floored!r})"
+
+
+def floored_choices(scores: Mapping[str, float]) -> list[str]:
+    """The choices of one score result that were floored (none for a plain dict)."""
+    return list(scores.floored) if isinstance(scores, ChoiceScores) else []
+
+
+def check_choices(choices: Sequence[str], where: str = "score") -> tuple[str, ...]:
+    """The choices as a tuple; BackendError for an empty list, a non-string or a repeated choice."""
+    if isinstance(choices, str):
+        raise BackendError(f"{where}: choices must be a sequence of strings, got the string {choices!r}")
+    items = tuple(choices)
+    if not items:
+        raise BackendError(f"{where}: the choice list is empty; give at least one choice to score")
+    bad = [c for c in items if not isinstance(c, str)]
+    if bad:
+        raise BackendError(f"{where}: choices must be strings, got {bad!r}")
+    repeated = sorted({c for c in items if items.count(c) > 1})
+    if repeated:
+        raise BackendError(f"{where}: choice(s) {repeated} listed more than once")
+    return items
+
+
+def continuation_tokens(
+    prompt_tokens: Sequence[int],
+    joint_tokens: Sequence[int],
+    alone: Callable[[], Sequence[int]],
+    choice: str,
+    where: str = "score",
+) -> list[int]:
+    """A choice's tokens as a continuation of the prompt (the scoring rule's tokenisation).
+
+    Args:
+        prompt_tokens: the prompt's tokens.
+        joint_tokens: the tokens of the prompt text + the choice text, tokenised the same way.
+        alone: the choice tokenised on its own (no special tokens); called only when tokenising
+            across the boundary changed the prompt's tokens.
+        choice: the choice text (for the error message).
+        where: the backend spec (for the error message).
+
+    Raises:
+        BackendError: the choice has no tokens (an empty choice, or one the tokenizer drops).
+
+    >>> continuation_tokens([1, 2], [1, 2, 7, 8], lambda: [9], "TIE")
+    [7, 8]
+    >>> continuation_tokens([1, 2], [1, 5, 8], lambda: [7, 8], "TIE")  # the boundary merged
+    [7, 8]
+    """
+    n = len(prompt_tokens)
+    if len(joint_tokens) > n and list(joint_tokens[:n]) == list(prompt_tokens):
+        tokens = list(joint_tokens[n:])
+    else:
+        tokens = list(alone())
+    if not tokens:
+        raise BackendError(f"{where}: choice {choice!r} has no tokens; every choice needs at least one")
+    return tokens
+
+
+def tokenizer_chat_template(tokenizer: Any) -> ChatTemplate | None:
+    """A transformers tokenizer's own chat template as a :data:`~biasjudge.prompting.ChatTemplate`
+    (None when it has none), rendered with `enable_thinking=False`.
+
+    Why the flag: templates such as Qwen 3's switch thinking ON unless told otherwise, and a
+    judge is trained and run with thinking off. Gemma's `<|think|>` is refused on top of this
+    by :func:`biasjudge.prompting.render_prompt`.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+
+    def render(messages: list[dict[str, str]]) -> str:
+        text: str = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+        return text
+
+    return render
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model a judge can call."""
@@ -61,10 +189,12 @@ class Backend(Protocol):
         ...
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
-        """Log-probability of each choice string as the continuation of each prompt.
+        """Log-probability of each choice string as the continuation of each prompt, by the
+        scoring rule of this module's docstring.
 
-        Returns, per request, `{choice: log p(choice | prompt + assistant_prefix)}`; a choice of
-        several tokens gets the sum of its tokens' log-probabilities.
+        Returns, per request and in request order, `{choice: log p(choice | prompt + assistant_prefix)}`;
+        the built-in backends return :class:`ChoiceScores` (a dict that also names floored
+        choices). Raises BackendError for an empty choice list or a choice with no tokens.
         """
         ...
 

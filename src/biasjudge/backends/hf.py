@@ -12,11 +12,11 @@ the rendered prompt is refused. BOS is added at tokenisation unless the rendered
 Batching: prompts are padded on the LEFT; positions are computed from the attention mask, so a
 padded row gets the same positions as it would alone.
 
-Score reads only last-position logits (`logits_to_keep`), never the full-vocabulary logits of
-every position. A choice of several tokens (`TIE` = `T` + `IE` in the Gemma 3 vocabulary) gets
-the sum of its tokens' log-probs: the prompt is extended by the choice's first tokens and the
-logits of the last few positions are kept, so A, B and TIE together cost ONE forward pass of the
-prompt plus one token.
+Score follows the scoring rule of :mod:`biasjudge.backends.base` (the sum of the choice's tokens'
+log-probabilities, teacher-forced) and reads only the last positions' logits (`logits_to_keep`),
+never the full-vocabulary logits of every position: the prompt is extended by a choice's first
+tokens and the logits of the last few positions are kept, so A, B and TIE (`T` + `IE` in the
+Gemma 3 vocabulary) together cost ONE forward pass of the prompt plus one token.
 
 Generation: greedy (temperature 0) or sampling at the temperature with `torch.manual_seed(seed)`
 (top-k/top-p off); stops at the format's end-of-turn marker, the model's EOS and `params.stop`,
@@ -29,7 +29,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
+from biasjudge.backends.base import (
+    ChoiceScores,
+    Generation,
+    GenerationParams,
+    PromptRequest,
+    check_choices,
+    continuation_tokens,
+    tokenizer_chat_template,
+)
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
 from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
@@ -112,16 +120,10 @@ class HFBackend:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
         self.chat_template: str | None = getattr(tok, "chat_template", None) or None
-        self._template: ChatTemplate | None = self._apply_template if self.chat_template else None
+        self._template: ChatTemplate | None = tokenizer_chat_template(tok)
         self._stop_ids = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
 
     # ------------------------------------------------------------------ rendering and tokens
-
-    def _apply_template(self, messages: list[dict[str, str]]) -> str:
-        text: str = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
-        return text
 
     def render(self, request: PromptRequest) -> str:
         """The prompt text for a request (chat template or built-in format, plus the assistant prefix)."""
@@ -139,13 +141,13 @@ class HFBackend:
         return ids
 
     def choice_tokens(self, prompt_text: str, prompt_ids: Sequence[int], choice: str) -> list[int]:
-        """Tokens of `choice` as a continuation of the prompt (choice alone if the boundary merges)."""
-        joint = self.tokenize(prompt_text + choice)
-        n = len(prompt_ids)
-        if len(joint) > n and joint[:n] == list(prompt_ids):
-            return joint[n:]
-        ids: list[int] = self.tokenizer(choice, add_special_tokens=False).input_ids
-        return ids
+        """Tokens of `choice` as a continuation of the prompt (:func:`~biasjudge.backends.base.continuation_tokens`)."""
+
+        def alone() -> list[int]:
+            ids: list[int] = self.tokenizer(choice, add_special_tokens=False).input_ids
+            return ids
+
+        return continuation_tokens(prompt_ids, self.tokenize(prompt_text + choice), alone, choice, self.spec)
 
     def _pad(self, rows: Sequence[Sequence[int]]) -> tuple[Any, Any, Any]:
         """Left-padded (input_ids, attention_mask, position_ids) on the model's device."""
@@ -161,10 +163,11 @@ class HFBackend:
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
         torch = self._torch
+        choices = check_choices(choices, self.spec)
         texts = [self.render(r) for r in requests]
         prompts = [self.tokenize(t) for t in texts]
         per_choice = [{c: self.choice_tokens(t, p, c) for c in choices} for t, p in zip(texts, prompts, strict=True)]
-        out: list[dict[str, float]] = [{} for _ in texts]
+        out: list[dict[str, float]] = [ChoiceScores() for _ in texts]
         order = sorted(range(len(texts)), key=lambda i: len(prompts[i]))  # less padding per batch
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
@@ -184,6 +187,7 @@ class HFBackend:
                     for choice, ctoks in per_choice[i].items():
                         if choice in out[i] or tuple(ctoks[:-1]) != path[: len(ctoks) - 1]:
                             continue
+                        # Teacher-forced: position j of the kept logits has read the choice's first j tokens.
                         out[i][choice] = float(sum(logprobs[row, j, t] for j, t in enumerate(ctoks)))
         return out
 

@@ -19,12 +19,10 @@ grouping of a fresh evaluation, and logits then agree with a no-reuse run up to 
 differences of where the batch is split (tests compare with a tolerance, not for equality).
 `reuse_prefix=False` evaluates every prompt from its first token.
 
-Multi-token choices: the log-probability of a choice string is the SUM of its tokens'
-log-probabilities (the Backend protocol's rule). The choice's tokens are those of
-`prompt + choice` after the prompt's tokens (or, if tokenising across the boundary changes the
-prompt's tokens, of the choice alone). In the Gemma 3 vocabulary `A` and `B` are one token each
-and `TIE` is `T` + `IE`: its score takes one extra one-token decode after the prompt (to read
-log p(IE | prompt, T)); the next prompt's prefix match then rewinds past that token.
+Multi-token choices follow the scoring rule of :mod:`biasjudge.backends.base` (the sum of the
+choice's tokens' log-probabilities, teacher-forced). In the Gemma 3 vocabulary `A` and `B` are one
+token each and `TIE` is `T` + `IE`: its score takes one extra one-token decode after the prompt
+(to read log p(IE | prompt, T)); the next prompt's prefix match then rewinds past that token.
 """
 
 from __future__ import annotations
@@ -40,7 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
+from biasjudge.backends.base import (
+    ChoiceScores,
+    Generation,
+    GenerationParams,
+    PromptRequest,
+    check_choices,
+    continuation_tokens,
+)
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
 from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
@@ -231,15 +236,13 @@ class LlamaCppBackend:
         return tokens
 
     def choice_tokens(self, prompt_text: str, prompt_tokens: Sequence[int], choice: str) -> list[int]:
-        """Tokens of `choice` as a continuation of the prompt (see the module docstring)."""
-        joint = self.tokenize(prompt_text + choice)
-        n = len(prompt_tokens)
-        if len(joint) > n and list(joint[:n]) == list(prompt_tokens):
-            return list(joint[n:])
-        tokens: list[int] = self._llm.tokenize(choice.encode("utf-8"), add_bos=False, special=False)
-        if not tokens:
-            raise BackendError(f"choice {choice!r} has no tokens")
-        return tokens
+        """Tokens of `choice` as a continuation of the prompt (:func:`~biasjudge.backends.base.continuation_tokens`)."""
+
+        def alone() -> list[int]:
+            tokens: list[int] = self._llm.tokenize(choice.encode("utf-8"), add_bos=False, special=False)
+            return tokens
+
+        return continuation_tokens(prompt_tokens, self.tokenize(prompt_text + choice), alone, choice, self.spec)
 
     def _check_length(self, n: int) -> None:
         if n >= self._n_ctx:
@@ -265,7 +268,7 @@ class LlamaCppBackend:
         keep = min(common_prefix_length(cached, tokens), len(tokens) - 1)
         return max(0, keep - keep % REUSE_ALIGN)
 
-    def _score_one(self, text: str, choices: Sequence[str]) -> dict[str, float]:
+    def _score_one(self, text: str, choices: Sequence[str]) -> ChoiceScores:
         tokens = self.tokenize(text)
         per_choice = {c: self.choice_tokens(text, tokens, c) for c in choices}
         self._check_length(len(tokens) + max(len(t) for t in per_choice.values()))
@@ -273,11 +276,11 @@ class LlamaCppBackend:
         self.stats["prompt_tokens"] += len(tokens)
         self.stats["evaluated_tokens"] += len(tokens) - keep
         first = self._eval_from(tokens, keep)
-        scores: dict[str, float] = {}
+        scores = ChoiceScores()
         for choice, ctoks in per_choice.items():
             total = float(first[ctoks[0]])
             for j in range(1, len(ctoks)):
-                # Branch after the prompt: decode the choice's tokens so far, read the next one.
+                # Teacher forcing: decode the choice's own tokens so far, read the next one.
                 logprobs = self._eval_from([*tokens, *ctoks[:j]], len(tokens) + j - 1)
                 total += float(logprobs[ctoks[j]])
             scores[choice] = total
@@ -286,6 +289,7 @@ class LlamaCppBackend:
     # ------------------------------------------------------------------ Backend protocol
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+        choices = check_choices(choices, self.spec)
         texts = [self.render(r) for r in requests]
         order = list(range(len(texts)))
         if self.reuse_prefix and len(texts) > 1:

@@ -5,20 +5,55 @@ MissingDependency with that command. Prompts are rendered like the hf: backend (
 chat template with `enable_thinking=False`, else the built-in `chat_format`; `<|think|>` refused)
 and passed as token ids.
 
-Score: each choice is appended to the prompt's tokens and one token is generated with
-`prompt_logprobs=0`, which returns the log-prob of every prompt token; the choice's tokens' values
-are summed (`TIE` = `T` + `IE` in the Gemma 3 vocabulary). Prefix caching is on, so the three
-sequences of one prompt share its KV blocks and cost about one prefill.
+Score follows the scoring rule of :mod:`biasjudge.backends.base` (the sum of the choice's tokens'
+log-probabilities, teacher-forced): each choice's tokens (:func:`~biasjudge.backends.base.continuation_tokens`)
+are appended to the prompt's tokens and one token is generated with `prompt_logprobs=0`, which
+returns the log-prob of every prompt token given the tokens before it; the choice's positions are
+summed by :func:`continuation_logprob` (`TIE` = `T` + `IE` in the Gemma 3 vocabulary). Prefix
+caching is on, so the three sequences of one prompt share its KV blocks and cost about one prefill.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
+from biasjudge.backends.base import (
+    ChoiceScores,
+    Generation,
+    GenerationParams,
+    PromptRequest,
+    check_choices,
+    continuation_tokens,
+    tokenizer_chat_template,
+)
 from biasjudge.backends.registry import import_optional
+from biasjudge.errors import BackendError
 from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
+
+
+def continuation_logprob(
+    prompt_logprobs: Sequence[Mapping[int, Any] | None], sequence: Sequence[int], start: int, where: str = "vllm"
+) -> float:
+    """Sum of the log-probs of `sequence[start:]` read from vLLM's `prompt_logprobs`.
+
+    `prompt_logprobs[k]` maps token ids to vLLM `Logprob` objects (or plain floats) for position k,
+    given the tokens before it (position 0 has none); with `prompt_logprobs=0` it holds the
+    sequence's own token. Teacher-forced by construction: every position read the real sequence.
+
+    >>> continuation_logprob([None, {5: -0.5}, {6: -1.0, 9: -0.1}], [1, 5, 6], 1)
+    -1.5
+    """
+    if start < 1 or start >= len(sequence):
+        raise BackendError(f"{where}: no choice tokens to read at positions {start}..{len(sequence) - 1}")
+    total = 0.0
+    for k in range(start, len(sequence)):
+        entry = prompt_logprobs[k] if k < len(prompt_logprobs) else None
+        if entry is None or sequence[k] not in entry:
+            raise BackendError(f"{where}: vLLM returned no prompt log-prob for token {sequence[k]} at position {k}")
+        value = entry[sequence[k]]
+        total += float(getattr(value, "logprob", value))
+    return total
 
 
 class VLLMBackend:
@@ -59,13 +94,13 @@ class VLLMBackend:
         )
         self.tokenizer = self._llm.get_tokenizer()
         self.chat_template: str | None = getattr(self.tokenizer, "chat_template", None) or None
-        self._template: ChatTemplate | None = self._apply_template if self.chat_template else None
+        self._template: ChatTemplate | None = tokenizer_chat_template(self.tokenizer)
 
-    def _apply_template(self, messages: list[dict[str, str]]) -> str:
-        text: str = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
-        return text
+    def _ids(self, text: str) -> list[int]:
+        """Prompt tokens: BOS added unless the text already starts with it (as the hf: backend)."""
+        bos = self.tokenizer.bos_token
+        ids: list[int] = self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids
+        return ids
 
     def _tokens(self, request: PromptRequest) -> tuple[str, list[int]]:
         text = render_prompt(
@@ -74,9 +109,7 @@ class VLLMBackend:
             chat_format=self._format.name,
             assistant_prefix=request.assistant_prefix,
         )
-        bos = self.tokenizer.bos_token
-        ids: list[int] = self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos))).input_ids
-        return text, ids
+        return text, self._ids(text)
 
     def generate(self, requests: Sequence[PromptRequest], params: GenerationParams) -> list[Generation]:
         sampling = self._vllm.SamplingParams(
@@ -101,25 +134,23 @@ class VLLMBackend:
         return result
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+        choices = check_choices(choices, self.spec)
         sampling = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
         jobs: list[tuple[int, str, int, list[int]]] = []
         for i, request in enumerate(requests):
             text, ids = self._tokens(request)
             for choice in choices:
-                joint = self.tokenizer(text + choice, add_special_tokens=False).input_ids
-                # The choice's tokens as a continuation; the choice alone if the boundary merged.
-                plain = self.tokenizer(text, add_special_tokens=False).input_ids
-                ctoks = (
-                    joint[len(plain) :]
-                    if joint[: len(plain)] == plain and len(joint) > len(plain)
-                    else (self.tokenizer(choice, add_special_tokens=False).input_ids)
-                )
+
+                def alone(choice: str = choice) -> list[int]:
+                    tokens: list[int] = self.tokenizer(choice, add_special_tokens=False).input_ids
+                    return tokens
+
+                ctoks = continuation_tokens(ids, self._ids(text + choice), alone, choice, self.spec)
                 jobs.append((i, choice, len(ids), ids + ctoks))
         outputs = self._llm.generate([{"prompt_token_ids": j[3]} for j in jobs], sampling, use_tqdm=False)
-        scores: list[dict[str, float]] = [{} for _ in requests]
+        scores: list[dict[str, float]] = [ChoiceScores() for _ in requests]
         for (i, choice, n_prompt, seq), output in zip(jobs, outputs, strict=True):
-            entries = output.prompt_logprobs
-            scores[i][choice] = float(sum(entries[k][seq[k]].logprob for k in range(n_prompt, len(seq))))
+            scores[i][choice] = continuation_logprob(output.prompt_logprobs, seq, n_prompt, self.spec)
         return scores
 
     def count_tokens(self, text: str) -> int:

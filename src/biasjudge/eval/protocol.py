@@ -29,7 +29,6 @@ from biasjudge.eval.metrics import compute_metrics
 from biasjudge.io import JsonlAppender, write_json
 from biasjudge.prompting import user_message
 from biasjudge.records import EvalLog, Judgment, Pair, Prediction, Record
-from biasjudge.verdict import PARSE_FAIL
 
 if TYPE_CHECKING:
     from biasjudge.judge.judge import PairJudge
@@ -176,17 +175,24 @@ def _batches(items: Sequence[tuple[Pair, RunSpec, tuple[str, ...]]], batch_size:
 
 
 def prediction_from(judgment: Judgment, *, checkpoint_name: str, run: str, model: str) -> Prediction:
-    """A log row from a judgment; a truncated generation (finish_reason 'length') becomes PARSE_FAIL."""
-    verdict = PARSE_FAIL if judgment.finish_reason == "length" else judgment.verdict
+    """A log row from a judgment, settled by the judge's one truncation rule
+    (:func:`biasjudge.judge.judge.settle_truncation`: a generation cut before its verdict closed is
+    PARSE_FAIL; a score-mode verdict stands, its cut reasoning flagged), which also covers
+    judgments cached before the rule."""
+    from biasjudge.judge.judge import settle_truncation
+
+    judgment = settle_truncation(judgment)
     return Prediction(
         checkpoint_name=checkpoint_name,
         pair_id=judgment.pair_id,
         run_type=run,
-        verdict=verdict,
+        verdict=judgment.verdict,
         model=model,
         probs=judgment.probs,
         reasoning=judgment.reasoning,
         finish_reason=judgment.finish_reason,
+        reasoning_truncated=judgment.reasoning_truncated,
+        floored_choices=list(judgment.floored_choices),
         single_order_verdict=judgment.single_order_verdict,
     )
 

@@ -2,17 +2,22 @@
 
 * generate: render the judge prompt, let the model write `<reasoning>..</reasoning><verdict>X</verdict>`,
   read the verdict with :func:`biasjudge.verdict.parse` (strict or lenient). An output that breaks
-  the contract is a PARSE_FAIL judgment, never an exception; an output cut at max_tokens
-  (finish_reason 'length') fails unless its verdict tag had already closed.
+  the contract is a PARSE_FAIL judgment, never an exception.
 * score: force the model's turn to start with `<verdict>` and read the log-probabilities of
   `A`, `B` and `TIE` at that point (one forward pass; a multi-token choice such as `TIE` gets the
-  sum of its tokens' log-probs, see each backend). The three are renormalised into
-  `Judgment.probs`; temperature 0 takes the argmax, temperature T > 0 draws from
-  softmax(log p / T) with `numpy.random.default_rng(seed)`. Requests for the same prompt (same pair,
-  same order) share ONE backend.score call, so the seeded repeats of a consistency run cost nothing.
+  sum of its tokens' log-probs, teacher-forced: the scoring rule of :mod:`biasjudge.backends.base`).
+  The three are renormalised into `Judgment.probs`; temperature 0 takes the argmax, temperature
+  T > 0 draws from softmax(log p / T) with `numpy.random.default_rng(seed)`. Requests for the same
+  prompt (same pair, same order) share ONE backend.score call, so the seeded repeats of a
+  consistency run cost nothing. Choices the backend floored are listed in `Judgment.floored_choices`.
 * score with reasoning (`score_with_reasoning=True`): generate the reasoning first (the turn forced
   to start with `<reasoning>`, stopped at `</reasoning>`), then score with the prefix
   `<reasoning>` + reasoning + `</reasoning><verdict>`.
+
+Truncation (one rule, :func:`settle_truncation`, which the eval harness applies too): in score
+mode the verdict always comes from the score pass; reasoning cut at its token cap is kept and
+flagged (`Judgment.reasoning_truncated`). In generate mode an output cut at max_tokens
+(finish_reason 'length') is a PARSE_FAIL unless its verdict tag had closed.
 
 `Judgment.verdict` is always in the order the judge SAW the pair: for `swapped=True` the texts were
 exchanged, and "A" names the text shown first. The eval harness mirrors where it needs to.
@@ -27,7 +32,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from biasjudge.backends.base import Backend, Generation, GenerationParams, PromptRequest
+from biasjudge.backends.base import Backend, Generation, GenerationParams, PromptRequest, floored_choices
 from biasjudge.backends.registry import (
     DEFAULT_JUDGE_SPEC,
     make_backend,
@@ -48,6 +53,7 @@ __all__ = [
     "JudgeRequest",
     "PairJudge",
     "make_judge",
+    "settle_truncation",
     "verdict_from_logprobs",
 ]
 
@@ -127,6 +133,43 @@ def verdict_from_probs(
     ('TIE', 0.25, 0.0)
     """
     return verdict_from_logprobs({v: math.log(p) if p > 0 else -math.inf for v, p in probs.items()}, temperature, seed)
+
+
+TRUNCATED = "length"
+"""The finish_reason of a generation that stopped on its token cap."""
+
+
+def settle_truncation(judgment: Judgment) -> Judgment:
+    """The judgment as it counts under the truncation rule (the ONE place the rule is decided).
+
+    * score mode: the verdict is the score pass's, whatever happened to the reasoning before it.
+      Reasoning cut at its token cap is kept and flagged `reasoning_truncated`; a
+      `finish_reason` of 'length' (as judgments cached before the flag existed carry it) is
+      moved to that flag, so that nothing downstream reads the score verdict as a cut generation.
+    * generate mode: an output cut at max_tokens (finish_reason 'length') is a PARSE_FAIL unless
+      its verdict tag had closed (the text holds a complete `<verdict>X</verdict>`).
+
+    Returns the same object when nothing changes, else an updated copy. The judge applies it to
+    every judgment it makes; :func:`biasjudge.eval.protocol.prediction_from` applies it again,
+    so judgments from other judges or older caches follow the same rule.
+
+    >>> j = Judgment(pair_id="p", verdict="A", mode="score", finish_reason="length")
+    >>> settled = settle_truncation(j)
+    >>> settled.verdict, settled.finish_reason, settled.reasoning_truncated
+    ('A', None, True)
+    >>> cut = Judgment(pair_id="p", verdict="A", raw_output="<verdict>A", finish_reason="length")
+    >>> settle_truncation(cut).verdict
+    'PARSE_FAIL'
+    """
+    if judgment.mode == "score":
+        if judgment.finish_reason != TRUNCATED:
+            return judgment
+        return judgment.model_copy(update={"finish_reason": None, "reasoning_truncated": True})
+    if judgment.finish_reason != TRUNCATED or judgment.verdict == PARSE_FAIL:
+        return judgment
+    if parse(judgment.raw_output, "lenient")[0] == judgment.verdict:
+        return judgment  # the verdict tag closed before the cap: the verdict stands
+    return judgment.model_copy(update={"verdict": PARSE_FAIL})
 
 
 def request_fields(request: JudgeRequest, *, judge: str, mode: JudgeMode) -> dict[str, Any]:
@@ -264,23 +307,15 @@ class Judge:
         return out
 
     def _judgment(self, request: JudgeRequest, **fields: Any) -> Judgment:
-        return Judgment(
-            pair_id=request.pair.pair_id,
-            mode=self.mode,
-            swapped=request.swapped,
-            temperature=request.temperature,
-            seed=request.seed,
-            judge=self.spec,
-            **fields,
-        )
+        judgment = Judgment(**request_fields(request, judge=self.spec, mode=self.mode), **fields)
+        return settle_truncation(judgment)
 
     def _judge_generate(self, requests: list[JudgeRequest]) -> list[Judgment]:
         prompts = [self.prompt(r) for r in requests]
         judgments: list[Judgment] = []
         for request, generation in zip(requests, self._run_generate(prompts, requests), strict=True):
             verdict: ParsedVerdict
-            # A truncated output only counts when its verdict had closed; parse() already fails
-            # an output without a closing verdict tag, whatever the finish reason.
+            # A cut output (finish_reason 'length') is settled by settle_truncation in _judgment.
             verdict, reasoning = parse(generation.text, self.parse_mode)
             judgments.append(
                 self._judgment(
@@ -320,9 +355,11 @@ class Judge:
                     request,
                     verdict=verdict,
                     probs=probs,
+                    floored_choices=[c for c in floored_choices(logprobs) if c in VERDICTS],
                     reasoning=generation.text.strip() if generation else None,
                     raw_output=generation.text if generation else "",
-                    finish_reason=generation.finish_reason if generation else None,
+                    # The verdict came from the score pass: the reasoning's cap is a flag, not a finish.
+                    reasoning_truncated=bool(generation and generation.finish_reason == TRUNCATED),
                     prompt_tokens=generation.prompt_tokens if generation else None,
                     completion_tokens=generation.completion_tokens if generation else None,
                 )
