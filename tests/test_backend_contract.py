@@ -32,10 +32,9 @@ from biasjudge.backends.base import (
     check_choices,
     continuation_tokens,
     floored_choices,
-    tokenizer_chat_template,
 )
 from biasjudge.errors import BackendError
-from biasjudge.prompting import SCORE_PREFIX, render_prompt
+from biasjudge.prompting import SCORE_PREFIX, render_prompt, tokenizer_chat_template
 from biasjudge.records import ChatMessage
 from http_stub import Reply, StubServer
 
@@ -468,11 +467,6 @@ def test_tokenizer_chat_template_passes_enable_thinking_false() -> None:
     assert tokenizer_chat_template(types.SimpleNamespace(chat_template=None)) is None
 
 
-KNOWN_ELSEWHERE = {"train/common.py"}
-"""Files outside this change that still apply a template without the flag (reported to be fixed;
-remove an entry once its file passes enable_thinking=False)."""
-
-
 def _template_calls_without_the_flag() -> list[str]:
     """`x.apply_chat_template(...)` and jinja `x.render(..., add_generation_prompt=...)` calls in src/
     that do not pass `enable_thinking=False`."""
@@ -492,5 +486,92 @@ def _template_calls_without_the_flag() -> list[str]:
 
 
 def test_every_chat_template_call_turns_thinking_off() -> None:
-    offenders = [f for f in _template_calls_without_the_flag() if f.split(":")[0] not in KNOWN_ELSEWHERE]
+    offenders = _template_calls_without_the_flag()
     assert offenders == [], f"chat template applied without enable_thinking=False at {offenders}"
+
+
+# --------------------------------------------------------------------------- train renders what inference renders
+
+
+@pytest.fixture(scope="module")
+def pair_messages(jfs: Path) -> list[ChatMessage]:
+    """A real holdout pair, rendered with the shipped judge's prompt."""
+    from biasjudge.io import read_records
+    from biasjudge.prompting import judge_messages
+    from biasjudge.prompts import load_prompt
+    from biasjudge.records import Pair
+
+    pair = read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=1).records[0]
+    return judge_messages(pair, load_prompt("judge_compact"))
+
+
+@pytest.fixture(scope="module")
+def untemplated_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with its chat template removed (like the embedded Gemma 3 270M)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-no-template")
+    shutil.copytree(tiny_dir, folder, dirs_exist_ok=True)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (folder / name).unlink(missing_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    return folder
+
+
+@pytest.mark.parametrize("target", ["verdict", "completion"])
+def test_training_renders_byte_for_byte_what_each_backend_renders_with_a_template(
+    tiny_dir: Path, hf_case: Case, vllm_case: Case, target: str, pair_messages: list[ChatMessage]
+) -> None:
+    from transformers import AutoTokenizer
+
+    from biasjudge.backends.llamacpp import jinja_chat_template
+    from biasjudge.prompting import render_prompt
+    from biasjudge.train.common import RowEncoder
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    # A chat_format in the run config does not override the model's own template (nor does it at inference).
+    encoder = RowEncoder(tokenizer, "gemma3", target)  # type: ignore[arg-type]
+    messages = pair_messages
+    prefix = SCORE_PREFIX if target == "verdict" else ""
+    request = PromptRequest(tuple(messages), prefix)
+    trained = encoder.prompt_text(messages)
+    assert encoder.format_name == "chat_template" and "<|think|>" not in trained
+    assert hf_case.backend.render(request) == trained
+    assert vllm_case.backend._tokens(request)[0] == trained
+    jinja = jinja_chat_template(tokenizer.chat_template, bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
+    assert render_prompt(messages, template=jinja, assistant_prefix=prefix) == trained  # llama.cpp's path
+
+
+@pytest.mark.parametrize("chat_format", ["gemma3", "gemma4"])
+def test_training_renders_byte_for_byte_what_each_backend_renders_without_a_template(
+    untemplated_dir: Path, gguf_model: Path, chat_format: str, pair_messages: list[ChatMessage]
+) -> None:
+    from transformers import AutoTokenizer
+
+    from biasjudge.backends.hf import HFBackend
+    from biasjudge.backends.llamacpp import LlamaCppBackend
+    from biasjudge.backends.openai import OpenAIBackend
+    from biasjudge.train.common import RowEncoder
+
+    tokenizer = AutoTokenizer.from_pretrained(untemplated_dir)
+    encoder = RowEncoder(tokenizer, chat_format, "verdict")
+    messages = pair_messages
+    request = PromptRequest(tuple(messages), SCORE_PREFIX)
+    trained = encoder.prompt_text(messages)
+    assert encoder.format_name == chat_format
+    hf = HFBackend(str(untemplated_dir), spec="hf:tiny", dtype="float32", device="cpu", chat_format=chat_format)
+    llama = LlamaCppBackend(str(gguf_model), spec="llamacpp:parity", n_ctx=512, chat_format=chat_format)
+    openai = OpenAIBackend("http://127.0.0.1:9/v1#m", spec="openai:parity", chat_format=chat_format)
+    try:
+        assert hf.render(request) == trained
+        assert llama.render(request) == trained  # the embedded GGUF has no template: the built-in format
+        assert openai.render(request) == trained  # /completions mode renders locally
+    finally:
+        hf.close()
+        llama.close()
+        openai.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from biasjudge.errors import ConfigError, ThinkingModeError
 from biasjudge.records import ChatMessage, Pair
@@ -152,3 +153,35 @@ def render_prompt(
     text += assistant_prefix
     refuse_thinking(text)
     return text
+
+
+def tokenizer_chat_template(tokenizer: Any) -> ChatTemplate | None:
+    """A transformers tokenizer's own chat template as a :data:`ChatTemplate`
+    (None when it has none), rendered with `enable_thinking=False`.
+
+    Why the flag: templates such as Qwen 3's switch thinking ON unless told otherwise, and a
+    judge is trained and run with thinking off. Gemma's `<|think|>` is refused on top of this
+    by :func:`render_prompt`.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+
+    def render(messages: list[dict[str, str]]) -> str:
+        text: str = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+        return text
+
+    return render
+
+
+def template_end_of_turn(tokenizer: Any) -> str:
+    """The text a tokenizer's chat template writes after an assistant turn's content (its end of
+    turn), found by rendering a marker; the tokenizer's EOS token when the template writes none."""
+    marker = "\u2063BIASJUDGE\u2063"
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
+    text: str = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=False, enable_thinking=False
+    )
+    after = text.split(marker, 1)[1].strip() if marker in text else ""
+    return after or str(tokenizer.eos_token)

@@ -2,7 +2,7 @@
 
 A backend receives chat messages (plus an optional forced start of the model's turn) and renders
 them itself: with the model's chat template where it has one (always with `enable_thinking=False`,
-see :func:`tokenizer_chat_template`), else with a built-in turn format from
+see :func:`biasjudge.prompting.tokenizer_chat_template`), else with a built-in turn format from
 :mod:`biasjudge.prompting`. Heavy imports (torch, llama_cpp, vllm, ...) live inside the backend
 modules, never here.
 
@@ -35,10 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from biasjudge.errors import BackendError
-from biasjudge.prompting import ChatTemplate
 from biasjudge.records import ChatMessage
 
 
@@ -155,26 +154,6 @@ def continuation_tokens(
     if not tokens:
         raise BackendError(f"{where}: choice {choice!r} has no tokens; every choice needs at least one")
     return tokens
-
-
-def tokenizer_chat_template(tokenizer: Any) -> ChatTemplate | None:
-    """A transformers tokenizer's own chat template as a :data:`~biasjudge.prompting.ChatTemplate`
-    (None when it has none), rendered with `enable_thinking=False`.
-
-    Why the flag: templates such as Qwen 3's switch thinking ON unless told otherwise, and a
-    judge is trained and run with thinking off. Gemma's `<|think|>` is refused on top of this
-    by :func:`biasjudge.prompting.render_prompt`.
-    """
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-
-    def render(messages: list[dict[str, str]]) -> str:
-        text: str = tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
-        return text
-
-    return render
 
 
 @runtime_checkable

@@ -25,11 +25,10 @@ from biasjudge.backends.base import (
     PromptRequest,
     check_choices,
     continuation_tokens,
-    tokenizer_chat_template,
 )
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, tokenizer_chat_template, turn_format
 
 
 def continuation_logprob(

@@ -31,9 +31,10 @@ from biasjudge.prompting import (
     DEFAULT_TURN_FORMAT,
     SCORE_PREFIX,
     THINK_TOKEN,
-    ChatTemplate,
     refuse_thinking,
     render_prompt,
+    template_end_of_turn,
+    tokenizer_chat_template,
     turn_format,
 )
 from biasjudge.records import ChatMessage, Verdict
@@ -233,34 +234,18 @@ def lora_config(config: RunConfigBase, task_type: str = "CAUSAL_LM") -> Any:
 # --------------------------------------------------------------------------- rendering and tokenising
 
 
-def hf_chat_template(tokenizer: Any) -> ChatTemplate | None:
-    """The tokenizer's own chat template as a render.ChatTemplate, or None when it has none."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-
-    def template(messages: list[dict[str, str]]) -> str:
-        text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text
-
-    return template
-
-
-def template_end_of_turn(tokenizer: Any) -> str:
-    """The text a chat template writes after an assistant turn's content (its end-of-turn marker)."""
-    marker = "\u2063BIASJUDGE\u2063"
-    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}]
-    text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-    after = text.split(marker, 1)[1].strip() if marker in text else ""
-    return after or str(tokenizer.eos_token)
-
-
 class RowEncoder:
-    """Renders prompt messages and targets as text and token ids, the way inference does."""
+    """Renders prompt messages and targets as text and token ids, the way inference does.
+
+    The rule is the backends' rule: the tokenizer's own chat template when it has one (thinking
+    off), else the built-in turn format `chat_format`. `format_name` (`chat_template` or the
+    format's name) is what a run records and what its judge is run with.
+    """
 
     def __init__(self, tokenizer: Any, chat_format: str | None, target: Target) -> None:
         self.tokenizer = tokenizer
         self.target = target
-        template = hf_chat_template(tokenizer) if chat_format is None else None
+        template = tokenizer_chat_template(tokenizer)
         self.template = template
         if template is not None:
             self.format_name = "chat_template"
