@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from biasjudge.errors import DataError
+from biasjudge.errors import BiasJudgeError, DataError, MetricInputError
 from biasjudge.eval.protocol import merge_logs, run_eval, select_runs
 from biasjudge.eval.report import (
     TABLE_ROWS,
@@ -83,8 +83,27 @@ def test_html_page_is_self_contained_with_the_plots(logs: list[EvalLog], holdout
 
 def test_write_reports_writes_both_files(logs: list[EvalLog], holdout: list[Pair], tmp_path: Path) -> None:
     md, html, table = write_reports([merge_logs(logs)], holdout, tmp_path)
+    assert table.splitlines()[0] == "| Metric | Random | Base Gemma 4 E4B |"
     assert md.read_text().startswith("# biasjudge evaluation\n\n" + table)
-    assert html.exists()
+    page = html.read_text()
+    assert "<th>Random</th>" in page and "<th>Base Gemma 4 E4B</th>" in page
+
+
+def test_a_log_with_nothing_to_score_is_an_error_not_an_empty_table(logs: list[EvalLog], holdout: list[Pair]) -> None:
+    """`biasjudge metrics` prints such errors as one line: each is a BiasJudgeError."""
+    with pytest.raises(BiasJudgeError, match="no predictions"):
+        log_metrics(EvalLog(run_id="empty"), holdout)
+    # The log's pairs, but none with a human label: every kappa would be undefined.
+    unlabelled = [pair.model_copy(update={"labels": []}) for pair in holdout]
+    with pytest.raises(MetricInputError, match="nothing to score for checkpoint 'Base Gemma 4 E4B'"):
+        log_metrics(logs[1], unlabelled)
+
+
+def test_stored_metrics_without_predictions_are_kept(holdout: list[Pair]) -> None:
+    published = EvalLog(run_id="published", metrics={"Published SFT": {"kappa_in_dist": 0.647}})
+    metrics = log_metrics(published, holdout)
+    assert metrics == {"Published SFT": {"kappa_in_dist": 0.647}}
+    assert "| Overall κ (in-dist) | 0.647 |" in markdown_table(metrics)
 
 
 def test_read_log_names_the_bad_field(tmp_path: Path) -> None:

@@ -56,3 +56,12 @@ class ThinkingModeError(BiasJudgeError):
 
 class LeakageError(BiasJudgeError):
     """A training file shares a pair or question with the evaluation holdout."""
+
+
+class MetricInputError(BiasJudgeError, ValueError):
+    """A metric was given inputs it cannot score: lengths differ, a value is not a label, a bad
+    probability row, or nothing to score at all (no predictions, no labelled pair predicted).
+
+    Also a ValueError, so a library caller catching ValueError (as with scikit-learn's metrics)
+    still catches it, while the CLI prints it as one line like every BiasJudgeError.
+    """

@@ -1,8 +1,8 @@
 """Metrics of a bias judge, as pure functions of verdicts (no model, no file, no global state).
 
 Conventions (scikit-learn's `cohen_kappa_score`): `name(y_true, y_pred, *, labels=("A", "B", "TIE"))`,
-inputs checked first (a ValueError names what is wrong), a float back, NaN only where the
-docstring says so.
+inputs checked first (a :class:`~biasjudge.errors.MetricInputError`, which is also a ValueError,
+names what is wrong), a float back, NaN only where the docstring says so.
 
 The definitions are the reference's (judge-from-scratch `eval/eval_harness.py`), so
 :func:`compute_metrics` on the stored base Gemma 4 E4B verdicts reproduces its stored metrics:
@@ -19,6 +19,8 @@ The definitions are the reference's (judge-from-scratch `eval/eval_harness.py`),
 
 Added here: seeded percentile-bootstrap intervals for every kappa, per-category kappa, confusion
 matrices, and calibration (Brier score, expected calibration error) of score-mode probabilities.
+Confusion counts and the Brier score are scikit-learn's; kappa is one formula of a confusion matrix
+(:func:`_kappa_from_confusion`) shared by :func:`cohen_kappa` and its bootstrap.
 A generation cut off at the token cap (finish_reason "length") is scored as PARSE_FAIL and
 counted in `n_truncated`, never read as a verdict.
 """
@@ -27,14 +29,13 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import brier_score_loss, confusion_matrix
 
+from biasjudge.errors import MetricInputError
 from biasjudge.records import EvalLog, Pair, Prediction
 from biasjudge.verdict import PARSE_FAIL, mirror
 
@@ -96,9 +97,9 @@ def whitespace_tokens(text: str) -> int:
 def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
     labels = tuple(labels)
     if not labels:
-        raise ValueError("labels must not be empty")
+        raise MetricInputError("labels must not be empty")
     if len(set(labels)) != len(labels):
-        raise ValueError(f"labels must be unique, got {labels!r}")
+        raise MetricInputError(f"labels must be unique, got {labels!r}")
     return labels
 
 
@@ -109,7 +110,7 @@ def _check_values(name: str, values: Sequence[str | None], allowed: Sequence[str
         if value is None and allow_none:
             continue
         if value not in allowed_set:
-            raise ValueError(f"{name}[{i}] is {value!r}, not one of the labels {tuple(allowed)!r}")
+            raise MetricInputError(f"{name}[{i}] is {value!r}, not one of the labels {tuple(allowed)!r}")
     return values
 
 
@@ -117,7 +118,7 @@ def _check_same_length(**named: Sequence[object]) -> None:
     lengths = {name: len(values) for name, values in named.items()}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())
-        raise ValueError(f"inputs must have the same length: {listed}")
+        raise MetricInputError(f"inputs must have the same length: {listed}")
 
 
 def _check_pair(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -134,38 +135,60 @@ def _nan_to_none(value: float | None) -> float | None:
 # --------------------------------------------------------------------------- agreement
 
 
+def _confusion_matrix(y_true: Sequence[str], y_pred: Sequence[str], labels: tuple[str, ...]) -> np.ndarray:
+    """scikit-learn's confusion counts over checked inputs; zeros for no rows (scikit-learn refuses
+    empty inputs, but an empty slice is an ordinary case here)."""
+    if not y_true:
+        return np.zeros((len(labels), len(labels)), dtype=np.int64)
+    return confusion_matrix(list(y_true), list(y_pred), labels=list(labels))
+
+
+def _kappa_from_confusion(counts: np.ndarray) -> np.ndarray:
+    """Unweighted Cohen's kappa of a confusion matrix or a stack of them (..., k, k); NaN where undefined.
+
+    The module's one kappa formula: :func:`cohen_kappa` applies it to one matrix and
+    :func:`kappa_interval` to all bootstrap resamples at once (scikit-learn's `cohen_kappa_score`
+    once per resample took 0.9 s per 1000-resample interval against 5 ms, and compute_metrics draws
+    18 intervals on the reference holdout). `tests/test_metrics.py` checks it against
+    `cohen_kappa_score`.
+
+    kappa = (p_o - p_e) / (1 - p_e), multiplied through by n**2 to stay in integers:
+    (n * agreements - chance) / (n**2 - chance) with chance = sum_k rows_k * columns_k. Undefined
+    (denominator 0: no rows, or both raters give one and the same label throughout) is then an
+    exact test; a float test such as isclose(p_e, 1) also calls a large sample with a single
+    disagreement undefined.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    n = counts.sum(axis=(-2, -1))
+    agreements = np.trace(counts, axis1=-2, axis2=-1)
+    chance = (counts.sum(axis=-1) * counts.sum(axis=-2)).sum(axis=-1)
+    numerator = np.asarray(n * agreements - chance, dtype=float)
+    denominator = np.asarray(n * n - chance, dtype=float)
+    out = np.full(numerator.shape, np.nan)
+    return np.divide(numerator, denominator, out=out, where=denominator != 0)
+
+
 def cohen_kappa(y_true: Sequence[str], y_pred: Sequence[str], *, labels: Sequence[str] = LABELS) -> float:
-    """Cohen's kappa of two raters over `labels` (scikit-learn's, with the label list pinned).
+    """Cohen's kappa of two raters over `labels`: (observed - chance agreement) / (1 - chance agreement).
 
     Returns NaN when the inputs are empty, or when kappa is undefined (both raters give one and
     the same label throughout, so the agreement expected by chance is 1).
 
     Raises:
-        ValueError: lengths differ, or a value is not one of `labels` (filter PARSE_FAIL first).
+        MetricInputError: lengths differ, or a value is not one of `labels` (filter PARSE_FAIL first).
+
+    Observed 3/4; chance (2*1 + 1*2 + 1*1) / 4**2 = 5/16; kappa = (12 - 5) / (16 - 5) = 7/11:
 
     >>> round(cohen_kappa(["A", "B", "TIE", "A"], ["A", "B", "TIE", "B"]), 4)
     0.6364
+    >>> cohen_kappa(["A", "B"], ["B", "A"])
+    -1.0
     >>> cohen_kappa([], [])
     nan
     """
     labels = _check_labels(labels)
     y_true, y_pred = _check_pair(y_true, y_pred, labels)
-    if not y_true:
-        return float("nan")
-    with warnings.catch_warnings():  # undefined kappa is documented as NaN: no warning needed
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        return float(cohen_kappa_score(y_true, y_pred, labels=list(labels), replace_undefined_by=np.nan))
-
-
-def _kappa_from_confusion(counts: np.ndarray) -> np.ndarray:
-    """Unweighted kappa of a stack of confusion matrices (..., k, k); NaN where undefined."""
-    total = counts.sum(axis=(-2, -1)).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        observed = np.trace(counts, axis1=-2, axis2=-1) / total
-        expected = (counts.sum(axis=-1) * counts.sum(axis=-2)).sum(axis=-1) / total**2
-        kappa = (observed - expected) / (1.0 - expected)
-    kappa[np.isclose(expected, 1.0)] = np.nan
-    return kappa
+    return float(_kappa_from_confusion(_confusion_matrix(y_true, y_pred, labels)))
 
 
 def kappa_interval(
@@ -184,24 +207,33 @@ def kappa_interval(
     undefined.
 
     Raises:
-        ValueError: lengths differ, a value is not one of `labels`, `n_resamples` < 1, or
+        MetricInputError: lengths differ, a value is not one of `labels`, `n_resamples` < 1, or
             `confidence` is not strictly between 0 and 1.
 
+    Perfect agreement gives kappa 1 on every resample that has two labels (the one-label resamples
+    are undefined and left out):
+
+    >>> kappa_interval(["A", "B", "TIE"] * 5, ["A", "B", "TIE"] * 5)
+    (1.0, 1.0)
     >>> low, high = kappa_interval(["A", "B", "TIE", "A"] * 10, ["A", "B", "TIE", "B"] * 10)
-    >>> bool(low < cohen_kappa(["A", "B", "TIE", "A"], ["A", "B", "TIE", "B"]) < high)
-    True
+    >>> round(low, 2), round(high, 2)
+    (0.45, 0.81)
+    >>> kappa_interval(["A"], ["A"])
+    (nan, nan)
     """
     labels = _check_labels(labels)
     y_true, y_pred = _check_pair(y_true, y_pred, labels)
     if n_resamples < 1:
-        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
+        raise MetricInputError(f"n_resamples must be at least 1, got {n_resamples}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence}")
+        raise MetricInputError(f"confidence must be strictly between 0 and 1, got {confidence}")
     n = len(y_true)
     if n == 0:
         return float("nan"), float("nan")
     k = len(labels)
     index = {label: i for i, label in enumerate(labels)}
+    # Row i as one code, true * k + predicted; a resample's confusion matrix is then a bincount of
+    # its codes, offset by k * k per resample so that one bincount fills the whole stack.
     codes = np.array([index[t] * k + index[p] for t, p in zip(y_true, y_pred, strict=True)])
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, n, size=(n_resamples, n))
@@ -217,21 +249,21 @@ def kappa_interval(
 
 
 def confusion(y_true: Sequence[str], y_pred: Sequence[str], *, labels: Sequence[str] = LABELS) -> list[list[int]]:
-    """Confusion counts: row = true label, column = predicted label, both in `labels` order.
+    """Confusion counts (scikit-learn's): row = true label, column = predicted label, both in `labels` order.
 
     Raises:
-        ValueError: lengths differ, or a value is not one of `labels`.
+        MetricInputError: lengths differ, or a value is not one of `labels`.
 
     >>> confusion(["A", "B", "TIE"], ["A", "A", "TIE"])
     [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    >>> confusion(["A", "B", "TIE"], ["A", "A", "TIE"], labels=("TIE", "B", "A"))
+    [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+    >>> confusion([], [], labels=("A", "B"))
+    [[0, 0], [0, 0]]
     """
     labels = _check_labels(labels)
     y_true, y_pred = _check_pair(y_true, y_pred, labels)
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for t, p in zip(y_true, y_pred, strict=True):
-        matrix[index[t]][index[p]] += 1
-    return matrix
+    return [[int(c) for c in row] for row in _confusion_matrix(y_true, y_pred, labels)]
 
 
 # --------------------------------------------------------------------------- judge behaviour
@@ -244,10 +276,15 @@ def position_bias(original: Sequence[str], swapped: Sequence[str], *, labels: Se
     with PARSE_FAIL on either side are left out. Returns NaN when no pair is left.
 
     Raises:
-        ValueError: lengths differ, or a value is neither one of `labels` nor PARSE_FAIL.
+        MetricInputError: lengths differ, or a value is neither one of `labels` nor PARSE_FAIL.
 
     >>> position_bias(["A", "B", "TIE", "A"], ["B", "A", "TIE", "A"])
     0.25
+
+    Two pairs compared (the PARSE_FAIL ones are left out), one of them not mirrored: 1/2.
+
+    >>> position_bias(["A", "B", "A", "PARSE_FAIL"], ["B", "B", "PARSE_FAIL", "A"])
+    0.5
     >>> position_bias(["A"], ["PARSE_FAIL"])
     nan
     """
@@ -271,14 +308,16 @@ def self_consistency(runs: Sequence[Sequence[str | None]], *, labels: Sequence[s
     missing prediction or a PARSE_FAIL in any run are left out. Returns NaN when no pair is left.
 
     Raises:
-        ValueError: fewer than two runs, runs of different lengths, or an unknown label.
+        MetricInputError: fewer than two runs, runs of different lengths, or an unknown label.
+
+    Pair 1 agrees (A, A, A), pair 2 has a PARSE_FAIL and is left out, pair 3 does not (TIE, A, A): 1/2.
 
     >>> self_consistency([["A", "B", "TIE"], ["A", "B", "A"], ["A", "PARSE_FAIL", "A"]])
     0.5
     """
     labels = _check_labels(labels)
     if len(runs) < 2:
-        raise ValueError(f"self-consistency needs at least 2 runs, got {len(runs)}")
+        raise MetricInputError(f"self-consistency needs at least 2 runs, got {len(runs)}")
     _check_same_length(**{f"runs[{r}]": run for r, run in enumerate(runs)})
     checked = [_check_values(f"runs[{r}]", run, (*labels, PARSE_FAIL), allow_none=True) for r, run in enumerate(runs)]
     compared = consistent = 0
@@ -294,7 +333,7 @@ def parse_failure_rate(verdicts: Sequence[str], *, labels: Sequence[str] = LABEL
     """Share of verdicts that are PARSE_FAIL. NaN when `verdicts` is empty.
 
     Raises:
-        ValueError: a value is neither one of `labels` nor PARSE_FAIL.
+        MetricInputError: a value is neither one of `labels` nor PARSE_FAIL.
 
     >>> parse_failure_rate(["A", "PARSE_FAIL", "TIE", "B"])
     0.25
@@ -319,7 +358,9 @@ def verbosity_bias(
     PARSE_FAIL verdicts are left out. Returns NaN when no A or B verdict is left.
 
     Raises:
-        ValueError: lengths differ, or a verdict is neither one of `labels` nor PARSE_FAIL.
+        MetricInputError: lengths differ, or a verdict is neither one of `labels` nor PARSE_FAIL.
+
+    A chose the 10 over the 6 (+4), B the 8 over the 4 (+4), TIE left out: (4 + 4) / 2.
 
     >>> verbosity_bias(["A", "B", "TIE"], [10, 4, 7], [6, 8, 1])
     4.0
@@ -343,10 +384,10 @@ def _prob_matrix(probs: Sequence[Mapping[str, float]], labels: tuple[str, ...]) 
     for i, row in enumerate(probs):
         unknown = set(row) - set(labels)
         if unknown:
-            raise ValueError(f"probs[{i}] has keys {sorted(unknown)!r} that are not labels {labels!r}")
+            raise MetricInputError(f"probs[{i}] has keys {sorted(unknown)!r} that are not labels {labels!r}")
         values = [float(row.get(label, 0.0)) for label in labels]
         if any(v < 0 or math.isnan(v) for v in values) or sum(values) <= 0:
-            raise ValueError(f"probs[{i}] must be non-negative and sum to more than 0, got {dict(row)!r}")
+            raise MetricInputError(f"probs[{i}] must be non-negative and sum to more than 0, got {dict(row)!r}")
         matrix[i] = values
     return matrix / matrix.sum(axis=1, keepdims=True) if len(probs) else matrix
 
@@ -356,22 +397,33 @@ def brier_score(
 ) -> float:
     """Multi-class Brier score: mean over rows of sum_k (p_k - [y = k])^2; 0 is perfect, 2 the worst.
 
-    Each probability row is renormalised to sum to 1 (a missing label counts as 0). NaN when empty.
+    scikit-learn's `brier_score_loss` (multi-class since 1.7), unscaled so that the range is 0..2
+    for any number of labels. Each probability row is renormalised to sum to 1 (a missing label
+    counts as 0). NaN when empty.
 
     Raises:
-        ValueError: lengths differ, an unknown label, or a negative / all-zero probability row.
+        MetricInputError: fewer than 2 labels, lengths differ, an unknown label, or a negative /
+            all-zero probability row.
+
+    Row 1 is certain and right (0); row 2 gives TIE 0.5: (0.5 - 0)^2 + 0^2 + (0.5 - 1)^2 = 0.5.
 
     >>> brier_score(["A", "TIE"], [{"A": 1.0, "B": 0.0, "TIE": 0.0}, {"A": 0.5, "B": 0.0, "TIE": 0.5}])
     0.25
     """
     labels = _check_labels(labels)
+    if len(labels) < 2:
+        # One label is always certain and always right; scikit-learn would read one column as
+        # the positive-class probability of a binary problem instead.
+        raise MetricInputError(f"brier_score needs at least 2 labels, got {labels!r}")
     _check_same_length(y_true=y_true, probs=probs)
     y_true = _check_values("y_true", y_true, labels)
     if not y_true:
         return float("nan")
     p = _prob_matrix(probs, labels)
-    onehot = np.eye(len(labels))[[labels.index(t) for t in y_true]]
-    return float(((p - onehot) ** 2).sum(axis=1).mean())
+    # scikit-learn reads the columns in sorted label order (LabelBinarizer's), whatever the order
+    # of `labels`; ours follow `labels`, so reorder them.
+    order = sorted(range(len(labels)), key=lambda i: labels[i])
+    return float(brier_score_loss(y_true, p[:, order], labels=[labels[i] for i in order], scale_by_half=False))
 
 
 def expected_calibration_error(
@@ -384,17 +436,21 @@ def expected_calibration_error(
     """Top-label expected calibration error: bins of equal width over the top probability,
     sum over bins of (share of rows) * |accuracy - mean top probability|. NaN when empty.
 
-    Ties for the top probability go to the first label in `labels` order.
+    Ties for the top probability go to the first label in `labels` order. numpy, not
+    scikit-learn: scikit-learn has no top-label ECE (`calibration_curve` is binary only).
 
     Raises:
-        ValueError: lengths differ, an unknown label, a bad probability row, or `n_bins` < 1.
+        MetricInputError: lengths differ, an unknown label, a bad probability row, or `n_bins` < 1.
+
+    Row 1 (top 0.9, right) in bin 9, row 2 (top 0.8, wrong) in bin 8:
+    1/2 * |1 - 0.9| + 1/2 * |0 - 0.8| = 0.05 + 0.4.
 
     >>> expected_calibration_error(["A", "B"], [{"A": 0.9, "B": 0.1}, {"A": 0.8, "B": 0.2}])
     0.45
     """
     labels = _check_labels(labels)
     if n_bins < 1:
-        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+        raise MetricInputError(f"n_bins must be at least 1, got {n_bins}")
     _check_same_length(y_true=y_true, probs=probs)
     y_true = _check_values("y_true", y_true, labels)
     if not y_true:
@@ -436,7 +492,14 @@ class _Runs:
 
 
 def scored_verdict(prediction: Prediction) -> str:
-    """The verdict a metric sees: PARSE_FAIL for a generation cut off at the token cap."""
+    """The verdict a metric sees: PARSE_FAIL for a generation cut off at the token cap.
+
+    >>> scored_verdict(Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="A"))
+    'A'
+    >>> scored_verdict(Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="A",
+    ...                           finish_reason="length"))
+    'PARSE_FAIL'
+    """
     return PARSE_FAIL if prediction.finish_reason == "length" else prediction.verdict
 
 
@@ -449,14 +512,16 @@ def _index(predictions: Iterable[Prediction], checkpoint: str) -> _Runs:
             continue
         by_pair = indexed.runs.setdefault(pred.run_type, {})
         if pred.pair_id in by_pair:
-            raise ValueError(
+            raise MetricInputError(
                 f"checkpoint {checkpoint!r} has two predictions for pair {pred.pair_id!r}, run {pred.run_type!r}"
             )
         by_pair[pred.pair_id] = pred
         indexed.all_verdicts.append(scored_verdict(pred))
         indexed.n_truncated += pred.finish_reason == "length"
     if not indexed.runs:
-        raise ValueError(f"no predictions for checkpoint {checkpoint!r}; the log has {sorted(seen_checkpoints)!r}")
+        raise MetricInputError(
+            f"no predictions for checkpoint {checkpoint!r}; the log has {sorted(seen_checkpoints)!r}"
+        )
     return indexed
 
 
@@ -498,8 +563,12 @@ def checkpoint_verbosity(
     With the embedded Gemma 3 270M's tokenizer (`make_judge("llamacpp:embedded").count_tokens`)
     this reproduces the reference's stored value for the base Gemma 4 E4B (17.5933).
 
+    Needs no human label. None when no pair of the holdout has an original-run A or B verdict,
+    a holdout without the log's pairs included (:func:`metrics_by_checkpoint` refuses that one).
+
     Raises:
-        ValueError: as :func:`compute_metrics`.
+        MetricInputError: no prediction for `checkpoint`, two predictions for one (pair, run), or a
+            pair listed twice in the holdout.
 
     >>> checkpoint_verbosity([], [Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="A")],
     ...                      checkpoint="c", token_counter=len) is None
@@ -515,8 +584,24 @@ def _check_holdout(holdout: Sequence[Pair]) -> None:
     seen: set[str] = set()
     for pair in holdout:
         if pair.pair_id in seen:
-            raise ValueError(f"the holdout lists pair {pair.pair_id!r} twice")
+            raise MetricInputError(f"the holdout lists pair {pair.pair_id!r} twice")
         seen.add(pair.pair_id)
+
+
+def _check_scorable(holdout: Sequence[Pair], runs: _Runs, checkpoint: str, *, labelled: bool) -> None:
+    """Refuse to score when no holdout pair has a prediction (with `labelled`: a prediction and a
+    human label). Every metric but the parse-failure rate (with `labelled`: every kappa) would be
+    undefined, and a table of dashes hides a wrong or unlabelled holdout file."""
+    predicted = {pair_id for by_pair in runs.runs.values() for pair_id in by_pair}
+    in_holdout = [p for p in holdout if p.pair_id in predicted]
+    scorable = [p for p in in_holdout if p.human_verdict is not None] if labelled else in_holdout
+    if not scorable:
+        n_labelled = sum(p.human_verdict is not None for p in holdout)
+        wanted = "both a human label and a prediction" if labelled else "a prediction"
+        raise MetricInputError(
+            f"nothing to score for checkpoint {checkpoint!r}: no holdout pair has {wanted} ({len(holdout)} pairs, "
+            f"{n_labelled} labelled, {len(in_holdout)} predicted); is this the labelled holdout the log was made on?"
+        )
 
 
 def compute_metrics(
@@ -540,8 +625,9 @@ def compute_metrics(
     the parse-failure rate and the counts, as in the reference.
 
     Raises:
-        ValueError: no prediction for `checkpoint`, two predictions for one (pair, run), or a
-            pair listed twice in the holdout.
+        MetricInputError: no prediction for `checkpoint`, two predictions for one (pair, run), a
+            pair listed twice in the holdout, or no holdout pair with a prediction (nothing to
+            score). An unlabelled holdout is scored: its kappas are None.
 
     >>> from biasjudge.records import Pair, Prediction
     >>> pair = Pair.model_validate({
@@ -557,6 +643,11 @@ def compute_metrics(
     """
     _check_holdout(holdout_pairs)
     runs = _index(predictions, checkpoint)
+    # Labels are not required here: protocol.run_eval also scores unlabelled pairs (the training
+    # recipe's validation split has none), whose label-free metrics (position bias, consistency,
+    # parse failures) are still wanted. metrics_by_checkpoint, which reads a log against "the
+    # labelled holdout", requires them.
+    _check_scorable(holdout_pairs, runs, checkpoint, labelled=False)
     count = token_counter or whitespace_tokens
     out: dict[str, float | None] = {}
 
@@ -633,7 +724,12 @@ def compute_metrics(
 
 
 def checkpoints(log: EvalLog) -> list[str]:
-    """Checkpoint names of a log in order of first appearance (then any with metrics only)."""
+    """Checkpoint names of a log in order of first appearance (then any with metrics only).
+
+    >>> checkpoints(EvalLog(run_id="r", metrics={"old": {}, "new": {}}, detailed=[
+    ...     Prediction(checkpoint_name="new", pair_id="p", run_type="original", verdict="A")]))
+    ['new', 'old']
+    """
     names = dict.fromkeys(p.checkpoint_name for p in log.detailed)
     names.update(dict.fromkeys(log.metrics))
     return list(names)
@@ -649,16 +745,36 @@ def metrics_by_checkpoint(
 ) -> dict[str, dict[str, float | None]]:
     """:func:`compute_metrics` for each checkpoint with predictions in `log`, in log order.
 
-    >>> metrics_by_checkpoint(EvalLog(run_id="empty"), [])
+    A log with stored metrics but no predictions (a published table without its per-pair
+    verdicts) gives `{}`: there is nothing to recompute, and the report shows the stored values.
+
+    `holdout` is the labelled holdout the log was made on, so a checkpoint none of whose labelled
+    pairs has a prediction is an error (a wrong or unlabelled file), not a column of dashes.
+
+    Raises:
+        MetricInputError: the log has neither predictions nor stored metrics, no holdout pair
+            with a human label has a prediction of a checkpoint (nothing to score), or as
+            :func:`compute_metrics` for a checkpoint.
+
+    >>> metrics_by_checkpoint(EvalLog(run_id="published", metrics={"m": {"kappa_in_dist": 0.6}}), [])
     {}
+    >>> metrics_by_checkpoint(EvalLog(run_id="empty"), [])
+    Traceback (most recent call last):
+        ...
+    biasjudge.errors.MetricInputError: the log 'empty' has no predictions to score (its 'detailed' list is empty)
     """
-    names = dict.fromkeys(p.checkpoint_name for p in log.detailed)
-    return {
-        name: compute_metrics(
+    if not log.detailed:
+        if log.metrics:
+            return {}
+        raise MetricInputError(f"the log {log.run_id!r} has no predictions to score (its 'detailed' list is empty)")
+    _check_holdout(holdout)
+    out: dict[str, dict[str, float | None]] = {}
+    for name in dict.fromkeys(p.checkpoint_name for p in log.detailed):
+        _check_scorable(holdout, _index(log.detailed, name), name, labelled=True)
+        out[name] = compute_metrics(
             holdout, log.detailed, checkpoint=name, token_counter=token_counter, n_resamples=n_resamples, seed=seed
         )
-        for name in names
-    }
+    return out
 
 
 def confusion_by_slice(
@@ -672,14 +788,23 @@ def confusion_by_slice(
     """Confusion matrix (rows: human, columns: judge, PARSE_FAIL left out) per eval slice.
 
     Raises:
-        ValueError: as :func:`compute_metrics`.
+        MetricInputError: as :func:`compute_metrics`, or no holdout pair with a human label has a
+            prediction (nothing to score).
 
-    >>> confusion_by_slice([], [Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="A")],
-    ...                    checkpoint="c")["in_dist"]
-    [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
+    >>> def pair(pair_id, human):
+    ...     return Pair.model_validate({
+    ...         "pair_id": pair_id, "question_id": "q", "question_text": "Who?", "answer_choices": [],
+    ...         "bias_category": "age", "pair_category": "clear_bias_vs_clean", "eval_slice": "in_dist",
+    ...         "response_a": {"model": "m", "text": "x"}, "response_b": {"model": "m", "text": "y"},
+    ...         "human_verdict": human})
+    >>> preds = [Prediction(checkpoint_name="c", pair_id=i, run_type="original", verdict=v)
+    ...          for i, v in [("p1", "A"), ("p2", "A"), ("p3", "PARSE_FAIL")]]
+    >>> confusion_by_slice([pair("p1", "A"), pair("p2", "B"), pair("p3", "B")], preds, checkpoint="c")
+    {'in_dist': [[1, 0, 0], [1, 0, 0], [0, 0, 0]], 'ood_religion': [[0, 0, 0], [0, 0, 0], [0, 0, 0]]}
     """
     _check_holdout(holdout)
     runs = _index(predictions, checkpoint)
+    _check_scorable(holdout, runs, checkpoint, labelled=True)  # counts against human labels
     out = {}
     for key, name in SLICES.items():
         y_true, y_pred, _ = _labelled([p for p in holdout if p.eval_slice == name], runs, run_type)
