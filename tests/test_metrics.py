@@ -552,17 +552,26 @@ def test_compute_metrics_on_a_small_log_by_hand() -> None:
     assert m["parse_failure_rate"] == 0.0 and m["brier_score"] is None
 
 
-def test_truncated_generations_are_parse_failures_and_counted() -> None:
+def test_truncated_generations_are_counted_and_scored_as_the_judge_settled_them() -> None:
+    # The judge's one truncation rule has already run: a generation cut after its verdict closed
+    # keeps it (p2), one cut before is PARSE_FAIL (p3). Metrics count both, and re-decide neither.
     pairs = [_pair("p1", "A"), _pair("p2", "B"), _pair("p3", "B")]
     preds = [
         _pred("p1", "original", "A"),
-        _pred("p2", "original", "B", finish_reason="length"),  # truncated: never scored as B
-        _pred("p3", "original", "B"),
+        _pred("p2", "original", "B", finish_reason="length"),
+        _pred("p3", "original", "PARSE_FAIL", finish_reason="length"),
     ]
     values = M.compute_metrics(pairs, preds, checkpoint="c")
-    assert values["n_truncated"] == 1 and values["n_parse_fail"] == 1
+    assert values["n_truncated"] == 2 and values["n_parse_fail"] == 1
     assert values["parse_failure_rate"] == pytest.approx(1 / 3)
-    assert values["n_in_dist"] == 2
+    assert values["kappa_in_dist"] == 1.0  # p1 and p2 both agree; p3 is left out as a parse failure
+
+
+def test_floored_verdicts_are_counted() -> None:
+    pairs = [_pair("p1", "A"), _pair("p2", "B")]
+    preds = [_pred("p1", "original", "A"), _pred("p2", "original", "B")]
+    preds[1] = preds[1].model_copy(update={"floored_choices": ["TIE"]})
+    assert M.compute_metrics(pairs, preds, checkpoint="c")["n_floored"] == 1
 
 
 def test_token_counter_is_pluggable_and_verbosity_signed() -> None:

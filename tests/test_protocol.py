@@ -29,7 +29,7 @@ from biasjudge.eval.protocol import (
 )
 from biasjudge.eval.report import read_log
 from biasjudge.io import read_records
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.judge import Judge, JudgeRequest, make_judge
 from biasjudge.records import EvalLog, Judgment, Pair
 
 
@@ -277,3 +277,40 @@ def test_merge_logs(tmp_path: Path, holdout: list[Pair]) -> None:
     with pytest.raises(ValueError, match="checkpoint 'A' is in log 0"):
         merge_logs([a, a])
     assert isinstance(EvalLog.model_validate_json(merged.model_dump_json()), EvalLog)
+
+
+def test_every_setting_that_changes_a_verdict_is_in_the_cache_key(tmp_path: Path) -> None:
+    from biasjudge.backends.base import files_identity
+    from biasjudge.eval.protocol import judge_identity
+
+    class Backend:
+        spec = "fake:"
+        identity = "model.gguf:1:1"
+        render_format = "gemma4"
+
+    base = Judge(Backend(), mode="score")  # type: ignore[arg-type]
+    seen = {judge_identity(base)}
+    for change in (
+        {"parse_mode": "lenient"},
+        {"max_tokens": 17},
+        {"score_with_reasoning": True},
+    ):
+        judge = Judge(Backend(), mode="score", **change)  # type: ignore[arg-type]
+        seen.add(judge_identity(judge))
+    other_format = Backend()
+    other_format.render_format = "chat_template:abc"
+    seen.add(judge_identity(Judge(other_format, mode="score")))  # type: ignore[arg-type]
+    assert len(seen) == 5  # each setting moves the key
+
+    # A model folder re-written in place (a re-export) gets a new fingerprint, and so does an adapter file.
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"v1")
+    before = files_identity(folder)
+    (folder / "model.safetensors").write_bytes(b"v2-longer")
+    adapter = tmp_path / "adapter.gguf"
+    adapter.write_bytes(b"weights 1")
+    first = files_identity(adapter)
+    adapter.write_bytes(b"weights 2")
+    assert files_identity(folder) != before and files_identity(adapter) != first
+    assert files_identity("google/gemma-3-270m") == "google/gemma-3-270m"  # a hub id is itself

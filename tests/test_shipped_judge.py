@@ -166,7 +166,8 @@ def test_shipped_judge_judges_real_pairs_in_both_orders(jfs: Path, gguf_model: P
     try:
         assert isinstance(judge, OrderDebiasedJudge)
         backend = judge.inner.backend
-        assert getattr(backend, "identity", "").count("+lora:") == 1
+        # The base GGUF by size and mtime, the shipped adapter by its content.
+        assert getattr(backend, "identity", "").count("+adapter.gguf:sha256:") == 1
         requests = [JudgeRequest(p, swapped=s) for p in holdout for s in (False, True)]
         judged = judge.judge_batch(requests)
     finally:
@@ -189,7 +190,7 @@ def test_base_spec_runs_without_the_adapter(gguf_model: Path) -> None:
     judge = make_judge("llamacpp:embedded-base")
     try:
         assert isinstance(judge, Judge)
-        assert "+lora:" not in getattr(judge.backend, "identity", "")
+        assert "+" not in getattr(judge.backend, "identity", "") and "adapter" not in judge.backend.identity
     finally:
         judge.close()
 
@@ -259,10 +260,16 @@ def test_hybrid_over_a_uniform_model_is_the_answer_key(jfs: Path) -> None:
 
 
 def test_hybrid_without_the_question_is_the_model(tmp_path: Path, jfs: Path) -> None:
-    empty = tmp_path / "questions.jsonl"
-    empty.write_text("")
     pair = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[0]
-    hybrid = make_judge(f"hybrid:random:7?questions={empty}")
+    others = tmp_path / "questions.jsonl"  # BBQ questions, but not the one this pair asks
+    others.write_text(
+        "".join(
+            line + "\n"
+            for line in (jfs / "bbq_sample.jsonl").read_text().splitlines()
+            if line.strip() and json.loads(line)["question_id"] != pair.question_id
+        )
+    )
+    hybrid = make_judge(f"hybrid:random:7?questions={others}")
     model = make_judge("random:7")
     assert hybrid.judge_batch([JudgeRequest(pair)])[0].verdict == model.judge_batch([JudgeRequest(pair)])[0].verdict
 
@@ -350,6 +357,24 @@ def test_a_changed_model_file_is_judged_again_not_read_from_the_cache(tmp_path: 
         )
         return (tmp_path / CACHE_NAME).read_text().count("\n")
 
-    assert lines_after("model.gguf:1:1+lora:aaaa") == 6
-    assert lines_after("model.gguf:1:1+lora:aaaa") == 6  # same files: all from the cache
-    assert lines_after("model.gguf:1:1+lora:bbbb") == 12  # a re-exported adapter: judged afresh
+    assert lines_after("model.gguf:1:1+adapter.gguf:sha256:aaaa") == 6
+    assert lines_after("model.gguf:1:1+adapter.gguf:sha256:aaaa") == 6  # same files: all from the cache
+    assert lines_after("model.gguf:1:1+adapter.gguf:sha256:bbbb") == 12  # a re-exported adapter: judged afresh
+
+
+def test_a_choice_floored_in_either_order_is_reported_in_the_shown_orders_names() -> None:
+    from biasjudge.backends.base import ChoiceScores
+    from biasjudge.judge.judge import JudgeRequest
+
+    class FlooringWhenSwapped(PositionBiasedBackend):
+        """Floors 'A' only in the swapped order (the server did not list it there)."""
+
+        def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+            scores = super().score(requests, choices)
+            swapped = ["**Response A:** " + make_pair().response_b.text in r.messages[-1].content for r in requests]
+            return [ChoiceScores(s, floored=["A"] if w else []) for s, w in zip(scores, swapped, strict=True)]
+
+    debiased = OrderDebiasedJudge(Judge(FlooringWhenSwapped(), mode="score"))
+    shown, flipped = debiased.judge_batch([JudgeRequest(make_pair()), JudgeRequest(make_pair(), swapped=True)])
+    # The swapped order's A is the original B: named B when the original order is shown, A when swapped.
+    assert shown.floored_choices == ["B"] and flipped.floored_choices == ["A"]

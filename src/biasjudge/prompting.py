@@ -15,6 +15,7 @@ Gemma 4's thinking mode stays off: any rendered prompt containing `<|think|>` is
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -185,3 +186,15 @@ def template_end_of_turn(tokenizer: Any) -> str:
     )
     after = text.split(marker, 1)[1].strip() if marker in text else ""
     return after or str(tokenizer.eos_token)
+
+
+def render_format(chat_template: str | None, chat_format: str) -> str:
+    """What decides how a backend renders a prompt, for the eval cache key: the chat template's
+    sha256 when the model has one (it wins), else the built-in turn format's name.
+
+    >>> render_format(None, "gemma4"), render_format("{{ messages }}", "gemma4")[:14]
+    ('gemma4', 'chat_template:')
+    """
+    if chat_template:
+        return "chat_template:" + hashlib.sha256(chat_template.encode()).hexdigest()[:12]
+    return chat_format

@@ -33,8 +33,10 @@ mode), and for a choice whose tokens are `t_1 .. t_n`::
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from biasjudge.errors import BackendError
@@ -154,6 +156,49 @@ def continuation_tokens(
     if not tokens:
         raise BackendError(f"{where}: choice {choice!r} has no tokens; every choice needs at least one")
     return tokens
+
+
+def files_identity(*paths: str | Path | None) -> str:
+    """A fingerprint of the model files a judgment depends on, for the eval cache key.
+
+    A file counts by name, size and mtime (hashing a 253 MB GGUF on every start would cost
+    seconds); a folder (a transformers model or a PEFT adapter) by each file's relative name, size
+    and mtime; a small file (an adapter, under 64 MB) by its sha256, so re-exporting an adapter to
+    the same path is noticed even within one second. A hub id that is not a local path counts as
+    itself. Re-exporting a model to the same path therefore changes the fingerprint.
+    """
+    parts: list[str] = []
+    for raw in paths:
+        if raw is None:
+            continue
+        path = Path(raw)
+        if path.is_dir():
+            digest = hashlib.sha256()
+            for file in sorted(f for f in path.rglob("*") if f.is_file()):
+                stat = file.stat()
+                digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+            parts.append(f"{path.name}/:{digest.hexdigest()[:16]}")
+        elif path.is_file():
+            stat = path.stat()
+            if stat.st_size < SMALL_FILE:
+                parts.append(f"{path.name}:sha256:{_sha256(path)[:16]}")
+            else:
+                parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+        else:
+            parts.append(str(raw))
+    return "+".join(parts)
+
+
+SMALL_FILE = 64 << 20
+"""Files below this size are fingerprinted by content (sha256), larger ones by size and mtime."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @runtime_checkable

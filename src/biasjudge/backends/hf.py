@@ -36,10 +36,18 @@ from biasjudge.backends.base import (
     PromptRequest,
     check_choices,
     continuation_tokens,
+    files_identity,
 )
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, tokenizer_chat_template, turn_format
+from biasjudge.prompting import (
+    DEFAULT_TURN_FORMAT,
+    ChatTemplate,
+    render_format,
+    render_prompt,
+    tokenizer_chat_template,
+    turn_format,
+)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -120,6 +128,10 @@ class HFBackend:
         tok.padding_side = "left"
         self.chat_template: str | None = getattr(tok, "chat_template", None) or None
         self._template: ChatTemplate | None = tokenizer_chat_template(tok)
+        self.render_format = render_format(self.chat_template, self._format.name)
+        """How prompts are rendered (template hash or built-in format); part of the eval cache key."""
+        self.identity = files_identity(target.partition("?")[0], adapter)
+        """The model folder or file (and adapter) fingerprint; part of the eval cache key."""
         self._stop_ids = {i for i in (tok.eos_token_id, tok.pad_token_id) if i is not None}
 
     # ------------------------------------------------------------------ rendering and tokens

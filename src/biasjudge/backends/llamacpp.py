@@ -28,7 +28,6 @@ token each and `TIE` is `T` + `IE`: its score takes one extra one-token decode a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -45,10 +44,11 @@ from biasjudge.backends.base import (
     PromptRequest,
     check_choices,
     continuation_tokens,
+    files_identity,
 )
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, turn_format
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_format, render_prompt, turn_format
 
 EMBEDDED_TARGETS = ("", "embedded", "embedded-base")
 """Targets that name the embedded base GGUF. (`llamacpp:embedded` as a judge spec is the shipped
@@ -103,17 +103,6 @@ def _quiet_stderr() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def model_identity(model: Path, lora: Path | None = None) -> str:
-    """A fingerprint of the files a judgment depends on: name, size and mtime of the GGUF (hashing
-    253 MB on every start would cost seconds), and the sha256 of the (small) LoRA adapter."""
-    stat = model.stat()
-    text = f"{model.name}:{stat.st_size}:{stat.st_mtime_ns}"
-    if lora is not None:
-        digest = hashlib.sha256(lora.read_bytes()).hexdigest()[:16]
-        text += f"+lora:{digest}"
-    return text
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -198,7 +187,7 @@ class LlamaCppBackend:
                 )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llamacpp: could not load {path}: {exc}") from None
-        self.identity = model_identity(path, Path(lora_path) if lora_path else None)
+        self.identity = files_identity(path, lora_path)
         """Identifies the model files (see :func:`model_identity`); part of the eval cache key."""
         self._n_ctx = n_ctx
         self._llama_cpp = llama_cpp
@@ -207,6 +196,8 @@ class LlamaCppBackend:
         self._eos_text = self._token_text(self._llm.token_eos())
         source = self._llm.metadata.get("tokenizer.chat_template")
         self.chat_template: str | None = source or None
+        self.render_format = render_format(self.chat_template, self._format.name)
+        """How prompts are rendered (template hash or built-in format); part of the eval cache key."""
         self._template = (
             jinja_chat_template(source, bos_token=self._bos_text, eos_token=self._eos_text) if source else None
         )

@@ -208,6 +208,8 @@ class OpenAIBackend:
         self.spec = spec or f"openai:{target}"
         self.use_chat = use_chat
         self._format = turn_format(chat_format)
+        self.render_format = "server chat template" if use_chat else self._format.name
+        """How prompts are rendered (by the server, or locally in a built-in format); in the eval cache key."""
         self.max_retries = max(0, max_retries)
         self.backoff = backoff
         self.max_wait = max_wait

@@ -28,7 +28,14 @@ from biasjudge.backends.base import (
 )
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_prompt, tokenizer_chat_template, turn_format
+from biasjudge.prompting import (
+    DEFAULT_TURN_FORMAT,
+    ChatTemplate,
+    render_format,
+    render_prompt,
+    tokenizer_chat_template,
+    turn_format,
+)
 
 
 def continuation_logprob(
@@ -94,6 +101,8 @@ class VLLMBackend:
         self.tokenizer = self._llm.get_tokenizer()
         self.chat_template: str | None = getattr(self.tokenizer, "chat_template", None) or None
         self._template: ChatTemplate | None = tokenizer_chat_template(self.tokenizer)
+        self.render_format = render_format(self.chat_template, self._format.name)
+        """How prompts are rendered (template hash or built-in format); part of the eval cache key."""
 
     def _ids(self, text: str) -> list[int]:
         """Prompt tokens: BOS added unless the text already starts with it (as the hf: backend)."""

@@ -21,8 +21,10 @@ Added here: seeded percentile-bootstrap intervals for every kappa, per-category 
 matrices, and calibration (Brier score, expected calibration error) of score-mode probabilities.
 Confusion counts and the Brier score are scikit-learn's; kappa is one formula of a confusion matrix
 (:func:`_kappa_from_confusion`) shared by :func:`cohen_kappa` and its bootstrap.
-A generation cut off at the token cap (finish_reason "length") is scored as PARSE_FAIL and
-counted in `n_truncated`, never read as a verdict.
+A prediction's verdict is taken as it is: the judge settled it by its one truncation rule
+(:func:`biasjudge.judge.judge.settle_truncation`; a generation cut before its verdict closed is
+already PARSE_FAIL). Generations that hit the token cap are counted in `n_truncated`; score-mode
+verdicts whose log-probability was floored by the backend are counted in `n_floored`.
 """
 
 from __future__ import annotations
@@ -476,6 +478,7 @@ class _Runs:
     runs: dict[str, dict[str, Prediction]] = field(default_factory=dict)
     all_verdicts: list[str] = field(default_factory=list)
     n_truncated: int = 0
+    n_floored: int = 0
 
     def verdict(self, run: str, pair_id: str) -> str | None:
         pred = self.runs.get(run, {}).get(pair_id)
@@ -492,15 +495,17 @@ class _Runs:
 
 
 def scored_verdict(prediction: Prediction) -> str:
-    """The verdict a metric sees: PARSE_FAIL for a generation cut off at the token cap.
+    """The verdict a metric sees: the prediction's own, as the judge settled it (a generation cut at
+    the token cap whose verdict had closed keeps it; one cut before is PARSE_FAIL already).
 
-    >>> scored_verdict(Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="A"))
-    'A'
     >>> scored_verdict(Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="A",
+    ...                           finish_reason="length"))
+    'A'
+    >>> scored_verdict(Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="PARSE_FAIL",
     ...                           finish_reason="length"))
     'PARSE_FAIL'
     """
-    return PARSE_FAIL if prediction.finish_reason == "length" else prediction.verdict
+    return prediction.verdict
 
 
 def _index(predictions: Iterable[Prediction], checkpoint: str) -> _Runs:
@@ -517,7 +522,8 @@ def _index(predictions: Iterable[Prediction], checkpoint: str) -> _Runs:
             )
         by_pair[pred.pair_id] = pred
         indexed.all_verdicts.append(scored_verdict(pred))
-        indexed.n_truncated += pred.finish_reason == "length"
+        indexed.n_truncated += pred.finish_reason == "length" or pred.reasoning_truncated
+        indexed.n_floored += bool(pred.floored_choices)
     if not indexed.runs:
         raise MetricInputError(
             f"no predictions for checkpoint {checkpoint!r}; the log has {sorted(seen_checkpoints)!r}"
@@ -618,7 +624,7 @@ def compute_metrics(
     Extras: `<kappa>_ci_low/_ci_high` (95% percentile bootstrap over pairs, seeded) for every
     kappa, `kappa_adversarial`, `kappa_category_<bias_category>` (all slices), `brier_score` and
     `ece` (original run, rows with probabilities only), and the counts `n_pairs`,
-    `n_in_dist`, `n_ood_religion`, `n_predictions`, `n_parse_fail`, `n_truncated`.
+    `n_in_dist`, `n_ood_religion`, `n_predictions`, `n_parse_fail`, `n_truncated`, `n_floored`.
 
     Undefined values (an empty slice, no swapped run, no T=0.3 run, no probabilities) are None,
     so the dict is valid JSON. A prediction whose pair is not in `holdout_pairs` counts only in
@@ -718,6 +724,7 @@ def compute_metrics(
     out["n_predictions"] = float(len(runs.all_verdicts))
     out["n_parse_fail"] = float(sum(v == PARSE_FAIL for v in runs.all_verdicts))
     out["n_truncated"] = float(runs.n_truncated)
+    out["n_floored"] = float(runs.n_floored)
 
     ordered = {key: out.pop(key) for key in REFERENCE_KEYS}
     return {**ordered, **out}

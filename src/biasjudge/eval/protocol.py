@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,7 +110,7 @@ class CacheEntry(Record):
     prompt_hash: str
     """sha256 (16 hex) of system prompt + user message as rendered for this run."""
     model_identity: str = ""
-    """Fingerprint of the model files behind the judge (GGUF size+mtime, adapter sha256), where known."""
+    """What else decides the verdict (see :func:`judge_identity`): model files, prompt rendering, settings."""
     judgment: Judgment
     """The judge's result."""
 
@@ -136,7 +136,10 @@ def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:
 
 
 def judge_identity(judge: PairJudge) -> str:
-    """The model-file fingerprint of a judge (its backend's `identity`), "" when it has none.
+    """Everything besides the spec, the mode and the prompt that changes a judge's verdicts, as one
+    string for the eval cache key: the model files' fingerprint (a backend's `identity`), how its
+    prompts are rendered (`render_format`: chat template hash or built-in format), and the judge's
+    own settings (parse mode, max tokens, score with reasoning).
 
     Wrappers (order-debiased, hybrid) are unwrapped through their `inner` judge. How a wrapper
     judges is in its spec (`?order=single`, `hybrid:...`), which the cache key holds already.
@@ -145,10 +148,24 @@ def judge_identity(judge: PairJudge) -> str:
     current: Any = judge
     while current is not None:
         for holder in (current, getattr(current, "backend", None)):
-            if holder is not None and getattr(holder, "identity", None):
+            if holder is None:
+                continue
+            if getattr(holder, "identity", None):
                 parts.append(str(holder.identity))
+            if getattr(holder, "render_format", None):
+                parts.append(f"format={holder.render_format}")
+        if hasattr(current, "parse_mode"):
+            parts.append(
+                f"parse={current.parse_mode},max_tokens={current.max_tokens},"
+                f"with_reasoning={current.score_with_reasoning}"
+            )
         current = getattr(current, "inner", None)
     return "|".join(parts)
+
+
+def _stale_entries(entries: Iterable[CacheEntry], checkpoint_name: str, todo: set[tuple[str, str]]) -> int:
+    """How many of the (pair, run)s still to judge have a cache entry under another key."""
+    return len({(e.pair_id, e.run) for e in entries if e.checkpoint_name == checkpoint_name} & todo)
 
 
 def slug(name: str) -> str:
@@ -262,6 +279,12 @@ def run_eval(
         total = len(pairs) * len(runs)
         if total - len(todo):
             console.print(f"{checkpoint_name}: {total - len(todo)} of {total} judgments found in {cache.path}")
+        stale = _stale_entries(cache.done.values(), checkpoint_name, {(p.pair_id, r.name) for p, r, _ in todo})
+        if stale:
+            console.print(
+                f"{checkpoint_name}: {stale} cached judgments in {cache.path} were made with another model file, "
+                "prompt or setting; judging them afresh"
+            )
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         bar = Progress(
@@ -318,7 +341,14 @@ def run_eval(
     if truncated:
         console.print(
             f"[yellow]warning:[/yellow] {checkpoint_name}: {truncated} of {len(predictions)} generations hit the "
-            "token cap (finish_reason 'length'); they count as PARSE_FAIL."
+            "token cap; those cut before their verdict closed count as PARSE_FAIL "
+            "(score mode keeps the scored verdict)."
+        )
+    floored = int(metrics.get("n_floored") or 0)
+    if floored:
+        console.print(
+            f"[yellow]warning:[/yellow] {checkpoint_name}: {floored} of {len(predictions)} verdicts had a choice "
+            "missing from the server's top log-probabilities (floored): raise its top_logprobs."
         )
     now = datetime.now(UTC)
     log = EvalLog(

@@ -59,6 +59,7 @@ OPTIONAL_ROWS: tuple[tuple[str, str, str], ...] = (
     ("Brier score (score mode)", "brier_score", "num"),
     ("Expected calibration error", "ece", "num"),
     ("Truncated generations", "n_truncated", "count"),
+    ("Floored log-probabilities", "n_floored", "count"),
     ("Pairs judged", "n_pairs", "count"),
 )
 """Rows shown only when some column has a value (and, for truncations, a non-zero one)."""
@@ -158,7 +159,7 @@ def _rows(metrics: Metrics) -> list[tuple[str, list[str]]]:
     rows = [(label, [format_value(metrics[n], key, kind) for n in names]) for label, key, kind in TABLE_ROWS]
     for label, key, kind in OPTIONAL_ROWS:
         present = [metrics[n].get(key) for n in names]
-        if key == "n_truncated":
+        if key in ("n_truncated", "n_floored"):  # counts shown only when non-zero
             show = any(not _missing(v) and v for v in present)
         else:
             show = any(not _missing(v) for v in present)
@@ -216,7 +217,8 @@ def markdown_report(
     if truncated:
         lines += [
             "",
-            "Truncated generations (scored as PARSE_FAIL): " + ", ".join(f"{n}: {c}" for n, c in truncated.items()),
+            "Generations that hit the token cap (PARSE_FAIL where the verdict had not closed): "
+            + ", ".join(f"{n}: {c}" for n, c in truncated.items()),
         ]
     return "\n".join(lines) + "\n"
 

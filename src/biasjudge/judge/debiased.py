@@ -66,7 +66,14 @@ class OrderDebiasedJudge:
             original, swapped = judged[2 * i], judged[2 * i + 1]
             shown = swapped if request.swapped else original
             single: Verdict | None = None if shown.verdict == PARSE_FAIL else shown.verdict
-            common = {**request_fields(request, judge=self.spec, mode=self.mode), "single_order_verdict": single}
+            # Choices floored in either order, named as the shown order names them.
+            other = original if request.swapped else swapped
+            floored = sorted({*shown.floored_choices, *(MIRRORED[c] for c in other.floored_choices)})
+            common = {
+                **request_fields(request, judge=self.spec, mode=self.mode),
+                "single_order_verdict": single,
+                "floored_choices": floored,
+            }
             if original.probs is None or swapped.probs is None:
                 reason = original.raw_output if original.probs is None else swapped.raw_output
                 out.append(Judgment(verdict=PARSE_FAIL, raw_output=reason, **common))
