@@ -258,3 +258,43 @@ def test_the_cli_is_thin_it_never_writes_files(name: str) -> None:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute)
     }
     assert not called & WRITERS, f"{name} writes files itself: {sorted(called & WRITERS)}"
+
+
+BARE = {"ValueError", "RuntimeError", "KeyError", "TypeError", "Exception", "AssertionError"}
+BARE_ALLOWED = {
+    # Argument checks of small pure APIs (a programming error, not a user's input), as the stdlib does.
+    ("biasjudge.verdict", "parse"),
+    ("biasjudge.verdict", "render"),
+    ("biasjudge.data.classify", "classify"),
+    ("biasjudge.backends.base", "__init__"),  # ChoiceScores(floored=...) naming a choice it lacks
+    # A lookup in a mapping-like table: KeyError is the protocol of `get`-by-key.
+    ("biasjudge.labels.answer_key", "get"),
+}
+
+
+def _bare_raises(name: str) -> list[str]:
+    """`raise ValueError(...)`-style raises outside pydantic validators (which turn them into
+    ValidationErrors, reported by the config and record readers with file and field)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, function: str | None, validator: bool) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            decorators = " ".join(ast.unparse(d) for d in node.decorator_list)
+            validator = validator or "validator" in decorators
+            function = node.name
+        call = node.exc if isinstance(node, ast.Raise) else None
+        bare = isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in BARE
+        if bare and not validator and (name, function) not in BARE_ALLOWED:
+            found.append(f"{name}:{node.lineno} raise {ast.unparse(call.func)} in {function}")  # type: ignore[union-attr]
+        for child in ast.iter_child_nodes(node):
+            visit(child, function, validator)
+
+    visit(ast.parse(MODULES[name].read_text()), None, False)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_what_a_user_can_cause_is_a_biasjudge_error(name: str) -> None:
+    # The CLI prints a BiasJudgeError as one line; a bare ValueError would reach the user as a
+    # traceback. Metrics raise MetricInputError (a BiasJudgeError and a ValueError, as sklearn's).
+    assert _bare_raises(name) == []

@@ -274,7 +274,7 @@ def test_merge_logs(tmp_path: Path, holdout: list[Pair]) -> None:
     b = run_eval(make_judge("always-tie:"), holdout, tmp_path / "b", checkpoint_name="B", limit=3, progress=False)
     merged = merge_logs([a, b])
     assert list(merged.metrics) == ["A", "B"] and len(merged.detailed) == 42
-    with pytest.raises(ValueError, match="checkpoint 'A' is in log 0"):
+    with pytest.raises(ConfigError, match="checkpoint 'A' is in log 0"):
         merge_logs([a, a])
     assert isinstance(EvalLog.model_validate_json(merged.model_dump_json()), EvalLog)
 

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from biasjudge.errors import ConfigError
+from biasjudge.errors import BackendError, ConfigError
 from biasjudge.eval.metrics import compute_metrics
 from biasjudge.io import JsonlAppender, write_json
+from biasjudge.progress import progress_bar
 from biasjudge.prompting import user_message
 from biasjudge.records import EvalLog, Judgment, Pair, Prediction, Record
 
@@ -285,20 +286,9 @@ def run_eval(
                 f"{checkpoint_name}: {stale} cached judgments in {cache.path} were made with another model file, "
                 "prompt or setting; judging them afresh"
             )
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not progress,
-            transient=False,
-        )
+        bar = progress_bar(console=console, enabled=progress)
         with bar:
-            task = bar.add_task(checkpoint_name, total=total, completed=total - len(todo), rate="")
+            task = bar.add_task(checkpoint_name, total=total, completed=total - len(todo), info="")
             started = datetime.now(UTC)
             done_now = 0
             for batch in _batches(todo, batch_size):
@@ -308,10 +298,10 @@ def run_eval(
                 ]
                 judgments = judge.judge_batch(requests)
                 if len(judgments) != len(requests):
-                    raise RuntimeError(f"{judge.spec} returned {len(judgments)} judgments for {len(requests)} requests")
+                    raise BackendError(f"{judge.spec} returned {len(judgments)} judgments for {len(requests)} requests")
                 for (pair, _run, k), judgment in zip(batch, judgments, strict=True):
                     if judgment.pair_id != pair.pair_id:
-                        raise RuntimeError(f"{judge.spec} answered pair {judgment.pair_id} for {pair.pair_id}")
+                        raise BackendError(f"{judge.spec} answered pair {judgment.pair_id} for {pair.pair_id}")
                     cache.append(
                         CacheEntry(
                             checkpoint_name=k[0],
@@ -326,7 +316,7 @@ def run_eval(
                     )
                 done_now += len(batch)
                 seconds = (datetime.now(UTC) - started).total_seconds()
-                bar.update(task, advance=len(batch), rate=f"{done_now / seconds:.1f}/s" if seconds > 0 else "")
+                bar.update(task, advance=len(batch), info=f"{done_now / seconds:.1f}/s" if seconds > 0 else "")
 
         predictions = [
             prediction_from(
@@ -371,13 +361,13 @@ def merge_logs(logs: Sequence[EvalLog], *, run_id: str | None = None, note: str 
     """Several logs side by side in one (one column per checkpoint in a report).
 
     Raises:
-        ValueError: two logs share a checkpoint name (rename one with `--name`).
+        ConfigError: two logs share a checkpoint name (rename one with `--name`).
     """
     seen: dict[str, int] = {}
     for i, log in enumerate(logs):
         for name in dict.fromkeys([*(p.checkpoint_name for p in log.detailed), *log.metrics]):
             if name in seen:
-                raise ValueError(
+                raise ConfigError(
                     f"checkpoint {name!r} is in log {seen[name]} ({logs[seen[name]].run_id}) and log {i} ({log.run_id})"
                 )
             seen[name] = i

@@ -40,7 +40,7 @@ from biasjudge.backends.registry import (
     register_backend,
     scheme_kind,
 )
-from biasjudge.errors import ConfigError
+from biasjudge.errors import BackendError, ConfigError
 from biasjudge.prompting import SCORE_PREFIX, judge_messages, refuse_thinking
 from biasjudge.prompts import load_prompt
 from biasjudge.records import JudgeMode, Judgment, Pair, ParsedVerdict, Verdict
@@ -291,7 +291,7 @@ class Judge:
                         out[i] = generation
         missing = [i for i, g in enumerate(out) if g is None]
         if missing:  # pragma: no cover - a backend returned fewer generations than asked
-            raise RuntimeError(f"{self.spec}: no generation for prompts {missing}")
+            raise BackendError(f"{self.spec}: no generation for prompts {missing}")
         return [g for g in out if g is not None]
 
     def _run_score(self, prompts: Sequence[PromptRequest]) -> list[dict[str, float]]:
