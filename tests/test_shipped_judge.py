@@ -378,3 +378,21 @@ def test_a_choice_floored_in_either_order_is_reported_in_the_shown_orders_names(
     shown, flipped = debiased.judge_batch([JudgeRequest(make_pair()), JudgeRequest(make_pair(), swapped=True)])
     # The swapped order's A is the original B: named B when the original order is shown, A when swapped.
     assert shown.floored_choices == ["B"] and flipped.floored_choices == ["A"]
+
+
+def test_an_adapter_is_judged_in_the_chat_format_it_was_trained_with(tmp_path: Path, gguf_model: Path) -> None:
+    import shutil
+
+    from biasjudge.judge.shipped import shipped_manifest, write_manifest
+
+    shipped = shipped_manifest()
+    adapter = tmp_path / "adapter.gguf"
+    shutil.copy(shipped.adapter, adapter)
+    write_manifest(adapter, system_prompt=shipped.system_prompt, chat_format="gemma3", order="single")
+    judge = make_judge(f"llamacpp:embedded-base?adapter={adapter}")
+    try:
+        assert isinstance(judge, Judge)  # the manifest's order: single
+        assert judge.backend.render_format == "gemma3"  # type: ignore[attr-defined]
+        assert judge.system_prompt == shipped.system_prompt
+    finally:
+        judge.close()

@@ -422,7 +422,6 @@ def make_judge(
 
         manifest = shipped_manifest()
         options.setdefault("lora_path", str(manifest.adapter))
-        options.setdefault("chat_format", manifest.chat_format)
     elif options.get("lora_path"):
         from pathlib import Path
 
@@ -434,6 +433,8 @@ def make_judge(
 
         system_prompt = check_system_prompt(manifest, system_prompt)
         order = order or manifest.order
+        # Judge in the turn format the adapter was trained with (recorded in its manifest).
+        options.setdefault("chat_format", manifest.chat_format)
     backend = make_backend(base_spec, **options)
     backend.spec = spec
     judge = Judge(backend, system_prompt=system_prompt, mode=mode, **judge_options)
