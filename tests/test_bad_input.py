@@ -319,3 +319,14 @@ def test_bom_and_crlf_holdout_gives_the_same_metrics(jfs: Path, tmp_path: Path) 
     assert clean.returncode == 0 and unusual.returncode == 0, unusual.stderr
     assert json.loads(unusual.stdout) == json.loads(clean.stdout)
     assert json.loads(clean.stdout)  # a table with values, not an empty one
+
+
+@pytest.mark.parametrize(("data", "says"), [(b"\xff{}", "<stdin>:1: not UTF-8"), (b'{"a": 1}', "field 'pair_id'")])
+def test_a_bad_pair_on_stdin_is_one_red_line(data: bytes, says: str, tmp_path: Path) -> None:
+    code = "from biasjudge.cli.main import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "judge", "--pair-json", "-"],
+        input=data, capture_output=True, cwd=tmp_path, timeout=120, check=False,
+    )  # fmt: skip
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in stderr and says in stderr, stderr

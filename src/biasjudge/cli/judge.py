@@ -20,6 +20,15 @@ CLI_BUCKET = "adversarial"
 """An ad-hoc pair has no bucket; Pair requires one and the judge never reads it."""
 
 
+def _stdin_text() -> str:
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError("<stdin>", line, None, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
 def _pair_from_json(source: str) -> Any:
     from pydantic import ValidationError
 
@@ -27,7 +36,7 @@ def _pair_from_json(source: str) -> Any:
     from biasjudge.records import Pair
 
     name = "<stdin>" if source == "-" else source
-    text = sys.stdin.read() if source == "-" else read_text(source)
+    text = _stdin_text() if source == "-" else read_text(source)
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
