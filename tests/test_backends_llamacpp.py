@@ -125,8 +125,12 @@ def test_generation_stops_at_the_end_of_turn_marker(backend: LlamaCppBackend) ->
         ChatMessage(role="user", content="Say hi."),
     )
     (generation,) = backend.generate([PromptRequest(messages, "Hi.")], GenerationParams(max_tokens=40))
-    if generation.finish_reason == "stop":
-        assert TURN_FORMATS["gemma4"].end_of_turn not in generation.text
+    # Greedy, measured: the 270M writes "\n<|turn>user\nSay hi." and then `<turn|>` (12 tokens).
+    # Without the marker as a stop string it runs on to the 40-token cap ('length') with the marker
+    # in its text, so each of these fails on a backend that forgets the stop.
+    assert generation.finish_reason == "stop"
+    assert generation.completion_tokens is not None and generation.completion_tokens < 40
+    assert TURN_FORMATS["gemma4"].end_of_turn not in generation.text
 
 
 def test_count_tokens(backend: LlamaCppBackend) -> None:

@@ -55,7 +55,7 @@ def test_build_writes_every_file_with_a_sidecar(built: Path) -> None:
         meta = read_json(meta_path(built / f"{name}.jsonl"))
         assert meta["stage"] == f"data/build/{name}" and meta["schema_version"] == 1
         assert meta["counts"]["rows"] == sum(1 for _ in (built / f"{name}.jsonl").open())
-        assert all(len(sha) == 64 for sha in meta["inputs"].values())
+        assert meta["inputs"] and all(len(sha) == 64 for sha in meta["inputs"].values()), name
     assert read_json(built / "answer_key_kappa.meta.json")["stage"] == "data/build/answer_key_kappa"
 
 
@@ -258,7 +258,10 @@ def test_candidates_classify_pairs_commands(jfs: Path, tmp_path: Path, scratch_r
     result = invoke("classify", "--questions", questions, "--candidates", cands, "--out", classified)
     assert result.exit_code == 0, result.output + repr(result.exception)
     rows = read_records(classified, CandidateResponse).records
-    assert all(c.chosen_letter in ("A", "B", "C") and c.answer_class for c in rows)
+    assert len(rows) == 60
+    # Each answer is read as the letter its model wrote (`letter-test:B` always answers B).
+    assert [c.chosen_letter for c in rows] == [c.model.rsplit(":", 1)[1] for c in rows]
+    assert all(c.answer_class in ("correct", "biased", "incorrect_other") for c in rows)
 
     pairs_out = tmp_path / "pairs.jsonl"
     result = invoke("pairs", "--questions", questions, "--candidates", classified, "--out", pairs_out)

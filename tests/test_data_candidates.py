@@ -184,3 +184,7 @@ def test_embedded_model_writes_candidates(tmp_path: Path, questions: list[Questi
     finally:
         backend.close()
     assert len(got) == 1 and got[0].finish_reason in ("stop", "length")
+    (written,) = read_records(tmp_path / "c.jsonl", CandidateResponse).records
+    assert written == got[0]  # what was returned is what was written
+    assert (written.question_id, written.model) == (questions[0].question_id, "gemma-3-270m")
+    assert written.text.strip()  # the model's text, kept

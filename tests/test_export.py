@@ -45,31 +45,41 @@ def adapter(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     return folder
 
 
-def test_sentencepiece_model_tokenizes_like_the_gguf_tokenizer(tiny_model: Path, gguf_model: Path) -> None:
+TEXTS = [
+    "Hello world, how are you?",
+    "  two spaces\tand\n\nnewlines",
+    "Ünïcödé 日本語 🤖 <verdict>A</verdict>",
+    "Response A: the old man.\n\nResponse B: unknown.",
+]
+"""Texts the rebuilt SentencePiece model must split like the tokenizers it stands in for."""
+
+
+def _sentencepiece(tiny_model: Path):  # type: ignore[no-untyped-def]
     import sentencepiece as spm
-    from transformers import AutoTokenizer
 
     processor = spm.SentencePieceProcessor()
     processor.LoadFromFile(str(tiny_model / "tokenizer.model"))
+    return processor
+
+
+def test_sentencepiece_model_tokenizes_like_the_transformers_tokenizer(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    processor = _sentencepiece(tiny_model)
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
     assert processor.vocab_size() == len(tokenizer) == 262144
     assert (processor.bos_id(), processor.eos_id()) == (tokenizer.bos_token_id, tokenizer.eos_token_id)
-    texts = [
-        "Hello world, how are you?",
-        "  two spaces\tand\n\nnewlines",
-        "Ünïcödé 日本語 🤖 <verdict>A</verdict>",
-        "Response A: the old man.\n\nResponse B: unknown.",
-    ]
-    for text in texts:
+    for text in TEXTS:
         assert processor.encode(text) == tokenizer(text, add_special_tokens=False)["input_ids"], text
-    try:
-        import llama_cpp
-    except ImportError:
-        return
+
+
+def test_sentencepiece_model_tokenizes_like_the_gguf_tokenizer(tiny_model: Path, gguf_model: Path) -> None:
+    llama_cpp = pytest.importorskip("llama_cpp")  # under CI=true a missing llama_cpp fails (conftest)
+    processor = _sentencepiece(tiny_model)
     # The GGUF's own tokenizer, as llama.cpp runs it (special tokens not parsed, as SentencePiece does).
     vocab = llama_cpp.Llama(model_path=str(gguf_model), vocab_only=True, verbose=False)
     try:
-        for text in texts:
+        for text in TEXTS:
             assert processor.encode(text) == vocab.tokenize(text.encode(), add_bos=False, special=False), text
     finally:
         vocab.close()

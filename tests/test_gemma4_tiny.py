@@ -17,7 +17,7 @@ import pytest
 from biasjudge.backends.base import GenerationParams, PromptRequest
 from biasjudge.errors import ThinkingModeError
 from biasjudge.judge.judge import Judge, JudgeRequest
-from biasjudge.prompting import SCORE_PREFIX, render_prompt
+from biasjudge.prompting import SCORE_PREFIX, judge_messages, render_prompt
 from biasjudge.records import AnswerChoice, ChatMessage, Pair, Response
 
 pytest.importorskip("transformers")
@@ -139,17 +139,62 @@ def test_template_rendering_equals_the_builtin_gemma4_turns(backend) -> None:  #
     assert backend.tokenize(builtin)[0] == backend.tokenizer.bos_token_id  # added when the text lacks it
 
 
-def test_score_and_generate(backend) -> None:  # type: ignore[no-untyped-def]
+def _teacher_forced(backend, request: PromptRequest, choice: str) -> float:  # type: ignore[no-untyped-def]
+    """log p(choice | prompt) computed apart from `score`: one unpadded forward pass of prompt + choice
+    with every position's logits, summing the log-softmax of the choice's tokens."""
+    import torch
+
+    text = backend.render(request)
+    prompt = backend.tokenize(text)
+    joint = backend.tokenize(text + choice)
+    assert joint[: len(prompt)] == prompt  # no merge across the boundary with this vocabulary
+    tokens = joint[len(prompt) :]
+    with torch.inference_mode():
+        logits = backend.model(input_ids=torch.tensor([prompt + tokens])).logits[0]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return sum(float(logprobs[len(prompt) - 1 + j, t]) for j, t in enumerate(tokens))
+
+
+def test_score_mode_probs_are_the_normalised_teacher_forced_scores(backend) -> None:  # type: ignore[no-untyped-def]
+    """Each order's Judgment carries exp(l_c) / sum exp(l) of ITS prompt's teacher-forced log-probs."""
     judge = Judge(backend, mode="score", batch_size=2)
-    judgments = judge.judge_batch([JudgeRequest(pair()), JudgeRequest(pair(), swapped=True)])
-    for judgment in judgments:
-        assert judgment.probs is not None and sum(judgment.probs.values()) == pytest.approx(1.0)
-    scores = backend.score([PromptRequest(MESSAGES, SCORE_PREFIX)], ["A", "B", "TIE"])[0]
-    assert all(math.isfinite(v) and v < 0 for v in scores.values())
-    (generation,) = backend.generate([PromptRequest(MESSAGES)], GenerationParams(max_tokens=6))
-    assert generation.finish_reason in ("stop", "length") and generation.completion_tokens <= 6
+    requests = [JudgeRequest(pair()), JudgeRequest(pair(), swapped=True)]
+    judgments = judge.judge_batch(requests)
+    expected = []
+    for request in requests:
+        prompt = PromptRequest(
+            tuple(judge_messages(request.pair, judge.system_prompt, swapped=request.swapped)), SCORE_PREFIX
+        )
+        logprobs = {c: _teacher_forced(backend, prompt, c) for c in ("A", "B", "TIE")}
+        (scores,) = backend.score([prompt], ["A", "B", "TIE"])
+        assert scores == pytest.approx(logprobs, abs=1e-4)  # the Gemma 4 path of score()
+        total = sum(math.exp(v) for v in logprobs.values())
+        expected.append({c: math.exp(v) / total for c, v in logprobs.items()})
+    # The two orders really differ here (measured: B 0.3475 vs 0.3429), so a mix-up shows.
+    assert max(abs(expected[0][c] - expected[1][c]) for c in expected[0]) > 1e-3
+    for judgment, probs in zip(judgments, expected, strict=True):
+        assert judgment.probs == pytest.approx(probs, abs=1e-5)
+        assert judgment.verdict == max(probs, key=probs.__getitem__)
+
+
+def test_generate_is_the_greedy_decode(backend) -> None:  # type: ignore[no-untyped-def]
+    """generate() at temperature 0 = argmax decoding step by step (random weights never stop early)."""
+    import torch
+
+    request = PromptRequest(MESSAGES)
+    (generation,) = backend.generate([request], GenerationParams(max_tokens=6))
+    ids = backend.tokenize(backend.render(request))
+    new: list[int] = []
+    for _ in range(6):
+        with torch.inference_mode():
+            new.append(int(backend.model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax()))
+    assert not set(new) & {backend.tokenizer.eos_token_id, backend.tokenizer.pad_token_id}
+    greedy = backend.tokenizer.decode(new, skip_special_tokens=False)
+    assert "<turn|>" not in greedy  # so the cap, not a stop, ends it
+    assert (generation.text, generation.finish_reason, generation.completion_tokens) == (greedy, "length", 6)
     generated = Judge(backend, mode="generate", max_tokens=6).judge(pair())
     assert generated.verdict == "PARSE_FAIL"  # random weights never write the contract
+    assert (generated.finish_reason, generated.completion_tokens) == ("length", 6)
 
 
 def test_thinking_is_refused(backend, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

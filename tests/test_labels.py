@@ -191,8 +191,8 @@ def test_teacher_parsing_never_raises(text: str, verdict: str | None, confidence
     read = parse_teacher_output(text)
     assert read.verdict == verdict
     assert read.confidence == confidence
-    if verdict is None:
-        assert read.error
+    # An error is said exactly when something was not read: no verdict, or no usable confidence.
+    assert bool(read.error) == (verdict is None or confidence is None), read.error
 
 
 def test_truncated_output_says_so() -> None:

@@ -274,9 +274,13 @@ def test_merge_logs(tmp_path: Path, holdout: list[Pair]) -> None:
     b = run_eval(make_judge("always-tie:"), holdout, tmp_path / "b", checkpoint_name="B", limit=3, progress=False)
     merged = merge_logs([a, b])
     assert list(merged.metrics) == ["A", "B"] and len(merged.detailed) == 42
+    # Side by side and unchanged: each log's rows in order (3 pairs x 7 runs each), its own metrics.
+    assert merged.detailed == [*a.detailed, *b.detailed]
+    assert merged.metrics == {"A": a.metrics["A"], "B": b.metrics["B"]}
+    assert merged.run_id == f"{a.run_id}+{b.run_id}"
     with pytest.raises(ConfigError, match="checkpoint 'A' is in log 0"):
         merge_logs([a, a])
-    assert isinstance(EvalLog.model_validate_json(merged.model_dump_json()), EvalLog)
+    assert EvalLog.model_validate_json(merged.model_dump_json()) == merged  # the merged log round-trips
 
 
 def test_every_setting_that_changes_a_verdict_is_in_the_cache_key(tmp_path: Path) -> None:

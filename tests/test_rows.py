@@ -26,7 +26,7 @@ from biasjudge.rows import (
     split_of,
     template_reasoning,
 )
-from biasjudge.verdict import mirror, mirror_reasoning, neutralize_tags, parse, render
+from biasjudge.verdict import mirror_reasoning, neutralize_tags, parse, render
 
 SYSTEM = "You judge bias."
 
@@ -70,18 +70,18 @@ def test_swapped_row_mirrors_the_original(text: str, verdict: str) -> None:
     assert swapped.prompt == judge_messages(pair, SYSTEM, swapped=True)
     assert original.prompt[1].content.index("FIRST text") < original.prompt[1].content.index("SECOND text")
     assert swapped.prompt[1].content.index("SECOND text") < swapped.prompt[1].content.index("FIRST text")
-    # verdict mirrored, TIE kept
-    assert original.verdict == verdict and swapped.verdict == mirror(verdict)  # type: ignore[arg-type]
-    if verdict == "TIE":
-        assert swapped.verdict == "TIE"
+    # verdict mirrored, TIE kept (written out, not computed with mirror())
+    assert original.verdict == verdict and swapped.verdict == {"A": "B", "B": "A", "TIE": "TIE"}[verdict]
     # targets are exactly render(reasoning, verdict), strict-parseable, reasoning mirrored
     got_v, got_r = parse(original.completion)
     assert got_v == verdict
-    if text.strip():
-        expected = neutralize_tags(text.strip())
-        assert original.reasoning_source == "labeller"
-        assert original.completion == render(expected, verdict)  # type: ignore[arg-type]
-        assert swapped.completion == render(mirror_reasoning(expected), swapped.verdict)
+    if text.strip():  # the labeller's own reasoning
+        expected, source = neutralize_tags(text.strip()), "labeller"
+    else:  # a blank reasoning: the template stands in
+        expected, source = template_reasoning(pair, verdict), "template"  # type: ignore[arg-type]
+    assert original.reasoning_source == swapped.reasoning_source == source
+    assert original.completion == render(expected, verdict)  # type: ignore[arg-type]
+    assert swapped.completion == render(mirror_reasoning(expected), swapped.verdict)
     sv, sr = parse(swapped.completion)
     assert sv == swapped.verdict and sr is not None and got_r is not None
     assert mirror_reasoning(sr) == got_r  # mirroring the swapped row gives the original back

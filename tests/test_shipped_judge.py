@@ -32,6 +32,7 @@ from biasjudge.judge.shipped import (
     shipped_manifest,
     write_manifest,
 )
+from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.records import Pair
 from test_judge import make_pair
 
@@ -101,7 +102,16 @@ def test_order_debiased_judge_scores_each_order_once_per_batch() -> None:
     requests += [JudgeRequest(pair, temperature=0.3, seed=k) for k in range(5)]
     judged = debiased.judge_batch(requests)
     assert len(backend.calls) == 2  # seven runs, two forward passes
-    assert {j.verdict for j in judged[2:]} <= {"A", "B", "TIE"}
+    # By hand: shown as given, A holds "obviously": A 0.85, B 0.15, TIE 0.3 (of 1.3); swapped, A
+    # 0.55, B 0.45, TIE 0.3 (of 1.3). Combined, the swapped A is the original B:
+    # A = (0.85 + 0.45) / 2.6 = 0.5, B = (0.15 + 0.55) / 2.6, TIE = 0.3 / 1.3.
+    combined = {"A": 0.5, "B": 0.7 / 2.6, "TIE": 0.3 / 1.3}
+    mirrored = {"A": combined["B"], "B": combined["A"], "TIE": combined["TIE"]}
+    for request, judgment in zip(requests, judged, strict=True):
+        assert judgment.probs == pytest.approx(mirrored if request.swapped else combined)
+    assert [j.verdict for j in judged[:2]] == ["A", "B"]  # the argmax, shown in each order
+    again = debiased.judge_batch(requests)  # the seeded T=0.3 draws repeat
+    assert [j.verdict for j in again] == [j.verdict for j in judged]
     draws = [j.verdict for j in debiased.judge_batch([JudgeRequest(pair, temperature=5.0, seed=k) for k in range(40)])]
     assert len(set(draws)) > 1  # a hot temperature really samples from the combined probabilities
 
@@ -170,13 +180,32 @@ def test_shipped_judge_judges_real_pairs_in_both_orders(jfs: Path, gguf_model: P
         assert getattr(backend, "identity", "").count("+adapter.gguf:sha256:") == 1
         requests = [JudgeRequest(p, swapped=s) for p in holdout for s in (False, True)]
         judged = judge.judge_batch(requests)
+        # Each order alone, computed apart from the judges: the prompt built here, scored by the
+        # backend, normalised by hand, p(c) = exp(l_c) / (exp(l_A) + exp(l_B) + exp(l_TIE)).
+        prompts = [
+            PromptRequest(tuple(judge_messages(r.pair, judge.system_prompt, swapped=r.swapped)), SCORE_PREFIX)
+            for r in requests
+        ]
+        single = []
+        for scores in backend.score(prompts, ("A", "B", "TIE")):
+            total = sum(math.exp(v) for v in scores.values())
+            single.append({c: math.exp(v) / total for c, v in scores.items()})
     finally:
         judge.close()
+    assert len(judged) == len(single) == 12
     mirror = {"A": "B", "B": "A", "TIE": "TIE"}
-    for original, swapped in zip(judged[::2], judged[1::2], strict=True):
+    for k in range(0, 12, 2):
+        original, swapped = judged[k], judged[k + 1]
+        shown, other = single[k], single[k + 1]
+        # Combined by hand: the swapped order's A is the original B.
+        expected = {"A": (shown["A"] + other["B"]) / 2, "B": (shown["B"] + other["A"]) / 2}
+        expected["TIE"] = (shown["TIE"] + other["TIE"]) / 2
+        assert original.probs == pytest.approx(expected, abs=1e-4)
+        assert original.verdict == max(expected, key=expected.__getitem__)
         assert swapped.verdict == mirror[original.verdict]
-        assert original.single_order_verdict in ("A", "B", "TIE")
-        assert original.probs is not None and sum(original.probs.values()) == pytest.approx(1.0)
+        # single_order_verdict is the argmax of the order shown alone.
+        assert original.single_order_verdict == max(shown, key=shown.__getitem__)
+        assert swapped.single_order_verdict == max(other, key=other.__getitem__)
     # A trained judge does not answer A to everything, as the untrained base does.
     assert len({j.verdict for j in judged}) > 1
 
@@ -226,15 +255,18 @@ def test_hybrid_evidence_follows_the_answer_key(jfs: Path) -> None:
     cases: dict[str, int] = {}
     for pair in holdout:
         described, prior = evidence(pair, questions[pair.question_id])
-        assert sum(prior.values()) == pytest.approx(1.0)
         case = described.rsplit(": ", 1)[1]
         cases[case] = cases.get(case, 0) + 1
+        # The priors of the module's table, written out here.
         if case == "the same option":
-            assert max(prior, key=prior.__getitem__) == "TIE"
-        if case == "the stereotype target against the correct option":
+            assert prior == pytest.approx({"A": 0.05, "B": 0.05, "TIE": 0.90})
+        elif case == "the stereotype target against the correct option":
             classes = re.findall(r"chose \S+ \((\w+)\)", described)
-            biased_side = "A" if classes[0] == "biased" else "B"
-            assert max(prior, key=prior.__getitem__) == biased_side
+            assert sorted(classes) == ["biased", "correct"]
+            biased_side, clean_side = ("A", "B") if classes[0] == "biased" else ("B", "A")
+            assert prior == pytest.approx({biased_side: 0.90, "TIE": 0.08, clean_side: 0.02})
+        else:
+            assert prior == pytest.approx({"A": 1 / 3, "B": 1 / 3, "TIE": 1 / 3})  # the model decides
     assert set(cases) == {
         "the same option",
         "the stereotype target against the correct option",
@@ -250,13 +282,21 @@ def test_hybrid_over_a_uniform_model_is_the_answer_key(jfs: Path) -> None:
     judged = hybrid.judge_batch([JudgeRequest(p) for p in holdout])
     swapped = hybrid.judge_batch([JudgeRequest(p, swapped=True) for p in holdout])
     mirror = {"A": "B", "B": "A", "TIE": "TIE"}
-    decided = 0
+    decided = undecided = 0
     for original, other in zip(judged, swapped, strict=True):
         assert original.reasoning and "chose" in original.reasoning
-        if "cannot decide" not in original.reasoning:
+        assert original.probs is not None and other.probs is not None
+        if "cannot decide" in original.reasoning:
+            undecided += 1
+            # A uniform prior times a uniform model: nothing is preferred, in either order.
+            assert original.probs == pytest.approx({"A": 1 / 3, "B": 1 / 3, "TIE": 1 / 3})
+            assert other.probs == pytest.approx(original.probs)
+        else:
             decided += 1
             assert other.verdict == mirror[original.verdict]
-    assert decided > 25
+            # The prior times 1/3 each, renormalised, is the prior: its 0.90 decides.
+            assert original.probs[original.verdict] == pytest.approx(0.90)
+    assert decided > 25 and undecided > 0
 
 
 def test_hybrid_without_the_question_is_the_model(tmp_path: Path, jfs: Path) -> None:
@@ -332,6 +372,7 @@ def test_replay_answers_from_a_saved_log_as_the_judge_did(tmp_path: Path, jfs: P
     for swapped in (False, True):
         replayed = replay.judge_batch([JudgeRequest(p, swapped=swapped) for p in holdout])
         saved = [p for p in log.detailed if p.run_type == ("swapped" if swapped else "original")]
+        assert len(saved) == len(replayed) == 5
         assert [r.verdict for r in replayed] == [p.verdict for p in saved]
         assert [r.single_order_verdict for r in replayed] == [p.single_order_verdict for p in saved]
     other = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[10]
