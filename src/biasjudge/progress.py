@@ -18,8 +18,8 @@ def progress_bar(*, console: Console | None = None, enabled: bool = True) -> Pro
 
     >>> bar = progress_bar(enabled=False)
     >>> task = bar.add_task("judging", total=4, info="")
-    >>> bar.advance(task, 3); bar.tasks[0].completed
-    3.0
+    >>> bar.advance(task, 3); int(bar.tasks[0].completed)
+    3
     """
     from rich.console import Console
     from rich.progress import (
