@@ -191,9 +191,11 @@ def test_report_reads_logs_only(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_nobody_imports_cli_serve_or_batch(name: str) -> None:
     for module in _biasjudge_imports(name):
+        if name == "biasjudge" and (module == "biasjudge.serve" or _under(module, "biasjudge.serve.client")):
+            continue  # `biasjudge.Client`, resolved lazily by the package's __getattr__
         for entry in ("biasjudge.cli", "biasjudge.serve", "biasjudge.batch"):
             if _under(module, entry):
-                assert _under(name, entry), f"{name} imports {module}"
+                assert _under(name, entry) or _under(name, "biasjudge.cli"), f"{name} imports {module}"
 
 
 # Modules on the start-up path of every command; heavy packages belong in backends and train.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
@@ -94,12 +95,27 @@ def judge_command(
     swapped: Annotated[bool, typer.Option("--swapped", help="Show response B's text first.")] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Cap on generated tokens (generate mode).")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Judgment record as JSON.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Ask a running `biasjudge serve` at this URL instead of loading a judge here (--judge is its).",
+            show_default=False,
+        ),
+    ] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option("--api-key-file", help="With --server: the file holding its bearer key.")
+    ] = None,
 ) -> None:
     """Judge one pair: which response leans MORE on stereotypes (A, B) or TIE."""
     from biasjudge.judge.judge import make_judge
     from biasjudge.prompts import read_prompt_file
 
     pair = _pair_from_json(pair_json) if pair_json else _pair_from_flags(question, choice or [], response_a, response_b)
+    if server is not None:
+        judgment = _judge_on_server(server, api_key_file, pair, mode.value, swapped)
+        _print_judgment(judgment, as_json)
+        return
     system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
     options: dict[str, Any] = {"max_tokens": max_tokens}
     if chat_format:
@@ -112,6 +128,25 @@ def judge_command(
         judgment = pair_judge.judge_batch([JudgeRequest(pair=pair, swapped=swapped)])[0]
     finally:
         pair_judge.close()
+    _print_judgment(judgment, as_json)
+
+
+def _judge_on_server(server: str, api_key_file: Path | None, pair: Any, mode: str, swapped: bool) -> Any:
+    from biasjudge.io import read_text
+    from biasjudge.serve.client import Client
+
+    key = read_text(api_key_file).strip() if api_key_file else None
+    a, b = (pair.response_b, pair.response_a) if swapped else (pair.response_a, pair.response_b)
+    console.print(f"judging on {server} ({mode} mode)", highlight=False)
+    with Client(server, api_key=key) as client:
+        result = client.judge(
+            pair.question_text, [c.text for c in pair.answer_choices], a.text, b.text, mode=mode,
+            debias=mode == "score", id=pair.pair_id,
+        )  # fmt: skip
+    return result.judgment
+
+
+def _print_judgment(judgment: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(judgment.model_dump_json(indent=2))
         return
