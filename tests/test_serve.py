@@ -417,3 +417,19 @@ def test_biasjudge_serve_runs_as_a_command_and_judge_server_asks_it(tmp_path: Pa
         server.terminate()
         server.wait(timeout=30)
     assert server.returncode in (0, -15)
+
+
+def test_every_request_is_logged_as_one_json_line_with_its_request_id(
+    served: tuple[str, list[RecordingJudge]], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    url, _ = served
+    with caplog.at_level(logging.INFO, logger="biasjudge.serve"):
+        reply = httpx.post(f"{url}/v1/judge", json=PAIR, headers={"X-Request-ID": "trace-me-42"})
+        bad = httpx.post(f"{url}/v1/judge", json={})
+    assert reply.headers["x-request-id"] == "trace-me-42"  # a caller's id is kept
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "biasjudge.serve"]
+    mine = next(line for line in lines if line["request_id"] == "trace-me-42")
+    assert mine["path"] == "/v1/judge" and mine["status"] == 200 and mine["ms"] >= 0
+    assert any(line["request_id"] == bad.headers["x-request-id"] and line["status"] == 422 for line in lines)
