@@ -433,3 +433,27 @@ def test_every_request_is_logged_as_one_json_line_with_its_request_id(
     mine = next(line for line in lines if line["request_id"] == "trace-me-42")
     assert mine["path"] == "/v1/judge" and mine["status"] == 200 and mine["ms"] >= 0
     assert any(line["request_id"] == bad.headers["x-request-id"] and line["status"] == 422 for line in lines)
+
+
+def test_a_browser_logs_in_once_and_holds_the_key_in_an_httponly_cookie(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-key")
+    factory, _ = recording()
+    with running(create_app(ServeSettings(judge=None, api_key_file=key_file), judge_factory=factory)) as url:
+        _wait_ready(url)
+        page = httpx.get(f"{url}/metrics?x=1", headers={"Accept": "text/html"})
+        assert page.status_code == 303 and page.headers["location"] == "/login?next=/metrics%3Fx%3D1"
+        assert httpx.get(f"{url}/metrics").status_code == 401  # an API client still gets 401, not a redirect
+        form = httpx.get(f"{url}/login?next=/metrics")
+        assert form.status_code == 200 and 'name="key"' in form.text and 'value="/metrics"' in form.text
+        wrong = httpx.post(f"{url}/login", data={"key": "nope", "next": "/metrics"})
+        assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+        evil = httpx.post(f"{url}/login", data={"key": "s3cret-key", "next": "//evil.example/x"})
+        assert evil.status_code == 303 and evil.headers["location"] == "/"  # no open redirect
+        ok = httpx.post(f"{url}/login", data={"key": "s3cret-key", "next": "/metrics"})
+        cookie = ok.headers["set-cookie"]
+        assert ok.status_code == 303 and ok.headers["location"] == "/metrics"
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        with httpx.Client(base_url=url, cookies=ok.cookies) as browser:
+            assert browser.get("/metrics").status_code == 200
+            assert browser.post("/v1/judge", json=PAIR).status_code == 200

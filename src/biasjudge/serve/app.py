@@ -49,8 +49,10 @@ if TYPE_CHECKING:
     from biasjudge.judge.judge import PairJudge
 
 log = logging.getLogger("biasjudge.serve")
-OPEN_ROUTES = ("/healthz", "/readyz")
-"""Routes that need no API key (load balancers probe them)."""
+OPEN_ROUTES = ("/healthz", "/readyz", "/login")
+"""Routes that need no API key: the health probes (load balancers probe them) and the login form."""
+KEY_COOKIE = "biasjudge_key"
+"""The cookie a browser holds the key in after /login (HttpOnly, SameSite=Strict)."""
 
 
 class ApiError(Exception):
@@ -203,11 +205,18 @@ def create_app(
                 request_id,
             )
         elif api_key is not None and route not in OPEN_ROUTES and not _authorized(request, api_key):
-            response = _error_response(
-                ApiError(401, "unauthorized", "a valid bearer key is needed (Authorization: Bearer KEY)",
-                         headers={"WWW-Authenticate": "Bearer"}),
-                request_id,
-            )  # fmt: skip
+            if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+                from urllib.parse import quote
+
+                # A browser cannot send a bearer header: send it to the login form instead.
+                target = quote(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
+                response = Response(status_code=303, headers={"Location": f"/login?next={target}"})
+            else:
+                response = _error_response(
+                    ApiError(401, "unauthorized", "a valid bearer key is needed (Authorization: Bearer KEY)",
+                             headers={"WWW-Authenticate": "Bearer"}),
+                    request_id,
+                )  # fmt: skip
         else:
             try:
                 response = await call_next(request)
@@ -304,16 +313,58 @@ def create_app(
             raise ApiError(422, "validation_error", f"pairs: at most {settings.max_pairs} pairs per request", "pairs")
         return BatchResult(results=await _judge_pairs(app, body.pairs, body))
 
+    add_login(app, api_key)
     with contextlib.suppress(ModuleNotFoundError):  # the web page, where its module is installed
         importlib.import_module("biasjudge.serve.web").register(app)
     return app
 
 
 def _authorized(request: Request, key: str) -> bool:
+    """A bearer header (API clients) or the login cookie (browsers) holding the key."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer":
+        token = request.cookies.get(KEY_COOKIE, "")
     # compare_digest: the time taken does not tell how much of a guessed key was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+    return bool(token) and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>biasjudge: key</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:4rem auto}}input{{width:100%;padding:.4rem}}
+button{{margin-top:.6rem;padding:.4rem 1rem}}.error{{color:#b00020}}</style></head><body>
+<h1>biasjudge</h1><p>This server needs its API key.</p>{error}
+<form method="post" action="/login"><input type="hidden" name="next" value="{next}">
+<label>Key <input type="password" name="key" autofocus autocomplete="current-password"></label>
+<button type="submit">Open</button></form></body></html>"""
+
+
+def _safe_next(target: str) -> str:
+    # Only paths on this server: an open redirect to another site would help phishing.
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def add_login(app: FastAPI, api_key: str | None) -> None:
+    """`GET /login` (a form) and `POST /login` (checks the key, sets the HttpOnly cookie)."""
+    import html
+    from urllib.parse import parse_qs
+
+    from starlette.responses import HTMLResponse, RedirectResponse
+
+    @app.get("/login", include_in_schema=False)
+    async def login_form(next: str = "/") -> Response:
+        return HTMLResponse(LOGIN_PAGE.format(error="", next=html.escape(_safe_next(next))))
+
+    @app.post("/login", include_in_schema=False)
+    async def login(request: Request) -> Response:
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = (fields.get("key") or [""])[0]
+        target = _safe_next((fields.get("next") or ["/"])[0])
+        if api_key is None or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            error = '<p class="error">That key is not right.</p>'
+            return HTMLResponse(LOGIN_PAGE.format(error=error, next=html.escape(target)), status_code=401)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(KEY_COOKIE, api_key, httponly=True, samesite="strict")
+        return response
 
 
 async def _judge_pairs(app: FastAPI, pairs: list[PairFields], options: JudgeOptions) -> list[JudgeResult]:
