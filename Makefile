@@ -6,7 +6,9 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 OUT ?= runs/quickstart
 
-.PHONY: quickstart test lint bench clean-venv
+.PHONY: quickstart test lint bench clean-venv browser
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/biasjudge: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,7 +24,11 @@ quickstart: $(BIN)/biasjudge
 	$(BIN)/biasjudge data build --data-dir $(DATA) --out $(OUT)/data
 	$(BIN)/biasjudge quickstart --data-dir $(DATA) --out $(OUT)
 
-test: $(BIN)/biasjudge
+# Headless Chromium for tests/test_web.py, from Debian's packages (Playwright's own download is never used).
+browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core; }
+
+test: $(BIN)/biasjudge browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

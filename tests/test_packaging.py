@@ -62,6 +62,8 @@ def test_wheel_carries_the_adapter_its_manifest_card_and_prompts(wheel: Path) ->
         "biasjudge/configs/embedded-judge.yaml",
         "biasjudge/configs/sft-cpu.yaml",
         "biasjudge/configs/dpo-cpu.yaml",
+        "biasjudge/serve/web/templates/judge.html",
+        "biasjudge/serve/web/static/judge.js",
     ):
         assert name in names, name
     assert not any(n.endswith(".jsonl") for n in names)  # no data file ships

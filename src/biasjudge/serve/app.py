@@ -247,16 +247,30 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        field = ".".join(loc) or None
-        kind = "invalid_json" if first.get("type") == "json_invalid" else "validation_error"
+        where = tuple(first.get("loc", ()))
+        request_id = getattr(request.state, "request_id", None)
+        if first.get("type") == "json_invalid":  # its loc is ("body", character offset), not a field
+            ctx: Any = first.get("ctx") or {}
+            reason = ctx.get("error") or first["msg"]
+            message = f"the body is not valid JSON: {reason} (at character {where[-1] if where else 0})"
+            return _error_response(ApiError(422, "invalid_json", message), request_id)
+        if where == ("body",):  # the body as a whole: absent, or not a JSON object
+            message = (
+                "the body is missing: send a JSON object (Content-Type: application/json)"
+                if first.get("type") == "missing"
+                else "the body must be a JSON object, sent with Content-Type: application/json"
+            )
+            return _error_response(ApiError(422, "validation_error", message), request_id)
+        field = ".".join(str(p) for p in where if p != "body") or None
         message = f"{field}: {first['msg']}" if field else str(first["msg"])
-        return _error_response(ApiError(422, kind, message, field), getattr(request.state, "request_id", None))
+        return _error_response(ApiError(422, "validation_error", message, field), request_id)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        kinds = {404: "not_found", 405: "method_not_allowed"}
+        kinds = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
         message = "no such route" if exc.status_code == 404 else str(exc.detail)
+        if exc.status_code == 400:  # FastAPI could not read the body (bytes that are not UTF-8)
+            message = f"{exc.detail}: send a JSON object encoded as UTF-8"
         return _error_response(
             ApiError(
                 exc.status_code, kinds.get(exc.status_code, "http_error"), message, headers=dict(exc.headers or {})
@@ -298,7 +312,7 @@ def create_app(
         metrics.queue_depth.set(batcher.depth if batcher is not None else 0)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    errors = {status: {"model": ErrorBody} for status in (401, 413, 422, 503, 504)}
+    errors = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503, 504)}
 
     @app.post("/v1/judge", response_model=JudgeResult, tags=["judge"], responses=errors)  # type: ignore[arg-type]
     async def judge(body: JudgeBody) -> JudgeResult:
@@ -314,8 +328,13 @@ def create_app(
         return BatchResult(results=await _judge_pairs(app, body.pairs, body))
 
     add_login(app, api_key)
-    with contextlib.suppress(ModuleNotFoundError):  # the web page, where its module is installed
-        importlib.import_module("biasjudge.serve.web").register(app)
+    try:  # the web page, where its module is installed; a module missing INSIDE it is a real error
+        web = importlib.import_module("biasjudge.serve.web")
+    except ModuleNotFoundError as exc:
+        if exc.name != "biasjudge.serve.web":
+            raise
+    else:
+        web.register(app)
     return app
 
 
