@@ -114,3 +114,26 @@ def test_read_log_names_the_bad_field(tmp_path: Path) -> None:
     bad.write_text("{")
     with pytest.raises(DataError, match="broken JSON"):
         read_log(bad)
+
+
+def test_the_report_shows_the_robustness_table_when_its_folder_has_one(
+    logs: list[EvalLog], holdout: list[Pair], tmp_path: Path
+) -> None:
+    from biasjudge.eval.robustness import robustness, robustness_table
+    from biasjudge.eval.run import JudgeToEval
+
+    md, html, _ = write_reports([merge_logs(logs)], holdout, tmp_path)
+    assert "Robustness" not in md.read_text() and "Robustness" not in html.read_text()
+    run = robustness([JudgeToEval("random:", "Random")], holdout, tmp_path, limit=6)  # the same folder
+    assert (tmp_path / "robustness.json").is_file() and run.table == robustness_table(run.results.results)
+    md, html, table = write_reports([merge_logs(logs)], holdout, tmp_path)
+    text = md.read_text()
+    assert text.startswith("# biasjudge evaluation\n\n" + table)  # the metrics table stays first
+    section = text[text.index("## Robustness (flip rates on twins of holdout pairs)") : text.index("## Logs")]
+    assert "6 pairs (a stratified subset)" in section and run.table in section
+    page = html.read_text()
+    assert "<h2>Robustness (flip rates on twins of holdout pairs)</h2>" in page
+    assert "<th>Twin</th><th>Family</th><th>Random</th>" in page and "<td>all injection twins</td>" in page
+    (tmp_path / "robustness.json").write_text("{}")
+    with pytest.raises(DataError, match=r"robustness\.json: field 'results'"):
+        write_reports([merge_logs(logs)], holdout, tmp_path)

@@ -29,6 +29,9 @@ from biasjudge.eval.metrics import (
     confusion_by_slice,
     metrics_by_checkpoint,
 )
+from biasjudge.eval.robustness import NOTES as ROBUSTNESS_NOTES
+from biasjudge.eval.robustness import RESULT_NAME as ROBUSTNESS_FILE
+from biasjudge.eval.robustness import RobustnessFile, read_results, robustness_rows, robustness_table
 from biasjudge.io import atomic_open, read_document
 from biasjudge.records import EvalLog, Pair
 
@@ -201,16 +204,40 @@ def all_metrics(logs: Sequence[EvalLog], holdout: Sequence[Pair]) -> dict[str, d
     return {name: values for log in logs for name, values in log_metrics(log, holdout).items()}
 
 
+def read_robustness(folder: str | Path) -> RobustnessFile | None:
+    """The robustness suite's results in `folder` (`robustness.json`), or None when it has none."""
+    path = Path(folder) / ROBUSTNESS_FILE
+    return read_results(path) if path.is_file() else None
+
+
+def robustness_section(robustness: RobustnessFile) -> list[str]:
+    """The report's robustness section (Markdown lines): the flip-rate table and its notes."""
+    pairs = ", ".join(str(n) for n in sorted({r.n_pairs for r in robustness.results}))
+    return [
+        "## Robustness (flip rates on twins of holdout pairs)",
+        "",
+        f"{pairs} pairs{' (a stratified subset)' if robustness.limit else ''}; see robustness.md for the twins.",
+        "",
+        robustness_table(robustness.results),
+        "",
+        ROBUSTNESS_NOTES,
+    ]
+
+
 def markdown_report(
     logs: Sequence[EvalLog],
     holdout: Sequence[Pair],
     *,
     title: str = "biasjudge evaluation",
     metrics: Metrics | None = None,
+    robustness: RobustnessFile | None = None,
 ) -> str:
-    """A Markdown page: the table, what each log is, and the notes."""
+    """A Markdown page: the table, the robustness section (when given), what each log is, and the notes."""
     metrics = metrics if metrics is not None else all_metrics(logs, holdout)
-    lines = [f"# {title}", "", markdown_table(metrics), "", NOTES, "", "## Logs", ""]
+    lines = [f"# {title}", "", markdown_table(metrics), "", NOTES, ""]
+    if robustness is not None:
+        lines += [*robustness_section(robustness), ""]
+    lines += ["## Logs", ""]
     for log in logs:
         lines.append(f"- `{log.run_id}`: {log.note or '(no note)'}")
     truncated = {n: int(v.get("n_truncated") or 0) for n, v in metrics.items() if v.get("n_truncated")}
@@ -325,9 +352,11 @@ def write_html_report(
     *,
     title: str = "biasjudge evaluation",
     metrics: Metrics | None = None,
+    robustness: RobustnessFile | None = None,
 ) -> Path:
     """One self-contained HTML page (plots embedded as base64 PNG): table, kappa per bucket with
-    intervals, confusion matrices, position bias. Returns the path written."""
+    intervals, confusion matrices, position bias, and the robustness table when given. Returns the
+    path written."""
     metrics = metrics if metrics is not None else all_metrics(logs, holdout)
     confusions: dict[str, dict[str, list[list[int]]]] = {}
     for log in logs:
@@ -349,6 +378,8 @@ def write_html_report(
         f'<h2>{esc(heading)}</h2><img alt="{esc(alt)}" src="data:image/png;base64,{_png(fig)}">'
         for heading, alt, fig in figures
     )
+    if robustness is not None:
+        sections += _robustness_html(robustness)
     logs_list = "".join(f"<li><code>{esc(log.run_id)}</code>: {esc(log.note or '(no note)')}</li>" for log in logs)
     written = datetime.now(UTC).isoformat(timespec="seconds")
     page = (
@@ -365,14 +396,33 @@ def write_html_report(
     return out_path
 
 
+def _robustness_html(robustness: RobustnessFile) -> str:
+    """The robustness table as HTML."""
+    esc = html.escape
+    header, rows = robustness_rows(robustness.results)
+    head = "".join(f"<th>{esc(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(cell.strip('*'))}</td>" for cell in row) + "</tr>" for row in rows)
+    return (
+        "<h2>Robustness (flip rates on twins of holdout pairs)</h2>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f'<p class="note">{esc(ROBUSTNESS_NOTES)}</p>'
+    )
+
+
 def write_reports(
     logs: Sequence[EvalLog], holdout: Sequence[Pair], out_dir: str | Path, *, title: str = "biasjudge evaluation"
 ) -> tuple[Path, Path, str]:
-    """Write `out_dir/report.md` and `out_dir/report.html`; returns both paths and the table."""
+    """Write `out_dir/report.md` and `out_dir/report.html`; returns both paths and the table.
+
+    When `out_dir` holds the robustness suite's `robustness.json` (`biasjudge robustness --out`
+    the same folder), both pages get its flip-rate table."""
     out_dir = Path(out_dir)
     metrics = all_metrics(logs, holdout)
+    robustness = read_robustness(out_dir)
     md_path = out_dir / "report.md"
     with atomic_open(md_path) as handle:
-        handle.write(markdown_report(logs, holdout, title=title, metrics=metrics))
-    html_path = write_html_report(logs, holdout, out_dir / "report.html", title=title, metrics=metrics)
+        handle.write(markdown_report(logs, holdout, title=title, metrics=metrics, robustness=robustness))
+    html_path = write_html_report(
+        logs, holdout, out_dir / "report.html", title=title, metrics=metrics, robustness=robustness
+    )
     return md_path, html_path, markdown_table(metrics)
