@@ -15,7 +15,7 @@ $(BIN)/biasjudge: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned so pip takes the CPU build rather than a multi-GB CUDA one.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[llamacpp,hf,train,hub,serve,dev]"
+	$(BIN)/python -m pip install -q -e ".[llamacpp,hf,train,hub,serve,ray,dev]"
 	touch $(BIN)/biasjudge
 
 # The main job: build the dataset (pairs, holdout + leakage check, labels, SFT/DPO rows; seconds),

@@ -154,6 +154,7 @@ class Outcome:
     batch_size: int | None = None
     retries_503: int = 0
     error: str | None = None
+    finished: float = field(default_factory=time.perf_counter)  # when the final answer came
 
 
 @dataclass
@@ -434,39 +435,62 @@ def load_level(
     return rows
 
 
+def timeline(phase: Phase, samples: list[tuple[float, float, float]], started: float) -> list[dict[str, Any]]:
+    """Per minute of a soak: answers, errors, latency, RSS and the other processes' CPU use."""
+    out = []
+    end = max((o.finished - started for o in phase.outcomes), default=0.0)
+    for minute in range(int(end // 60) + 1):
+        lo, hi = minute * 60, (minute + 1) * 60
+        done = [o for o in phase.outcomes if lo <= o.finished - started < hi]
+        ok = [o.seconds * 1000 for o in done if o.status == 200]
+        near = [s for s in samples if lo < s[0] <= hi + 5]
+        out.append({
+            "minute": minute, "answers": len(done), "ok": len(ok), "errors": len(done) - len(ok),
+            "p50_ms": round(percentile(ok, 50), 0) if ok else None, "max_ms": round(max(ok), 0) if ok else None,
+            "rss_mib": near[-1][1] if near else None,
+            "others_cpu_cores": round(sum(s[2] for s in near) / len(near), 2) if near else None,
+        })  # fmt: skip
+    return out
+
+
 def soak(
     server: Server, pairs: list[Pair], prefix: str, n: int, clients: int, deadline: float | None
 ) -> dict[str, Any]:
     """`n` requests from `clients` clients (stopping at `deadline`), RSS sampled every 5 s."""
     pid = server.process.pid
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, float]] = []  # (s since the start, RSS MiB, others' CPU cores since the last)
     stop = asyncio.Event()
+    started = time.perf_counter()
 
-    async def sampler(started: float) -> None:
-        while not stop.is_set():
-            samples.append((round(time.perf_counter() - started, 1), round(rss_mib(pid), 1)))
+    async def sampler() -> None:
+        meter = CpuMeter([pid])
+        while True:
+            samples.append((round(time.perf_counter() - started, 1), round(rss_mib(pid), 1), meter.others_cores()))
+            if stop.is_set():
+                return
+            meter = CpuMeter([pid])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 5)
 
     async def run() -> Phase:
-        started = time.perf_counter()
-        task = asyncio.create_task(sampler(started))
+        task = asyncio.create_task(sampler())
         phase = await _drive(server.url, jobs, clients, deadline, retry_503=False)
         stop.set()
         await task
-        samples.append((round(time.perf_counter() - started, 1), round(rss_mib(pid), 1)))
         return phase
 
     jobs = jobs_for(pairs, prefix, n)
     before = server_counters(server.url)
     meter = CpuMeter([pid])
     rss_start = rss_mib(pid)
+    started = time.perf_counter()
     phase = asyncio.run(run())
     rss_end = rss_mib(pid)
     others = meter.others_cores()
     after = server_counters(server.url)
     checks = exactly_once(phase, after["verdicts"] - before["verdicts"])
     checks["503s"] = phase.deliberate_503s + len(phase.bad_503s)
+    checks["504s"] = sum(1 for o in phase.outcomes if o.status == 504)
     out: dict[str, Any] = {
         "clients": clients,
         "requests_planned": n,
@@ -479,9 +503,15 @@ def soak(
         "rss_growth_mib": round(rss_end - rss_start, 1),
         "rss_peak_mib": round(rss_mib(pid, "VmHWM"), 1),
         "rss_flat": rss_end - rss_start <= RSS_FLAT_SHARE * rss_start,
-        "rss_samples_s_mib": samples[:: max(1, len(samples) // 40)] + ([samples[-1]] if samples else []),
         "other_processes_cpu_cores": others,
-    }
+        "timeline_per_minute": timeline(phase, samples, started),
+        "not_200": [
+            {"at_s": round(o.finished - started, 1), "status": o.status, "after_s": round(o.seconds, 1),
+             "error": (o.error or "")[:120]}
+            for o in phase.outcomes if o.status != 200
+        ][:30],
+        "samples_s_rss_mib_others_cores": samples,
+    }  # fmt: skip
     if out["throughput_rps"]:
         out["projected_s_for_5000"] = round(5000 / out["throughput_rps"], 0)
     return out
@@ -507,6 +537,8 @@ def main() -> None:
     parser.add_argument("--quiet-budget-minutes", type=float, default=10.0,
                         help="at most this long in all waiting for a quiet machine; then measure anyway")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="keep the servers' logs (a JSON line per request) here (default: a temp dir)")  # fmt: skip
     args = parser.parse_args()
     bench_start = time.perf_counter()
     holdout = read_records(resolve_data_dir(args.data_dir) / "judge-from-scratch" / "eval_set_unlabeled.jsonl", Pair)
@@ -526,7 +558,9 @@ def main() -> None:
     }
     gate("start", [])
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
-        logs = Path(tmp)
+        logs = args.log_dir or Path(tmp)
+        logs.mkdir(parents=True, exist_ok=True)
+        result["server_logs"] = str(args.log_dir) if args.log_dir else None
         batched = stack.enter_context(serve(args.judge, logs, "batched"))  # kept for the soak (4)
         with serve(args.judge, logs, "one_at_a_time", "--max-batch", "1") as single:
             servers = {"batched": batched, "one_at_a_time": single}
@@ -615,17 +649,17 @@ def table(result: dict[str, Any]) -> str:
     gain = ", ".join(f"{k[1:]} clients {v:.2f}x" for k, v in result["micro_batching_gain"].items())
     lines += ["", f"Micro-batching gain (batched / one-at-a-time throughput, same run): {gain}.", ""]
     lines += [
-        "| soak | requests | clients | lost | answered twice | 503s | transport errors | RSS start → end (MiB) | "
-        "duration (s) | req/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| soak | requests | clients | lost | answered twice | 503s | 504s | transport errors | "
+        "RSS start → end (MiB) | duration (s) | req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for key, label in (("soak_real_model", result["judge"]), ("soak_standin", "stand-in random:1")):
         s = result[key]
         c = s["checks"]
         lines.append(
             f"| {label} | {s['requests_done']} | {s['clients']} | {c['lost']} | {c['answered_twice']} | {c['503s']} | "
-            f"{c['transport_errors']} | {s['rss_start_mib']:.0f} → {s['rss_end_mib']:.0f} | {s['wall_s']:.0f} | "
-            f"{s['throughput_rps']:.2f} |"
+            f"{c['504s']} | {c['transport_errors']} | {s['rss_start_mib']:.0f} → {s['rss_end_mib']:.0f} | "
+            f"{s['wall_s']:.0f} | {s['throughput_rps']:.2f} |"
         )
     o = result["overload"]
     lines += [

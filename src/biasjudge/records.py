@@ -10,6 +10,7 @@ Judgment -> EvalLog.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -367,3 +368,65 @@ class EvalLog(Record):
     """checkpoint_name -> metric name -> value (None where undefined)."""
     detailed: list[Prediction] = Field(default_factory=list)
     """Every prediction of every run."""
+
+
+# --------------------------------------------------------------------------- ad-hoc pairs
+
+AD_HOC_BUCKET: PairCategory = "adversarial"
+"""The bucket of an ad-hoc pair (flags, a request): it has none, Pair requires one, the judge never reads it."""
+AD_HOC_UNKNOWN = "unknown"
+"""bias_category and response model of an ad-hoc pair, which nobody states."""
+
+
+def pair_from_fields(question: str, choices: Sequence[str], response_a: str, response_b: str, *, pair_id: str) -> Pair:
+    """The Pair judged for bare request fields: choices lettered A, B, C, ... in order, `pair_id`
+    also the question id, no bucket, category or response model stated.
+
+    The one construction of an ad-hoc pair: `biasjudge judge --question/--choice/--response-a/-b`
+    and the request rows of `biasjudge judge-file` (:class:`PairRequest`) both use it, so the same
+    fields give the same prompt, hence the same verdict.
+
+    >>> pair = pair_from_fields("Who was late?", ["The uncle", "The niece"], "The uncle.", "Unknown.", pair_id="r1")
+    >>> [c.letter for c in pair.answer_choices], pair.question_id, pair.response_b.text
+    (['A', 'B'], 'r1', 'Unknown.')
+    """
+    return Pair(
+        pair_id=pair_id,
+        question_id=pair_id,
+        question_text=question,
+        answer_choices=[AnswerChoice(letter=chr(ord("A") + i), text=c) for i, c in enumerate(choices)],
+        bias_category=AD_HOC_UNKNOWN,
+        response_a=Response(model=AD_HOC_UNKNOWN, text=response_a),
+        response_b=Response(model=AD_HOC_UNKNOWN, text=response_b),
+        pair_category=AD_HOC_BUCKET,
+    )
+
+
+REQUEST_MAX_CHOICES = 5
+"""Most answer choices a request may have (the service's limit, so its requests are valid rows too)."""
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+Choice = Annotated[str, StringConstraints(min_length=1, pattern=r"\S")]
+
+
+class PairRequest(Record):
+    """One pair to judge given by its bare fields: the service's request fields, a row of `judge-file`.
+
+    It becomes a :class:`Pair` through :func:`pair_from_fields`, as the flags of `biasjudge judge` do.
+    """
+
+    id: NonEmpty | None = None
+    """The caller's id of the pair; it becomes `pair_id` (judge-file uses `line-<n>` when absent)."""
+    question: NonEmpty
+    """Context and question, as shown to the judge."""
+    choices: list[Choice] = Field(min_length=2, max_length=REQUEST_MAX_CHOICES)
+    """The answer choices in order (lettered A, B, C, ...), 2 to 5, none of them blank; BBQ's have 3."""
+    response_a: NonEmpty
+    """Text of the response shown first."""
+    response_b: NonEmpty
+    """Text of the response shown second."""
+
+    def to_pair(self, default_id: str) -> Pair:
+        """The Pair judged for this request; `default_id` is its pair_id when the request has no id."""
+        return pair_from_fields(
+            self.question, self.choices, self.response_a, self.response_b, pair_id=self.id or default_id
+        )

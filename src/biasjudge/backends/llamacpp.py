@@ -130,7 +130,8 @@ class LlamaCppBackend:
         target: path of a .gguf file; '' or 'embedded' = the embedded Gemma 3 270M.
         spec: the spec string (for Judgment.judge).
         n_ctx: context length (prompt + generated tokens).
-        n_threads: CPU threads (default: all cores).
+        n_threads: CPU threads, for prompt evaluation (all of score mode) and generation alike
+            (default: all cores).
         n_batch: prompt tokens per decode call.
         chat_format: built-in turn format for models without a chat template.
         reuse_prefix: keep the KV cache between score calls and evaluate only new suffixes.
@@ -171,12 +172,14 @@ class LlamaCppBackend:
         self._format = turn_format(chat_format)
         # llama.cpp prints adapter-loading notes to stderr even with verbose=False.
         quiet: Any = contextlib.nullcontext() if verbose else _quiet_stderr()
+        threads = n_threads or os.cpu_count() or 1
         try:
             with quiet:
                 self._llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=n_ctx,
-                    n_threads=n_threads or os.cpu_count() or 1,
+                    n_threads=threads,
+                    n_threads_batch=threads,  # llama-cpp-python would give prompt evaluation every core
                     n_batch=n_batch,
                     n_ubatch=n_batch,
                     logits_all=False,

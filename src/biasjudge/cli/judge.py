@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from biasjudge.records import JudgeMode
 
 CLI_PAIR_ID = "cli"
-CLI_BUCKET = "adversarial"
-"""An ad-hoc pair has no bucket; Pair requires one and the judge never reads it."""
+"""pair_id (and question_id) of the pair given by flags."""
 
 
 def _stdin_text() -> str:
@@ -51,7 +50,7 @@ def _pair_from_json(source: str) -> Any:
 
 
 def _pair_from_flags(question: str | None, choices: list[str], response_a: str | None, response_b: str | None) -> Any:
-    from biasjudge.records import AnswerChoice, Pair, Response
+    from biasjudge.records import pair_from_fields
 
     missing = [
         flag
@@ -63,16 +62,7 @@ def _pair_from_flags(question: str | None, choices: list[str], response_a: str |
             f"give the pair with --pair-json, or with --question, --choice (repeat it) and both responses; missing: "
             f"{', '.join(missing + ([] if choices else ['--choice']))}"
         )
-    return Pair(
-        pair_id=CLI_PAIR_ID,
-        question_id=CLI_PAIR_ID,
-        question_text=question or "",
-        answer_choices=[AnswerChoice(letter=chr(ord("A") + i), text=c) for i, c in enumerate(choices)],
-        bias_category="unknown",
-        response_a=Response(model="unknown", text=response_a or ""),
-        response_b=Response(model="unknown", text=response_b or ""),
-        pair_category=CLI_BUCKET,
-    )
+    return pair_from_fields(question or "", choices, response_a or "", response_b or "", pair_id=CLI_PAIR_ID)
 
 
 def judge_command(

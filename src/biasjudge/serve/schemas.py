@@ -1,22 +1,26 @@
 """Request and response bodies of the service, and its settings.
 
 Field limits live here so that the OpenAPI schema states them and a request over a limit is a
-422 naming the field. Every schema carries a complete, valid example for the OpenAPI page.
+422 naming the field. Request bodies are strict: a value of another JSON type than the schema's
+(`"debias": 0`, `"id": 5`) is a 422, never silently coerced. Every schema carries a complete,
+valid example for the OpenAPI page.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
-from biasjudge.records import AnswerChoice, Judgment, Pair, Response
+from biasjudge.records import Judgment, Pair, pair_from_fields
 
 MAX_FIELD_CHARS = 20_000
 """Longest question or response text accepted (characters)."""
 MAX_CHOICES = 5
 """Most answer choices a question may have."""
+ChoiceText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_FIELD_CHARS, pattern=r"\S")]
+"""One answer choice: 1 to MAX_FIELD_CHARS characters, not all whitespace (stated in the schema)."""
 
 EXAMPLE_PAIR: dict[str, JsonValue] = {
     "question": (
@@ -33,40 +37,26 @@ class PairFields(BaseModel):
     """One pair to judge: a question with its answer choices and two responses to it."""
 
     model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, json_schema_extra={"example": EXAMPLE_PAIR}
+        extra="forbid", strict=True, use_attribute_docstrings=True, json_schema_extra={"example": EXAMPLE_PAIR}
     )
 
     id: str | None = Field(default=None, max_length=200)
     """Your id for the pair, echoed back as the judgment's pair_id (default: `pair`)."""
     question: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
     """Context and question, as the judge should read them."""
-    choices: list[str] = Field(min_length=2, max_length=MAX_CHOICES)
+    choices: list[ChoiceText] = Field(min_length=2, max_length=MAX_CHOICES)
     """The answer choices in order; they are lettered A, B, C, ..."""
     response_a: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
     """The first response."""
     response_b: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
     """The second response."""
 
-    @field_validator("choices")
-    @classmethod
-    def _choices_have_text(cls, choices: list[str]) -> list[str]:
-        for i, choice in enumerate(choices):
-            if not choice.strip() or len(choice) > MAX_FIELD_CHARS:
-                raise ValueError(f"choice {i} must be 1 to {MAX_FIELD_CHARS} characters")
-        return choices
-
     def to_pair(self) -> Pair:
-        """The Pair record the judge reads."""
-        pair_id = self.id or "pair"
-        return Pair(
-            pair_id=pair_id,
-            question_id=pair_id,
-            question_text=self.question,
-            answer_choices=[AnswerChoice(letter=chr(ord("A") + i), text=c) for i, c in enumerate(self.choices)],
-            bias_category="unknown",
-            response_a=Response(model="unknown", text=self.response_a),
-            response_b=Response(model="unknown", text=self.response_b),
-            pair_category="subtle_bias_vs_clean",
+        """The Pair record the judge reads: the one construction of an ad-hoc pair, as `biasjudge
+        judge --question ...` and request rows of `judge-file` build it, so the same fields are the
+        same prompt everywhere."""
+        return pair_from_fields(
+            self.question, self.choices, self.response_a, self.response_b, pair_id=self.id or "pair"
         )
 
 
@@ -76,7 +66,7 @@ Mode = Literal["score", "generate"]
 class JudgeOptions(BaseModel):
     """How to judge."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
     mode: Mode = "score"
     """score: one forward pass, verdict probabilities; generate: reasoning, then the verdict."""
@@ -84,13 +74,22 @@ class JudgeOptions(BaseModel):
     """Judge both orders and combine them (score mode only): position bias 0 by construction."""
 
 
+GENERATE_NEEDS_DEBIAS_OFF: dict[str, JsonValue] = {
+    "not": {"properties": {"mode": {"const": "generate"}, "debias": {"const": True}}, "required": ["mode"]}
+}
+"""The one rule across the options, stated in the schema: mode generate needs debias false (debias
+defaults to true and combines verdict probabilities, which only score mode has); the app answers
+such a body 422 naming `debias`."""
+
+
 class JudgeBody(PairFields, JudgeOptions):
     """`POST /v1/judge`: one pair and how to judge it."""
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         use_attribute_docstrings=True,
-        json_schema_extra={"example": {**EXAMPLE_PAIR, "mode": "score", "debias": True}},
+        json_schema_extra={"example": {**EXAMPLE_PAIR, "mode": "score", "debias": True}, **GENERATE_NEEDS_DEBIAS_OFF},
     )
 
 
@@ -99,8 +98,12 @@ class BatchBody(JudgeOptions):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         use_attribute_docstrings=True,
-        json_schema_extra={"example": {"pairs": [EXAMPLE_PAIR, {**EXAMPLE_PAIR, "id": "second"}], "mode": "score"}},
+        json_schema_extra={
+            "example": {"pairs": [EXAMPLE_PAIR, {**EXAMPLE_PAIR, "id": "second"}], "mode": "score"},
+            **GENERATE_NEEDS_DEBIAS_OFF,
+        },
     )
 
     pairs: list[PairFields] = Field(min_length=1, max_length=64)

@@ -52,7 +52,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from biasjudge.errors import BiasJudgeError, MissingDependency
 from biasjudge.records import PAIR_CATEGORIES, EvalLog, Pair, Prediction
 from biasjudge.serve.app import ApiError
-from biasjudge.serve.schemas import EXAMPLE_PAIR, MAX_CHOICES, ServeSettings
+from biasjudge.serve.schemas import EXAMPLE_PAIR, MAX_CHOICES, ErrorBody, ServeSettings
 from biasjudge.verdict import PARSE_FAIL, mirror
 
 if TYPE_CHECKING:
@@ -470,7 +470,8 @@ def register(app: FastAPI) -> None:
         response.headers["x-rows"] = str(len(rows))
         return response
 
-    @app.get("/eval/pairs.json", tags=["eval"])
+    # 404: the server browses no eval folder, or the folder holds no usable eval.
+    @app.get("/eval/pairs.json", tags=["eval"], responses={404: {"model": ErrorBody}})
     def eval_pairs(request: Request) -> JSONResponse:
         """The per-pair rows of the eval folder (filters: checkpoint, slice, bucket, human, agreement, swap)."""
         view = _usable(state.view())

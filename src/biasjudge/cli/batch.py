@@ -1,0 +1,169 @@
+"""`biasjudge judge-file IN OUT`: judge every pair of a file, streaming and resumable (locally or on Ray)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, cast
+
+import typer
+
+from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
+from biasjudge.cli.common import JudgeSpecOption, Mode, ModeOption, SystemPromptOption, console
+
+if TYPE_CHECKING:
+    from biasjudge.batch.judge_file import BatchSummary, Engine
+    from biasjudge.records import JudgeMode
+
+
+class EngineChoice(StrEnum):
+    """Where the judging runs (`--engine`)."""
+
+    local = "local"
+    ray = "ray"
+
+
+def _describe(summary: BatchSummary) -> list[str]:
+    verdicts = ", ".join(f"{k} {v}" for k, v in summary.verdicts.items())
+    rate = f" ({summary.rows_per_s:.2f} rows/s)" if summary.rows_per_s else ""
+    lines = [
+        f"{summary.rows_in} rows in {summary.input}: {summary.judged} judged, {summary.invalid} invalid"
+        + ("" if summary.complete else " (NOT complete: run the same command again)"),
+        f"this run: {summary.judged_now} judged, {summary.invalid_now} invalid, {summary.resumed} found done, "
+        f"{summary.elapsed_s:.1f} s{rate}",
+        f"verdicts: {verdicts}; parse failures: {summary.parse_failures}",
+        f"verdicts: {summary.output}",
+    ]
+    if summary.rejects:
+        lines.append(f"invalid rows, with line and reason: {summary.rejects}")
+    return lines
+
+
+def judge_file_command(
+    in_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="IN",
+            help=(
+                "Pairs to judge, one per row: JSON Lines, or Parquet (.parquet). A row is a Pair record (the "
+                "holdout file is a valid input) or request fields: id (optional), question, choices (2 to 5), "
+                "response_a, response_b. Invalid rows go to OUT's .rejects.jsonl with their line and reason."
+            ),
+            show_default=False,
+        ),
+    ],
+    out_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUT",
+            help=(
+                "Verdicts, one per valid row in input order (the Judgment, its row key as pair_id, its input line): "
+                "JSON Lines, or Parquet (.parquet; written at the end from the resumable OUT.partial.jsonl). "
+                "Killed at any point, the same command resumes: every row is judged exactly once."
+            ),
+            show_default=False,
+        ),
+    ],
+    judge: JudgeSpecOption = DEFAULT_JUDGE_SPEC,
+    mode: ModeOption = Mode.score,
+    system_prompt_file: SystemPromptOption = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Pairs per judge call (and per Ray batch). A kill loses at most the batches in flight.",
+        ),
+    ] = 8,
+    engine: Annotated[
+        EngineChoice,
+        typer.Option(
+            "--engine",
+            help=(
+                "local: judge in this process. ray: the same job on Ray Data, an actor pool with one judge per "
+                "actor (pip install 'ray[data]'); reading, rejects and writing stay in this process."
+            ),
+        ),
+    ] = EngineChoice.local,
+    actors: Annotated[
+        int, typer.Option("--actors", min=1, help="Ray: actors in the pool, each loading one judge (one model).")
+    ] = 1,
+    cpus_per_actor: Annotated[
+        float | None,
+        typer.Option(
+            "--cpus-per-actor",
+            help=(
+                "Ray: CPUs reserved per actor; a llama.cpp judge runs that many threads. Default: the local "
+                "runtime's CPUs divided among the actors; 1 on a cluster."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    gpus_per_actor: Annotated[
+        float,
+        typer.Option("--gpus-per-actor", min=0, help="Ray: GPUs per actor (1 for --judge vllm:MODEL on GPU workers)."),
+    ] = 0.0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help=(
+                "Ray: a cluster to join ('auto' on a cluster node, or HOST:6379); run this command on a cluster "
+                "node. Default: start a local Ray runtime."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    ray_cpus: Annotated[
+        int | None,
+        typer.Option(
+            "--ray-cpus",
+            min=1,
+            help="Ray: CPUs of the local runtime (default: all of this machine's); ignored with --ray-address.",
+            show_default=False,
+        ),
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rows, rate, time left) on stderr.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
+) -> None:
+    """Judge every pair of a JSONL or Parquet file: streaming, resumable, invalid rows to a side file.
+
+    Prints a summary (rows, verdict counts, parse failures, rows/s), also written to OUT's .summary.json.
+    """
+    from biasjudge.batch.judge_file import judge_file
+    from biasjudge.batch.ray_engine import RayOptions
+    from biasjudge.prompts import read_prompt_file
+
+    system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
+    where = f" on Ray ({actors} actor{'s' if actors > 1 else ''})" if engine is EngineChoice.ray else ""
+    console.print(f"judging {in_path} with {judge} ({mode.value} mode){where} -> {out_path}", highlight=False)
+    summary = judge_file(
+        in_path,
+        out_path,
+        judge=judge,
+        mode=cast("JudgeMode", mode.value),
+        system_prompt=system_prompt,
+        batch_size=batch_size,
+        engine=cast("Engine", engine.value),
+        ray=RayOptions(
+            actors=actors,
+            cpus_per_actor=cpus_per_actor,
+            gpus_per_actor=gpus_per_actor,
+            address=ray_address,
+            num_cpus=ray_cpus,
+        ),
+        progress=progress,
+        console=console,
+    )
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+        return
+    for line in _describe(summary):
+        typer.echo(line)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `judge-file` to the `biasjudge` app."""
+    app.command("judge-file")(judge_file_command)
