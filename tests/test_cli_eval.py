@@ -211,3 +211,26 @@ def test_quickstart_small(app: typer.Typer, shared_data: Path, gguf_model: Path,
     assert metrics["position_bias_single_order_in_dist"] is not None  # the model's own, still reported
     hybrid = json.loads((tmp_path / "hybrid-answer-key-judge" / "predictions.json").read_text())
     assert all("chose" in (p["reasoning"] or "") for p in hybrid["detailed"])
+
+
+def test_metrics_agreement_gives_judge_vs_judge_and_human(app: typer.Typer, jfs: Path, tmp_path: Path) -> None:
+    log = json.loads((jfs / REFERENCE_FILE).read_text())
+    [name] = {p["checkpoint_name"] for p in log["detailed"]}
+    ties = [{**p, "checkpoint_name": "all ties", "verdict": "TIE"} for p in log["detailed"]]
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps({**log, "metrics": {}, "detailed": log["detailed"] + ties}))
+    args = ["metrics", "--predictions", str(path), "--holdout", str(jfs / "eval_set_unlabeled.jsonl"), "--agreement"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    _ok(result)
+    found = {(a["first"], a["second"], a["slice"]): a for a in json.loads(result.stdout)}
+    assert set(found) == {
+        (a, b, s)
+        for a, b in (("human", name), ("human", "all ties"), (name, "all ties"))
+        for s in ("all", "in_dist", "ood_religion")
+    }
+    tie_column = found["human", "all ties", "all"]
+    assert tie_column["kappa"] == 0.0 and [row[:2] for row in tie_column["confusion"]] == [[0, 0]] * 3
+    assert 0.3 < found["human", name, "in_dist"]["kappa"] < 0.6  # the base model's stored in-dist kappa is 0.48
+    table = CliRunner().invoke(app, args, terminal_width=200)
+    _ok(table)
+    assert "Cohen's kappa between judges, ood_religion" in table.stdout and "all ties" in table.stdout

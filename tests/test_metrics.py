@@ -657,3 +657,82 @@ def test_empty_slices_are_none_not_nan() -> None:
     assert values["kappa_ood_religion"] is None and values["position_bias_ood"] is None
     assert values["self_consistency_t03"] is None
     json.dumps(values, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- judge vs judge
+
+
+def _two_judges(reference: tuple[dict, list[Pair]]) -> tuple[list[Pair], list[Prediction]]:
+    """The reference's base-model verdicts as judge `base`, and `flipper`: the same verdicts with
+    every third original-order A turned into B."""
+    stored, holdout = reference
+    base = [Prediction.model_validate(p) for p in stored["detailed"]]
+    flipper = [
+        p.model_copy(
+            update={
+                "checkpoint_name": "flipper",
+                "verdict": "B" if p.run_type == "original" and p.verdict == "A" and i % 3 == 0 else p.verdict,
+            }
+        )
+        for i, p in enumerate(base)
+    ]
+    return holdout, [*base, *flipper]
+
+
+def test_the_human_cell_of_the_agreement_is_the_judges_kappa(reference: tuple[dict, list[Pair]]) -> None:
+    holdout, predictions = _two_judges(reference)
+    [name] = {p["checkpoint_name"] for p in reference[0]["detailed"]}
+    metrics = M.compute_metrics(holdout, predictions, checkpoint=name)
+    found = {(a.first, a.second, a.slice): a for a in M.judge_agreement(holdout, predictions)}
+    assert [k[:2] for k in found if k[2] == "all"] == [("human", name), ("human", "flipper"), (name, "flipper")]
+    for key, slice_ in (("kappa_in_dist", "in_dist"), ("kappa_ood_religion", "ood_religion")):
+        cell = found["human", name, slice_]
+        assert cell.kappa == pytest.approx(metrics[key])
+        assert (cell.ci_low, cell.ci_high) == pytest.approx((metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"]))
+        assert cell.n == metrics[f"n_{slice_}"]
+
+
+def test_judge_agreement_counts_what_differs(reference: tuple[dict, list[Pair]]) -> None:
+    holdout, predictions = _two_judges(reference)
+    [name] = {p["checkpoint_name"] for p in reference[0]["detailed"]}
+    cell = next(
+        a for a in M.judge_agreement(holdout, predictions) if (a.first, a.second, a.slice) == (name, "flipper", "all")
+    )
+    originals = [p for p in predictions if p.run_type == "original"]
+    base = {p.pair_id: p.verdict for p in originals if p.checkpoint_name == name}
+    other = {p.pair_id: p.verdict for p in originals if p.checkpoint_name == "flipper"}
+    changed = sum(base[k] != other[k] for k in base)
+    assert changed > 10
+    assert cell.n == sum(base[k] != PARSE_FAIL for k in base)
+    assert cell.agreement == pytest.approx(1 - changed / cell.n)
+    assert cell.confusion[0][1] == changed and sum(map(sum, cell.confusion)) == cell.n  # A -> B only
+    assert cell.kappa is not None and 0 < cell.kappa < 1
+    # Agreement with itself is perfect.
+    [same_cell] = [
+        a for a in M.judge_agreement(holdout, predictions, judges=[name, name], with_humans=False) if a.slice == "all"
+    ]
+    assert (same_cell.kappa, same_cell.agreement) == (1.0, 1.0)
+
+
+def test_judge_agreement_refuses_an_unknown_judge_or_a_single_one() -> None:
+    pair = Pair.model_validate(
+        {
+            "pair_id": "p", "question_id": "q", "question_text": "Who?", "answer_choices": [], "bias_category": "age",
+            "pair_category": "clear_bias_vs_clean", "eval_slice": "in_dist",
+            "response_a": {"model": "m", "text": "x"}, "response_b": {"model": "m", "text": "y"},
+        }
+    )  # fmt: skip
+    preds = [Prediction(checkpoint_name="c", pair_id="p", run_type="original", verdict="A")]
+    with pytest.raises(MetricInputError, match="no predictions of judge"):
+        M.judge_agreement([pair], preds, judges=["c", "nobody"])
+    with pytest.raises(MetricInputError, match="needs two judges"):
+        M.judge_agreement([pair], preds)  # no human labels either
+
+
+def test_swap_consistency_is_one_minus_position_bias(reference: tuple[dict, list[Pair]]) -> None:
+    stored, holdout = reference
+    [name] = {p["checkpoint_name"] for p in stored["detailed"]}
+    metrics = M.compute_metrics(holdout, [Prediction.model_validate(p) for p in stored["detailed"]], checkpoint=name)
+    for key in ("in_dist", "ood"):
+        assert metrics[f"swap_consistency_{key}"] == pytest.approx(1 - metrics[f"position_bias_{key}"])
+        assert 0 < metrics[f"swap_consistency_{key}"] < 1

@@ -137,3 +137,28 @@ def test_the_report_shows_the_robustness_table_when_its_folder_has_one(
     (tmp_path / "robustness.json").write_text("{}")
     with pytest.raises(DataError, match=r"robustness\.json: field 'results'"):
         write_reports([merge_logs(logs)], holdout, tmp_path)
+
+
+def test_the_report_has_a_judge_vs_judge_matrix_per_slice(
+    logs: list[EvalLog], holdout: list[Pair], tmp_path: Path
+) -> None:
+    md, html, _ = write_reports([merge_logs(logs)], holdout, tmp_path)
+    text = md.read_text()
+    section = text[text.index("## Agreement between judges") :]
+    for key, n in (("all", 300), ("in_dist", 240), ("ood_religion", 60)):
+        block = section[section.index(f"**{key}**") :]
+        header, _, human, random_row, base = block.splitlines()[2:7]
+        assert header == "| | human | Random | Base Gemma 4 E4B |"
+        assert human.startswith("| human | 1 | ") and f"(n={n})" in human
+        assert random_row.split(" | ")[2] == "1"  # the diagonal
+        # Symmetric: the Random row's Base cell is the Base row's Random cell.
+        assert random_row.split(" | ")[3].rstrip(" |") == base.split(" | ")[2]
+    # The random judge agrees with nobody beyond chance; the base model with the humans somewhat.
+    kappa = lambda row, col: float(section.splitlines()[6 + row].split(" | ")[col].split()[0])  # noqa: E731
+    assert abs(kappa(1, 1)) < 0.15 and kappa(2, 1) > 0.2
+    assert "<h2>Agreement between judges</h2>" in html.read_text() and "<h3>ood_religion</h3>" in html.read_text()
+
+
+def test_one_judge_gets_no_agreement_section(logs: list[EvalLog], holdout: list[Pair], tmp_path: Path) -> None:
+    md, html, _ = write_reports([logs[1]], holdout, tmp_path)
+    assert "Agreement between judges" not in md.read_text() and "Agreement between judges" not in html.read_text()

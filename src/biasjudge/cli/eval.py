@@ -10,7 +10,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -82,18 +82,31 @@ def metrics_command(
             show_default=False,
         ),
     ] = None,
+    agreement: Annotated[
+        bool,
+        typer.Option(
+            "--agreement",
+            help=(
+                "Instead of the metrics: Cohen's kappa (with its interval) and the confusion counts between "
+                "every two judges of the log and the human labels, per slice."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Metrics per checkpoint, recomputed from a saved log without calling a model.
 
     Verbosity bias is the log's stored value (counted in the judge's own tokenizer) where it has
     one, or counted with --tokenizer; `verbosity_bias_whitespace` is the same metric in
-    whitespace words.
+    whitespace words. With --agreement: judge against judge (the humans being one of them).
     """
     from biasjudge.eval.report import log_metrics
     from biasjudge.eval.run import load_holdout, read_logs
 
     [log] = read_logs([predictions])
     pairs = load_holdout(holdout)
+    if agreement:
+        _print_agreement(log, pairs, as_json)
+        return
     if tokenizer is None:
         metrics = log_metrics(log, pairs, source=predictions, stored_fallback=False)
     else:
@@ -125,6 +138,41 @@ def metrics_command(
             cells.append("—" if value is None or math.isnan(value) else f"{value:.4f}")
         table.add_row(key, *cells)
     Console().print(table)
+
+
+def _print_agreement(log: Any, pairs: Any, as_json: bool) -> None:
+    import dataclasses
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from biasjudge.eval.metrics import LABELS, judge_agreement
+    from biasjudge.eval.report import agreement_matrices
+
+    found = judge_agreement(pairs, log.detailed)
+    out = Console()
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(a) for a in found], indent=2))
+        return
+    for key, names, rows in agreement_matrices(found):
+        table = Table(title=f"Cohen's kappa between judges, {key} (original order)")
+        table.add_column("")
+        for name in names:
+            table.add_column(name, justify="right")
+        for name, row in zip(names, rows, strict=True):
+            table.add_row(name, *row)
+        out.print(table)
+    for a in (a for a in found if a.slice == "all" and a.n):
+        table = Table(
+            title=f"{a.first} vs {a.second}",
+            caption=f"rows: {a.first}, columns: {a.second}; all slices, {a.agreement:.1%} of {a.n} pairs agree",
+        )
+        table.add_column("")
+        for label in LABELS:
+            table.add_column(label, justify="right")
+        for label, counts in zip(LABELS, a.confusion, strict=True):
+            table.add_row(label, *map(str, counts))
+        out.print(table)
 
 
 def eval_command(

@@ -18,7 +18,10 @@ The definitions are the reference's (judge-from-scratch `eval/eval_harness.py`),
   non-PARSE_FAIL original verdicts; tokens counted by a pluggable counter.
 
 Added here: seeded percentile-bootstrap intervals for every kappa, per-category kappa, confusion
-matrices, and calibration (Brier score, expected calibration error) of score-mode probabilities.
+matrices, calibration (Brier score, expected calibration error) of score-mode probabilities, swap
+consistency (JudgeLM's name for the share of pairs whose verdict mirrors under swap: one minus
+position bias, over the same pairs), and agreement between any two judges (:func:`judge_agreement`,
+the humans being one of them).
 Confusion counts and the Brier score are scikit-learn's; kappa is one formula of a confusion matrix
 (:func:`_kappa_from_confusion`) shared by :func:`cohen_kappa` and its bootstrap.
 A prediction's verdict is taken as it is: the judge settled it by its one truncation rule
@@ -680,6 +683,8 @@ def compute_metrics(
             and (s := runs.verdict("swapped", p.pair_id)) is not None
         ]
         out[f"position_bias_{key}"] = _nan_to_none(position_bias([o for o, _ in both], [s for _, s in both]))
+        bias = out[f"position_bias_{key}"]
+        out[f"swap_consistency_{key}"] = None if bias is None else round(1.0 - bias, 12)
 
     # Order-debiased judges: the position bias of the single-order model underneath.
     for key, name in (("in_dist", "in_dist"), ("ood", "ood_religion")):
@@ -728,6 +733,108 @@ def compute_metrics(
 
     ordered = {key: out.pop(key) for key in REFERENCE_KEYS}
     return {**ordered, **out}
+
+
+HUMAN = "human"
+"""The name of the human labels among the judges of :func:`judge_agreement`."""
+AGREEMENT_SLICES: dict[str, str | None] = {"all": None, **SLICES}
+"""Slice key -> eval_slice of an agreement (None: every pair)."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How two judges agree on the pairs both gave a verdict (PARSE_FAIL left out) of one slice."""
+
+    first: str
+    second: str
+    slice: str
+    """`all`, `in_dist` or `ood_religion`."""
+    n: int
+    """Pairs with a verdict of both."""
+    kappa: float | None
+    """Cohen's kappa between the two (None when undefined: no pair, or one label only)."""
+    ci_low: float | None
+    ci_high: float | None
+    agreement: float | None
+    """Share of those pairs with the same verdict."""
+    confusion: list[list[int]]
+    """Counts, rows: the first judge's verdict, columns: the second's, in LABELS order."""
+
+
+def judge_agreement(
+    holdout: Sequence[Pair],
+    predictions: Iterable[Prediction],
+    *,
+    judges: Sequence[str] | None = None,
+    run_type: str = "original",
+    with_humans: bool = True,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> list[Agreement]:
+    """Agreement of every two judges (and of each with the humans) on the holdout pairs, per slice.
+
+    Judge vs judge is the same kappa as judge vs human (:func:`cohen_kappa`, seeded bootstrap
+    interval), over the pairs both judges gave an A/B/TIE verdict in `run_type`. `judges` default:
+    every checkpoint of `predictions` in order of appearance; with `with_humans`, :data:`HUMAN`
+    (the pairs' `human_verdict`) comes first when any pair has a label.
+
+    Raises:
+        MetricInputError: fewer than two judges, an unknown judge, or as :func:`compute_metrics`.
+
+    >>> pair = lambda i, h: Pair.model_validate({
+    ...     "pair_id": i, "question_id": "q", "question_text": "Who?", "answer_choices": [],
+    ...     "bias_category": "age", "pair_category": "clear_bias_vs_clean", "eval_slice": "in_dist",
+    ...     "response_a": {"model": "m", "text": "x"}, "response_b": {"model": "m", "text": "y"},
+    ...     "human_verdict": h})
+    >>> preds = [Prediction(checkpoint_name=c, pair_id=i, run_type="original", verdict=v)
+    ...          for c, i, v in [("x", "p1", "A"), ("x", "p2", "B"), ("y", "p1", "A"), ("y", "p2", "TIE")]]
+    >>> found = judge_agreement([pair("p1", "A"), pair("p2", "B")], preds, n_resamples=0)
+    >>> [(a.first, a.second, a.n, a.agreement) for a in found if a.slice == "all"]
+    [('human', 'x', 2, 1.0), ('human', 'y', 2, 0.5), ('x', 'y', 2, 0.5)]
+    """
+    _check_holdout(holdout)
+    predictions = list(predictions)
+    present = list(dict.fromkeys(p.checkpoint_name for p in predictions))
+    names = list(judges) if judges is not None else present
+    unknown = [n for n in names if n not in present and n != HUMAN]
+    if unknown:
+        raise MetricInputError(f"no predictions of judge(s) {', '.join(map(repr, unknown))}; the log has {present}")
+    if with_humans and HUMAN not in names and any(p.human_verdict is not None for p in holdout):
+        names.insert(0, HUMAN)
+    if len(names) < 2:
+        raise MetricInputError(f"agreement needs two judges or a judge and human labels; got {names}")
+    verdicts: dict[str, dict[str, str]] = {}
+    for name in names:
+        if name == HUMAN:
+            verdicts[name] = {p.pair_id: p.human_verdict for p in holdout if p.human_verdict is not None}
+            continue
+        runs = _index(predictions, name)
+        _check_scorable(holdout, runs, name, labelled=False)
+        verdicts[name] = {
+            p.pair_id: v for p in holdout if (v := runs.verdict(run_type, p.pair_id)) is not None and v != PARSE_FAIL
+        }
+    out = []
+    for key, eval_slice in AGREEMENT_SLICES.items():
+        ids = [p.pair_id for p in holdout if eval_slice is None or p.eval_slice == eval_slice]
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                both = [pid for pid in ids if pid in verdicts[first] and pid in verdicts[second]]
+                y1, y2 = [verdicts[first][pid] for pid in both], [verdicts[second][pid] for pid in both]
+                low, high = kappa_interval(y1, y2, n_resamples=n_resamples, seed=seed) if n_resamples else (None, None)
+                out.append(
+                    Agreement(
+                        first=first,
+                        second=second,
+                        slice=key,
+                        n=len(both),
+                        kappa=_nan_to_none(cohen_kappa(y1, y2)) if both else None,
+                        ci_low=_nan_to_none(low),
+                        ci_high=_nan_to_none(high),
+                        agreement=sum(a == b for a, b in zip(y1, y2, strict=True)) / len(both) if both else None,
+                        confusion=confusion(y1, y2),
+                    )
+                )
+    return out
 
 
 def checkpoints(log: EvalLog) -> list[str]:

@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from biasjudge.errors import DataError
 from biasjudge.eval.metrics import (
+    AGREEMENT_SLICES,
     BUCKETS,
     LABELS,
     SLICES,
+    Agreement,
     TokenCounter,
     checkpoint_verbosity,
     confusion_by_slice,
+    judge_agreement,
     metrics_by_checkpoint,
 )
 from biasjudge.eval.robustness import NOTES as ROBUSTNESS_NOTES
@@ -58,6 +61,8 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
 OPTIONAL_ROWS: tuple[tuple[str, str, str], ...] = (
     ("Single-order position bias (in-dist)", "position_bias_single_order_in_dist", "pct"),
     ("Single-order position bias (OOD)", "position_bias_single_order_ood", "pct"),
+    ("Swap consistency (in-dist)", "swap_consistency_in_dist", "pct"),
+    ("Swap consistency (OOD)", "swap_consistency_ood", "pct"),
     ("Adversarial κ (in-dist)", "kappa_adversarial", "kappa"),
     ("Brier score (score mode)", "brier_score", "num"),
     ("Expected calibration error", "ece", "num"),
@@ -204,6 +209,52 @@ def all_metrics(logs: Sequence[EvalLog], holdout: Sequence[Pair]) -> dict[str, d
     return {name: values for log in logs for name, values in log_metrics(log, holdout).items()}
 
 
+def log_agreement(logs: Sequence[EvalLog], holdout: Sequence[Pair]) -> list[Agreement]:
+    """Judge-vs-judge agreement over every checkpoint of `logs` (and the humans), or [] when the
+    logs hold fewer than two judges with predictions."""
+    predictions = [p for log in logs for p in log.detailed]
+    if len({p.checkpoint_name for p in predictions}) < 2:
+        return []
+    return judge_agreement(holdout, predictions)
+
+
+def agreement_matrices(agreements: Sequence[Agreement]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(slice, judge names, rows of cells) per slice: a symmetric matrix of kappa [interval] (n)."""
+    out = []
+    for key in AGREEMENT_SLICES:
+        found = [a for a in agreements if a.slice == key]
+        if not any(a.n for a in found):
+            continue
+        names = list(dict.fromkeys(n for a in found for n in (a.first, a.second)))
+        cell: dict[tuple[str, str], str] = {}
+        for a in found:
+            text = "—" if a.kappa is None else f"{a.kappa:.3f}"
+            if a.ci_low is not None and a.ci_high is not None:
+                text += f" [{a.ci_low:.3f}, {a.ci_high:.3f}]"
+            cell[a.first, a.second] = cell[a.second, a.first] = f"{text} (n={a.n})"
+        rows = [[cell.get((r, c), "1") for c in names] for r in names]
+        out.append((key, names, rows))
+    return out
+
+
+AGREEMENT_NOTES = (
+    "Cohen's kappa between two judges' original-order verdicts (the humans' labels as one judge), over "
+    "the pairs both gave A, B or TIE, with a 95% percentile-bootstrap interval (1,000 resamples, seed 0). "
+    "`biasjudge metrics --agreement` prints the confusion counts behind each cell."
+)
+
+
+def agreement_section(agreements: Sequence[Agreement]) -> list[str]:
+    """The report's judge-vs-judge section (Markdown lines), one kappa matrix per slice."""
+    lines = ["## Agreement between judges", ""]
+    for key, names, rows in agreement_matrices(agreements):
+        escaped = [n.replace("|", "\\|") for n in names]
+        lines += [f"**{key}**", "", "| | " + " | ".join(escaped) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {name} | " + " | ".join(row) + " |" for name, row in zip(escaped, rows, strict=True)]
+        lines.append("")
+    return [*lines, AGREEMENT_NOTES]
+
+
 def read_robustness(folder: str | Path) -> RobustnessFile | None:
     """The robustness suite's results in `folder` (`robustness.json`), or None when it has none."""
     path = Path(folder) / ROBUSTNESS_FILE
@@ -235,6 +286,9 @@ def markdown_report(
     """A Markdown page: the table, the robustness section (when given), what each log is, and the notes."""
     metrics = metrics if metrics is not None else all_metrics(logs, holdout)
     lines = [f"# {title}", "", markdown_table(metrics), "", NOTES, ""]
+    agreements = log_agreement(logs, holdout)
+    if agreements:
+        lines += [*agreement_section(agreements), ""]
     if robustness is not None:
         lines += [*robustness_section(robustness), ""]
     lines += ["## Logs", ""]
@@ -378,6 +432,9 @@ def write_html_report(
         f'<h2>{esc(heading)}</h2><img alt="{esc(alt)}" src="data:image/png;base64,{_png(fig)}">'
         for heading, alt, fig in figures
     )
+    agreements = log_agreement(logs, holdout)
+    if agreements:
+        sections += _agreement_html(agreements)
     if robustness is not None:
         sections += _robustness_html(robustness)
     logs_list = "".join(f"<li><code>{esc(log.run_id)}</code>: {esc(log.note or '(no note)')}</li>" for log in logs)
@@ -394,6 +451,21 @@ def write_html_report(
     with atomic_open(out_path) as handle:
         handle.write(page)
     return out_path
+
+
+def _agreement_html(agreements: Sequence[Agreement]) -> str:
+    """The judge-vs-judge kappa matrices as HTML tables."""
+    esc = html.escape
+    parts = ["<h2>Agreement between judges</h2>"]
+    for key, names, rows in agreement_matrices(agreements):
+        head = "".join(f"<th>{esc(n)}</th>" for n in names)
+        body = "".join(
+            f"<tr><td>{esc(name)}</td>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+            for name, row in zip(names, rows, strict=True)
+        )
+        parts.append(f"<h3>{esc(key)}</h3><table><thead><tr><th></th>{head}</tr></thead><tbody>{body}</tbody></table>")
+    parts.append(f'<p class="note">{esc(AGREEMENT_NOTES)}</p>')
+    return "".join(parts)
 
 
 def _robustness_html(robustness: RobustnessFile) -> str:
