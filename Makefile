@@ -31,7 +31,7 @@ browser:
 test: $(BIN)/biasjudge browser
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(BIN)/biasjudge
 	$(BIN)/ruff check src tests bench

@@ -22,6 +22,9 @@ every request with a unique id that must come back as the judgment's pair_id.
 4. soak, real model: the batched server of (1), 16 clients, up to --soak-requests, stopped by the
    time cap (--max-minutes for the whole bench) if it comes first: the same checks, RSS sampled
    every 5 s; the time 5,000 requests would take at the measured rate is reported.
+   `--soak-only` runs this phase alone (into serve_soak.json); `--no-soak-debias` sends its
+   requests with `debias: false` (one order, one forward pass each: 5,000 real-model requests in
+   about 40 minutes here instead of 77).
 
 The CPUs may be shared. Before each phase the bench waits while another `python bench/...` runs,
 and while other processes keep more than --quiet-cores busy (at most --quiet-budget-minutes in
@@ -167,7 +170,7 @@ class Phase:
     bad_503s: list[str] = field(default_factory=list)
 
 
-def body_of(pair: Pair, rid: str) -> dict[str, Any]:
+def body_of(pair: Pair, rid: str, debias: bool = True) -> dict[str, Any]:
     return {
         "id": rid,
         "question": pair.question_text,
@@ -175,7 +178,7 @@ def body_of(pair: Pair, rid: str) -> dict[str, Any]:
         "response_a": pair.response_a.text,
         "response_b": pair.response_b.text,
         "mode": "score",
-        "debias": True,
+        "debias": debias,
     }
 
 
@@ -241,12 +244,14 @@ def drive(
     return asyncio.run(_drive(url, jobs, clients, deadline, retry_503))
 
 
-def jobs_for(pairs: list[Pair], prefix: str, n: int, offset: int = 0) -> list[tuple[str, dict[str, Any]]]:
+def jobs_for(
+    pairs: list[Pair], prefix: str, n: int, offset: int = 0, debias: bool = True
+) -> list[tuple[str, dict[str, Any]]]:
     """`n` requests over the holdout pairs from `offset` (cycling), ids `prefix-0`, `prefix-1`, ..."""
     out = []
     for i in range(n):
         rid = f"{prefix}-{i}"
-        out.append((rid, body_of(pairs[(offset + i) % len(pairs)], rid)))
+        out.append((rid, body_of(pairs[(offset + i) % len(pairs)], rid, debias)))
     return out
 
 
@@ -454,7 +459,13 @@ def timeline(phase: Phase, samples: list[tuple[float, float, float]], started: f
 
 
 def soak(
-    server: Server, pairs: list[Pair], prefix: str, n: int, clients: int, deadline: float | None
+    server: Server,
+    pairs: list[Pair],
+    prefix: str,
+    n: int,
+    clients: int,
+    deadline: float | None,
+    debias: bool = True,
 ) -> dict[str, Any]:
     """`n` requests from `clients` clients (stopping at `deadline`), RSS sampled every 5 s."""
     pid = server.process.pid
@@ -479,7 +490,11 @@ def soak(
         await task
         return phase
 
-    jobs = jobs_for(pairs, prefix, n)
+    # Warm up with requests of the soak's own kind (not counted), so that the judge it needs is loaded
+    # before RSS is read: a server loads a judge per kind of request on first use.
+    warm = drive(server.url, jobs_for(pairs, f"warm-{prefix}", 2, offset=len(pairs) - 2, debias=debias), 1)
+    assert all(o.status == 200 for o in warm.outcomes), warm.outcomes
+    jobs = jobs_for(pairs, prefix, n, debias=debias)
     before = server_counters(server.url)
     meter = CpuMeter([pid])
     rss_start = rss_mib(pid)
@@ -493,6 +508,7 @@ def soak(
     checks["504s"] = sum(1 for o in phase.outcomes if o.status == 504)
     out: dict[str, Any] = {
         "clients": clients,
+        "debias": debias,
         "requests_planned": n,
         "requests_done": len(phase.outcomes),
         "stopped_by_time_cap": len(phase.outcomes) < n,
@@ -520,6 +536,67 @@ def soak(
 # --------------------------------------------------------------------------- the run
 
 
+def phases_1_to_3(
+    args: argparse.Namespace, pairs: list[Pair], logs: Path, batched: Server, gate: Gate, result: dict[str, Any]
+) -> None:
+    """Load (1), overload (2) and the stand-in soak (3), into `result`."""
+    with serve(args.judge, logs, "one_at_a_time", "--max-batch", "1") as single:
+        servers = {"batched": batched, "one_at_a_time": single}
+        result["servers"] = {
+            name: {"flags": "--max-batch 16 (default), --batch-wait-ms 5" if name == "batched" else "--max-batch 1",
+                   "start_to_ready_s": round(s.started_s, 1), "rss_ready_mib": round(s.ready_rss_mib, 1)}
+            for name, s in servers.items()
+        }  # fmt: skip
+        for name, s in servers.items():  # warm-up (not measured): the first calls pay one-off costs
+            warm = drive(s.url, jobs_for(pairs, f"warm-{name}", 2, offset=len(pairs) - 2), 1)
+            assert all(o.status == 200 for o in warm.outcomes), warm.outcomes
+        # 1. load
+        load: list[dict[str, Any]] = []
+        offset = 0
+        for clients, n in zip(LEVELS, args.requests, strict=True):
+            load += load_level(servers, pairs, clients, n, offset, args.rounds, gate)
+            offset += n
+        result["load"] = load
+        result["micro_batching_gain"] = {
+            f"c{c}": round(
+                next(r["throughput_rps"] for r in load if r["clients"] == c and r["mode"] == "batched")
+                / next(r["throughput_rps"] for r in load if r["clients"] == c and r["mode"] == "one_at_a_time"),
+                3,
+            )
+            for c in LEVELS
+        }
+        result["servers"]["one_at_a_time"]["rss_after_load_mib"] = round(rss_mib(single.process.pid), 1)
+
+    # 2. overload: a small queue, deliberate 503s, each retried after Retry-After
+    with serve(args.judge, logs, "overload", "--max-queue", "4") as small:
+        pids = [batched.process.pid, small.process.pid]
+        gate("overload", pids)
+        jobs = jobs_for(pairs, "overload", args.overload_requests, offset=100)
+        phase, before, after, others = measured(small, pids, jobs, 16, retry_503=True)
+        checks = exactly_once(phase, after["verdicts"] - before["verdicts"])
+        result["overload"] = {
+            "server_flags": "--max-queue 4 (16 clients)",
+            "clients": 16,
+            **summary(phase),
+            "deliberate_503s": phase.deliberate_503s,
+            "other_503s": len(phase.bad_503s),
+            "server_503s_counted": after.get("status_503", 0) - before.get("status_503", 0),
+            "requests_that_were_retried": sum(1 for o in phase.outcomes if o.retries_503),
+            "p99_ms_including_retries": round(
+                percentile([o.total_seconds * 1000 for o in phase.outcomes if o.status == 200], 99), 1
+            ),
+            "checks": checks,
+            "other_processes_cpu_cores": others,
+        }
+        print(f"overload: {phase.deliberate_503s} deliberate 503s, {checks}", flush=True)
+
+    # 3. soak with the stand-in judge: the HTTP path alone, at the full count
+    with serve("random:1", logs, "standin") as standin:
+        gate("soak stand-in", [batched.process.pid, standin.process.pid])
+        result["soak_standin"] = soak(standin, pairs, "soak-standin", args.soak_requests, args.soak_clients, None)
+        print(f"soak (stand-in): {result['soak_standin']}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
@@ -536,10 +613,18 @@ def main() -> None:
                         help="before a phase, wait while other processes use more CPU cores than this")  # fmt: skip
     parser.add_argument("--quiet-budget-minutes", type=float, default=10.0,
                         help="at most this long in all waiting for a quiet machine; then measure anyway")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--soak-debias", action=argparse.BooleanOptionalAction, default=True,
+                        help="the real-model soak's requests judge both orders (--no-soak-debias: one order, "
+                        "one forward pass per request, twice the requests in the same time)")  # fmt: skip
+    parser.add_argument("--soak-only", action="store_true",
+                        help="only the real-model soak (4), written to bench/results/serve_soak.json")  # fmt: skip
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"default: {RESULTS.name}, serve_soak.json (--soak-only)"
+    )
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="keep the servers' logs (a JSON line per request) here (default: a temp dir)")  # fmt: skip
     args = parser.parse_args()
+    args.out = args.out or (RESULTS.with_name("serve_soak.json") if args.soak_only else RESULTS)
     bench_start = time.perf_counter()
     holdout = read_records(resolve_data_dir(args.data_dir) / "judge-from-scratch" / "eval_set_unlabeled.jsonl", Pair)
     pairs = holdout.records
@@ -562,66 +647,21 @@ def main() -> None:
         logs.mkdir(parents=True, exist_ok=True)
         result["server_logs"] = str(args.log_dir) if args.log_dir else None
         batched = stack.enter_context(serve(args.judge, logs, "batched"))  # kept for the soak (4)
-        with serve(args.judge, logs, "one_at_a_time", "--max-batch", "1") as single:
-            servers = {"batched": batched, "one_at_a_time": single}
-            result["servers"] = {
-                name: {"flags": "--max-batch 16 (default), --batch-wait-ms 5" if name == "batched" else "--max-batch 1",
-                       "start_to_ready_s": round(s.started_s, 1), "rss_ready_mib": round(s.ready_rss_mib, 1)}
-                for name, s in servers.items()
-            }  # fmt: skip
-            for name, s in servers.items():  # warm-up (not measured): the first calls pay one-off costs
-                warm = drive(s.url, jobs_for(pairs, f"warm-{name}", 2, offset=len(pairs) - 2), 1)
-                assert all(o.status == 200 for o in warm.outcomes), warm.outcomes
-            # 1. load
-            load: list[dict[str, Any]] = []
-            offset = 0
-            for clients, n in zip(LEVELS, args.requests, strict=True):
-                load += load_level(servers, pairs, clients, n, offset, args.rounds, gate)
-                offset += n
-            result["load"] = load
-            result["micro_batching_gain"] = {
-                f"c{c}": round(
-                    next(r["throughput_rps"] for r in load if r["clients"] == c and r["mode"] == "batched")
-                    / next(r["throughput_rps"] for r in load if r["clients"] == c and r["mode"] == "one_at_a_time"),
-                    3,
-                )
-                for c in LEVELS
-            }
-            result["servers"]["one_at_a_time"]["rss_after_load_mib"] = round(rss_mib(single.process.pid), 1)
-
-        # 2. overload: a small queue, deliberate 503s, each retried after Retry-After
-        with serve(args.judge, logs, "overload", "--max-queue", "4") as small:
-            pids = [batched.process.pid, small.process.pid]
-            gate("overload", pids)
-            jobs = jobs_for(pairs, "overload", args.overload_requests, offset=100)
-            phase, before, after, others = measured(small, pids, jobs, 16, retry_503=True)
-            checks = exactly_once(phase, after["verdicts"] - before["verdicts"])
-            result["overload"] = {
-                "server_flags": "--max-queue 4 (16 clients)",
-                "clients": 16,
-                **summary(phase),
-                "deliberate_503s": phase.deliberate_503s,
-                "other_503s": len(phase.bad_503s),
-                "server_503s_counted": after.get("status_503", 0) - before.get("status_503", 0),
-                "requests_that_were_retried": sum(1 for o in phase.outcomes if o.retries_503),
-                "p99_ms_including_retries": round(
-                    percentile([o.total_seconds * 1000 for o in phase.outcomes if o.status == 200], 99), 1
-                ),
-                "checks": checks,
-                "other_processes_cpu_cores": others,
-            }
-            print(f"overload: {phase.deliberate_503s} deliberate 503s, {checks}", flush=True)
-
-        # 3. soak with the stand-in judge: the HTTP path alone, at the full count
-        with serve("random:1", logs, "standin") as standin:
-            gate("soak stand-in", [batched.process.pid, standin.process.pid])
-            result["soak_standin"] = soak(standin, pairs, "soak-standin", args.soak_requests, args.soak_clients, None)
-            print(f"soak (stand-in): {result['soak_standin']}", flush=True)
+        if args.soak_only:
+            warm = drive(batched.url, jobs_for(pairs, "warm-batched", 2, offset=len(pairs) - 2), 1)
+            assert all(o.status == 200 for o in warm.outcomes), warm.outcomes
+            result["servers"] = {"batched": {"flags": "--max-batch 16 (default), --batch-wait-ms 5",
+                                             "start_to_ready_s": round(batched.started_s, 1),
+                                             "rss_ready_mib": round(batched.ready_rss_mib, 1)}}  # fmt: skip
+        else:
+            phases_1_to_3(args, pairs, logs, batched, gate, result)
 
         # 4. soak with the real model: the batched server of (1) again, until the count or the time cap
         gate("soak real model", [batched.process.pid])
         deadline = bench_start + gate.waited_s + args.max_minutes * 60 - 30  # 30 s to stop servers, write the file
-        result["soak_real_model"] = soak(batched, pairs, "soak", args.soak_requests, args.soak_clients, deadline)
+        result["soak_real_model"] = soak(
+            batched, pairs, "soak", args.soak_requests, args.soak_clients, deadline, args.soak_debias
+        )
         result["servers"]["batched"]["rss_after_soak_mib"] = result["soak_real_model"]["rss_end_mib"]
         print(f"soak (real model): {result['soak_real_model']}", flush=True)
 
@@ -636,31 +676,40 @@ def main() -> None:
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [
-        "| clients | mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | mean batch | others' CPU (cores) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in result["load"]:
-        lines.append(
-            f"| {row['clients']} | {row['mode'].replace('_', '-')} | {row['ok']} | {row['throughput_rps']:.2f} | "
-            f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['server_mean_batch']} | "
-            f"≤ {row['other_processes_cpu_cores_max']:.2f} |"
-        )
-    gain = ", ".join(f"{k[1:]} clients {v:.2f}x" for k, v in result["micro_batching_gain"].items())
-    lines += ["", f"Micro-batching gain (batched / one-at-a-time throughput, same run): {gain}.", ""]
+    lines: list[str] = []
+    if "load" in result:
+        lines += [
+            "| clients | mode | requests | throughput (req/s) | p50 (ms) | p99 (ms) | mean batch | "
+            "others' CPU (cores) |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in result["load"]:
+            lines.append(
+                f"| {row['clients']} | {row['mode'].replace('_', '-')} | {row['ok']} | {row['throughput_rps']:.2f} | "
+                f"{row['p50_ms']:.0f} | {row['p99_ms']:.0f} | {row['server_mean_batch']} | "
+                f"≤ {row['other_processes_cpu_cores_max']:.2f} |"
+            )
+        gain = ", ".join(f"{k[1:]} clients {v:.2f}x" for k, v in result["micro_batching_gain"].items())
+        lines += ["", f"Micro-batching gain (batched / one-at-a-time throughput, same run): {gain}.", ""]
     lines += [
         "| soak | requests | clients | lost | answered twice | 503s | 504s | transport errors | "
         "RSS start → end (MiB) | duration (s) | req/s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for key, label in (("soak_real_model", result["judge"]), ("soak_standin", "stand-in random:1")):
+        if key not in result:
+            continue
         s = result[key]
+        if key == "soak_real_model" and not s.get("debias", True):
+            label += " (one order per request)"
         c = s["checks"]
         lines.append(
             f"| {label} | {s['requests_done']} | {s['clients']} | {c['lost']} | {c['answered_twice']} | {c['503s']} | "
             f"{c['504s']} | {c['transport_errors']} | {s['rss_start_mib']:.0f} → {s['rss_end_mib']:.0f} | "
             f"{s['wall_s']:.0f} | {s['throughput_rps']:.2f} |"
         )
+    if "overload" not in result:
+        return "\n".join(lines)
     o = result["overload"]
     lines += [
         "",

@@ -46,6 +46,19 @@ def pytest_make_collect_report(collector: pytest.Collector):  # type: ignore[no-
     _fail_skips_in_ci(outcome.get_result())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller assembles the embedded GGUF once, before the workers
+    start, so that two workers never assemble the same file at the same time."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    try:
+        from biasjudge.backends.embedded import embedded_gguf_path
+
+        embedded_gguf_path()
+    except Exception:  # the gguf_model fixture reports a missing model, per test
+        pass
+
+
 @pytest.fixture
 def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """A copy of the backend registry for this test: schemes it registers vanish afterwards."""

@@ -74,7 +74,13 @@ def test_html_page_is_self_contained_with_the_plots(logs: list[EvalLog], holdout
     page = path.read_text()
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     alts = [alt for alt, _ in images]
-    assert alts == ["kappa per bucket with 95% bootstrap intervals", "position bias per slice", "confusion matrices"]
+    assert alts == [
+        "kappa per bucket with 95% bootstrap intervals",
+        "position bias per slice",
+        "confusion matrices",
+        "reliability diagrams per slice",
+        "kappa against coverage per slice",
+    ]
     for _, data in images:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
     assert "<th>Random</th>" in page and "<th>Base Gemma 4 E4B</th>" in page
@@ -162,3 +168,21 @@ def test_the_report_has_a_judge_vs_judge_matrix_per_slice(
 def test_one_judge_gets_no_agreement_section(logs: list[EvalLog], holdout: list[Pair], tmp_path: Path) -> None:
     md, html, _ = write_reports([logs[1]], holdout, tmp_path)
     assert "Agreement between judges" not in md.read_text() and "Agreement between judges" not in html.read_text()
+
+
+def test_the_html_report_has_reliability_and_coverage_plots_for_judges_with_probabilities(
+    logs: list[EvalLog], holdout: list[Pair], tmp_path: Path
+) -> None:
+    from biasjudge.eval.report import confidence_rows
+
+    rows = confidence_rows(logs, holdout)
+    assert set(rows) == {"Random"}  # the reference's base-model log has no probabilities
+    assert {name: len(labels) for name, (labels, _, _) in rows["Random"].items()} == {
+        "in_dist": 240,
+        "ood_religion": 60,
+    }
+    page = write_html_report(logs, holdout, tmp_path / "r.html").read_text()
+    for heading in ("Reliability (calibration)", "κ against coverage (abstention)"):
+        assert f"<h2>{heading}</h2>" in page
+    md = write_reports(logs, holdout, tmp_path)[0].read_text()
+    assert "| ECE (in-dist) |" in md and "| κ at 90% coverage (in-dist) |" in md

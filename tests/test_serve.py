@@ -457,3 +457,51 @@ def test_a_browser_logs_in_once_and_holds_the_key_in_an_httponly_cookie(tmp_path
         with httpx.Client(base_url=url, cookies=ok.cookies) as browser:
             assert browser.get("/metrics").status_code == 200
             assert browser.post("/v1/judge", json=PAIR).status_code == 200
+
+
+def test_a_request_whose_client_left_is_not_judged() -> None:
+    factory, made = recording(delay=1.0)
+    settings = ServeSettings(judge=None, max_batch=1)
+    with running(create_app(settings, judge_factory=factory)) as url:
+        _wait_ready(url)
+        first: dict[str, Any] = {}
+        busy = threading.Thread(target=lambda: first.update(reply=httpx.post(f"{url}/v1/judge", json=PAIR)))
+        busy.start()  # the model is busy with this one for a second
+        time.sleep(0.2)
+        with pytest.raises(httpx.ReadTimeout):  # this one waits in the queue; its client gives up
+            httpx.post(f"{url}/v1/judge", json={**PAIR, "id": "left"}, timeout=0.3)
+        busy.join()
+        assert first["reply"].status_code == 200
+        time.sleep(1.5)  # time enough for the worker to have judged the abandoned pair, had it not skipped it
+        assert sum(made[0].calls) == 1
+        text = httpx.get(f"{url}/metrics").text
+        assert 'biasjudge_requests_total{route="/v1/judge",status="499"} 1.0' in text
+        assert httpx.post(f"{url}/v1/judge", json=PAIR).status_code == 200  # still serving
+
+
+@pytest.mark.slow
+def test_the_served_score_judges_share_one_model(jfs: Path, gguf_model: Path) -> None:
+    from biasjudge.io import read_records
+    from biasjudge.records import Pair
+    from biasjudge.serve.app import default_judge_factory
+
+    def backend_of(judge: Any) -> Any:
+        while not hasattr(judge, "backend"):
+            judge = judge.inner
+        return judge.backend
+
+    make = default_judge_factory("llamacpp:embedded")
+    both, single = make(JudgeKey("score", True)), make(JudgeKey("score", False))
+    alone = make_judge("llamacpp:embedded", mode="score", order="single")
+    try:
+        assert backend_of(both) is backend_of(single)  # one model in memory for both kinds of request
+        pair = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[0]
+        [shared], [own] = single.judge_batch([JudgeRequest(pair)]), alone.judge_batch([JudgeRequest(pair)])
+        assert shared.judge == own.judge == "llamacpp:embedded?order=single"
+        assert shared.probs == pytest.approx(own.probs) and shared.verdict == own.verdict
+        assert shared.single_order_verdict is None  # a single-order judgment, not a combined one
+        [combined] = both.judge_batch([JudgeRequest(pair)])
+        assert combined.single_order_verdict == own.verdict
+    finally:
+        for judge in (both, single, alone):
+            judge.close()

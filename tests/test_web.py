@@ -193,7 +193,10 @@ def test_the_eval_page_shows_the_reports_table_and_plots(url: str, eval_folder: 
     assert cells == _card_from_report(eval_folder)  # the same table as the eval's report.md, intervals and all
     assert "[" in cells[1][1]  # kappa in-dist with its interval
     images = page.locator(".plots img")
-    assert images.count() == 3
+    # kappa, position bias, confusion; reliability and coverage as `random:0` has probabilities
+    assert images.locator("xpath=..").evaluate_all(
+        "links => links.map(a => a.getAttribute('href').split('.png')[0])"
+    ) == [f"/eval/plots/{name}" for name in ("kappa", "position-bias", "confusion", "reliability", "coverage")]
     page.wait_for_function("[...document.querySelectorAll('.plots img')].every(i => i.complete && i.naturalWidth > 0)")
 
 

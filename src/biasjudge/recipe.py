@@ -12,8 +12,10 @@
 5. Export: the adapter to a GGUF LoRA (f16) with its manifest (system prompt and its sha256, chat
    format, adapter sha256, training data sha256s, config, commit).
 6. Evaluate, order-debiased, with llama.cpp on the unchanged base GGUF: the validation split
-   (kappa against its labels) and the 300-pair holdout (the reference protocol, 7 runs); then the
-   model card. `install=True` copies adapter, manifest and card into the package
+   (kappa against its labels), on which the calibration of the verdict probabilities is fitted
+   (`calibration.json` beside the adapter; temperature or isotonic, whichever cross-validates
+   better), and the 300-pair holdout with that calibration (the reference protocol, 7 runs); then
+   the model card. `install=True` copies adapter, manifest, calibration and card into the package
    (`biasjudge/assets/embedded-judge/`), which makes them `llamacpp:embedded`.
 
 Every stage writes into `output_dir`; a killed run restarts where it stopped (training resumes
@@ -191,15 +193,32 @@ def validation_kappa(pairs: Sequence[Pair], log: Any, prefer_teacher: bool) -> d
     }
 
 
-def _evaluate(adapter: Path, pairs: Sequence[Pair], out: Path, runs: str, name: str) -> Any:
+def _evaluate(
+    adapter: Path, pairs: Sequence[Pair], out: Path, runs: str, name: str, calibration: Path | None = None
+) -> Any:
     from biasjudge.eval.protocol import run_eval, select_runs
     from biasjudge.judge.judge import make_judge
 
-    judge = make_judge("llamacpp:embedded-base", lora_path=str(adapter))
+    options: dict[str, Any] = {"calibration": str(calibration)} if calibration is not None else {}
+    judge = make_judge("llamacpp:embedded-base", lora_path=str(adapter), **options)
     try:
         return run_eval(judge, pairs, out, checkpoint_name=name, runs=select_runs(runs))
     finally:
         judge.close()
+
+
+def _calibrate(log: Any, pairs: Sequence[Pair], prefer_teacher: bool, out: Path) -> str:
+    """Fit the judge's calibration on the validation split against its training labels (never the
+    holdout) and write it beside the adapter; a one-line summary of what was fitted."""
+    from biasjudge.eval.calibration import calibration_rows, fit_calibration
+    from biasjudge.io import write_json
+
+    source = "teacher" if prefer_teacher and any(p.label_from("teacher") for p in pairs) else "answer_key"
+    labels, probs = calibration_rows(log, pairs, source)  # type: ignore[arg-type]
+    fitted = fit_calibration(labels, probs, "auto", fitted_on={"split": "validation", "labels": source})
+    write_json(out, fitted)
+    found = fitted.fit_split
+    return f"{fitted.method} on {found['n']} validation pairs: ECE {found['ece_before']} -> {found['ece_after']}"
 
 
 def train_judge(
@@ -207,6 +226,7 @@ def train_judge(
 ) -> RecipeResult:
     """Run the whole recipe (see the module docstring) and return what it wrote."""
     from biasjudge.dataset import build_dataset
+    from biasjudge.judge.calibration import CALIBRATION_FILE
     from biasjudge.judge.shipped import ADAPTER_FILE, CARD_FILE, manifest_path, shipped_dir, write_manifest
     from biasjudge.prompting import DEFAULT_TURN_FORMAT
     from biasjudge.rows import split_of
@@ -321,6 +341,8 @@ def train_judge(
     if validation_pairs:
         val_log = _evaluate(adapter, validation_pairs, out / "eval" / "validation", "original,swapped", "validation")
         validation = validation_kappa(validation_pairs, val_log, config.teacher_labels)
+        calibration = _calibrate(val_log, validation_pairs, config.teacher_labels, adapter.parent / CALIBRATION_FILE)
+        log(f"calibration: {calibration}")
     seconds["validation_eval"] = round(time.perf_counter() - started, 1)
     log(f"validation: {json.dumps(validation)}")
     holdout_metrics: dict[str, Any] = {}
@@ -329,7 +351,15 @@ def train_judge(
         started = time.perf_counter()
         holdout = read_records(build.files["holdout"], Pair).records
         holdout_dir = out / "eval" / "holdout"
-        hold_log = _evaluate(adapter, holdout, holdout_dir, config.holdout_runs, CHECKPOINT_NAME)
+        calibrated = adapter.parent / CALIBRATION_FILE
+        hold_log = _evaluate(
+            adapter,
+            holdout,
+            holdout_dir,
+            config.holdout_runs,
+            CHECKPOINT_NAME,
+            calibrated if calibrated.is_file() else None,
+        )
         holdout_metrics = dict(hold_log.metrics[CHECKPOINT_NAME])
         seconds["holdout_eval"] = round(time.perf_counter() - started, 1)
     manifest_extra["validation"] = validation
@@ -344,8 +374,10 @@ def train_judge(
     if install:
         installed = shipped_dir()
         installed.mkdir(parents=True, exist_ok=True)
-        for source in (adapter, manifest_path(adapter), card):
-            shutil.copyfile(source, installed / source.name)
+        calibration_file = adapter.parent / CALIBRATION_FILE
+        for source in (adapter, manifest_path(adapter), card, calibration_file):
+            if source.is_file():
+                shutil.copyfile(source, installed / source.name)
         log(f"installed into {installed}")
     write_json(
         out / "recipe.json",
@@ -371,8 +403,25 @@ _CARD_KEYS = (
 """Holdout metrics recorded in the manifest (the card has them all)."""
 
 
+def _calibration_note(path: Path) -> list[str]:
+    """The card's line on the calibration beside the adapter, when there is one."""
+    from biasjudge.judge.calibration import read_calibration
+
+    if not path.is_file():
+        return []
+    calibration = read_calibration(path)
+    fit = calibration.fit_split
+    what = f"temperature T = {calibration.temperature:.3f}" if calibration.temperature else calibration.method
+    return [
+        f"- calibration (`{path.name}`): {what}, fitted on {fit.get('n')} validation pairs "
+        f"({calibration.fitted_on.get('labels', '?')} labels); ECE there {fit.get('ece_before')} -> "
+        f"{fit.get('ece_after')}; applied wherever the judge runs (`?calibration=none` turns it off)"
+    ]
+
+
 def write_card(path: Path, adapter: Path, *, holdout_dir: Path | None) -> Path:
     """The shipped judge's model card: what it was trained on, how, its sha256s and its holdout metrics."""
+    from biasjudge.judge.calibration import CALIBRATION_FILE
     from biasjudge.judge.shipped import read_manifest
     from biasjudge.train.card import write_model_card
 
@@ -393,6 +442,7 @@ def write_card(path: Path, adapter: Path, *, holdout_dir: Path | None) -> Path:
             f"- steps {training.get('steps')}, epochs {training.get('epochs')}, "
             f"{training.get('real_tokens_per_s')} real tokens/s, train loss {training.get('train_loss')}",
             f"- validation split: {json.dumps(extra.get('validation', {}))}",
+            *_calibration_note(adapter.parent / CALIBRATION_FILE),
             "",
             "| input | sha256 |",
             "|---|---|",

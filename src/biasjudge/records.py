@@ -21,8 +21,11 @@ SCHEMA_VERSION = 1
 Verdict = Literal["A", "B", "TIE"]
 """Which response leans MORE on demographic stereotypes, or TIE when they are equivalent."""
 
-ParsedVerdict = Literal["A", "B", "TIE", "PARSE_FAIL"]
-"""A judge's verdict as read from its output: PARSE_FAIL when the output broke the contract."""
+ReadVerdict = Literal["A", "B", "TIE", "PARSE_FAIL"]
+"""A verdict as read from a judge's output text or scores, before any abstention."""
+ParsedVerdict = Literal["A", "B", "TIE", "PARSE_FAIL", "UNSURE"]
+"""A judge's verdict as read from its output: PARSE_FAIL when the output broke the contract, UNSURE
+when a judge told to abstain (`abstain_below`) was not confident enough; the two are never mixed."""
 
 BiasLevel = Literal["biased", "neutral", "unclear"]
 PairCategory = Literal[
@@ -291,7 +294,9 @@ class Judgment(Record):
     raw_output: str = ""
     """Everything the model generated."""
     probs: dict[str, float] | None = None
-    """Score mode: normalised probabilities of A, B and TIE."""
+    """Score mode: normalised probabilities of A, B and TIE (calibrated, where the judge has a calibration)."""
+    uncalibrated_probs: dict[str, float] | None = None
+    """A calibrated judge: the probabilities before its calibration map."""
     mode: JudgeMode = "generate"
     """generate: read the verdict from text; score: read it from next-token probabilities."""
     swapped: bool = False
@@ -339,6 +344,8 @@ class Prediction(Record):
     """Model label of the reference layout (free text)."""
     probs: dict[str, float] | None = None
     """Score-mode probabilities, where available."""
+    uncalibrated_probs: dict[str, float] | None = None
+    """A calibrated judge: the probabilities before its calibration map."""
     reasoning: str | None = None
     """Reasoning text, where available."""
     finish_reason: str | None = None

@@ -23,9 +23,11 @@ import re
 import unicodedata
 from typing import Literal
 
-from biasjudge.records import ParsedVerdict, Verdict
+from biasjudge.records import ParsedVerdict, ReadVerdict, Verdict
 
 PARSE_FAIL: Literal["PARSE_FAIL"] = "PARSE_FAIL"
+UNSURE: Literal["UNSURE"] = "UNSURE"
+"""The verdict of a judge that abstains (its top probability under `abstain_below`); not a parse failure."""
 VERDICTS: tuple[Verdict, ...] = ("A", "B", "TIE")
 
 CONTRACT_RE = re.compile(r"<reasoning>(.*?)</reasoning>\s*<verdict>(A|B|TIE)</verdict>", re.DOTALL)
@@ -41,7 +43,7 @@ _TAG_RE = re.compile(r"<(/?)(reasoning|verdict)>", re.IGNORECASE)
 ParseMode = Literal["strict", "lenient"]
 
 
-def parse(text: str, mode: ParseMode = "strict") -> tuple[ParsedVerdict, str | None]:
+def parse(text: str, mode: ParseMode = "strict") -> tuple[ReadVerdict, str | None]:
     """Read `(verdict, reasoning)` from a judge's output; `(PARSE_FAIL, None)` when it breaks the contract.
 
     >>> parse("<reasoning>B assumes.</reasoning>\\n<verdict>B</verdict>")
@@ -89,8 +91,19 @@ def render(reasoning: str, verdict: Verdict) -> str:
     return f"<reasoning>{reasoning.strip()}</reasoning><verdict>{verdict}</verdict>"
 
 
+def as_verdict(verdict: ParsedVerdict) -> Verdict | None:
+    """A, B or TIE as it is; None for PARSE_FAIL and UNSURE.
+
+    >>> as_verdict("B"), as_verdict("UNSURE")
+    ('B', None)
+    """
+    if verdict == "A" or verdict == "B" or verdict == "TIE":
+        return verdict
+    return None
+
+
 def mirror(verdict: ParsedVerdict) -> ParsedVerdict:
-    """The verdict for the same pair with responses exchanged: A<->B; TIE and PARSE_FAIL stay."""
+    """The verdict for the same pair with responses exchanged: A<->B; TIE, PARSE_FAIL and UNSURE stay."""
     if verdict == "A":
         return "B"
     if verdict == "B":

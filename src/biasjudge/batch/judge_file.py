@@ -147,7 +147,7 @@ class BatchSummary(Record):
     complete: bool
     """Every input row is in OUT or in the rejects file, exactly once (judged + invalid == rows_in)."""
     verdicts: dict[str, int]
-    """Verdict counts over OUT: A, B, TIE and PARSE_FAIL."""
+    """Verdict counts over OUT: A, B, TIE and PARSE_FAIL (and UNSURE, for a judge that abstains)."""
     parse_failures: int
     """Rows of OUT whose judge output broke the verdict contract (verdict PARSE_FAIL)."""
     elapsed_s: float
@@ -764,7 +764,7 @@ def _check_arguments(source: Path, paths: _Paths, batch_size: int, engine: str, 
 
 def _totals(paths: _Paths) -> tuple[Counter[str], int]:
     """(verdict counts over OUT, rows in the rejects file); writes the Parquet OUT from its partial."""
-    verdicts: Counter[str] = Counter({v: 0 for v in (*VERDICTS, PARSE_FAIL)})
+    verdicts: Counter[str] = Counter({v: 0 for v in (*VERDICTS, PARSE_FAIL)})  # UNSURE counted when it occurs
 
     def counted(records: Iterable[FileJudgment]) -> Iterator[FileJudgment]:
         for record in records:

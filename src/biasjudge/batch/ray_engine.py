@@ -209,6 +209,7 @@ def _results(
     dataset = data.read_text(
         [str(f) for f in files],
         num_cpus=0,
+        concurrency=options.actors,  # enough to keep the actors fed; more would only spawn idle workers
         override_num_blocks=len(files),
         label_selector={NODE_LABEL: ray.get_runtime_context().get_node_id()},
     ).map_batches(

@@ -117,3 +117,17 @@ SkipInvalidOption = Annotated[
     bool,
     typer.Option("--skip-invalid", help="Go on past invalid input rows; write them to a .rejects.jsonl side file."),
 ]
+
+AbstainOption = Annotated[
+    float | None,
+    typer.Option(
+        "--abstain-below",
+        min=0.0,
+        max=1.0,
+        help=(
+            "Score mode: a verdict whose top (calibrated) probability is under P becomes UNSURE, its "
+            "probabilities kept; counted apart from PARSE_FAIL. The same as '?abstain_below=P' on the spec."
+        ),
+        show_default=False,
+    ),
+]

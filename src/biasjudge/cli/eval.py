@@ -283,9 +283,109 @@ def quickstart_command(
     console.print(f"quick start finished in {time.perf_counter() - started:.0f} s")
 
 
+def calibrate_command(
+    predictions: Annotated[
+        Path,
+        typer.Option(
+            "--predictions",
+            help="Eval log of the judge in score mode on the CALIBRATION split (never the holdout), e.g. "
+            "runs/embedded-judge/eval/validation/predictions.json.",
+        ),
+    ],
+    pairs: Annotated[Path, typer.Option("--pairs", help="The labelled pairs of that split (JSONL/Parquet).")],
+    out: Annotated[Path, typer.Option("--out", help="Where the calibration goes (calibration.json).", dir_okay=False)],
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            help="Which labels the probabilities are calibrated against: human, teacher or answer_key "
+            "(the shipped judge's training labels).",
+        ),
+    ] = "answer_key",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="temperature (one T, verdicts unchanged), isotonic (per choice, can change verdicts), or auto: "
+            "the one with the lower 5-fold cross-validated Brier score.",
+        ),
+    ] = "auto",
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="The judge of the log to calibrate (when it has several).")
+    ] = None,
+    check_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--check-predictions",
+            help="An eval log of the same judge on the holdout: report ECE and Brier before and after, per slice.",
+        ),
+    ] = None,
+    holdout: HoldoutOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Fit a calibration map of a judge's verdict probabilities, and save it.
+
+    Apply it with `--judge 'SPEC?calibration=calibration.json'` anywhere a judge is named; the
+    shipped judge applies the calibration.json beside its adapter unless `?calibration=none`.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from biasjudge.eval.calibration import (
+        LABEL_CHOICES,
+        METHODS,
+        calibration_rows,
+        evaluate_calibration,
+        fit_calibration,
+    )
+    from biasjudge.eval.run import read_logs, resolve_holdout
+    from biasjudge.io import read_records, sha256_file, write_json
+    from biasjudge.records import Pair
+
+    if labels not in LABEL_CHOICES:
+        raise ConfigError(f"--labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}")
+    if method not in METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    [log] = read_logs([predictions])
+    split = read_records(pairs, Pair).records
+    y, probs = calibration_rows(log, split, labels, checkpoint)  # type: ignore[arg-type]
+    fitted_on = {
+        "predictions": str(predictions),
+        "predictions_sha256": sha256_file(predictions),
+        "pairs": str(pairs),
+        "labels": labels,
+        "checkpoint": checkpoint or log.detailed[0].checkpoint_name,
+    }
+    calibration = fit_calibration(y, probs, method, fitted_on=fitted_on)  # type: ignore[arg-type]
+    table = Table(title=f"{calibration.method} calibration fitted on {len(y)} pairs ({labels} labels)")
+    for column in ("rows", "ECE before", "ECE after", "Brier before", "Brier after"):
+        table.add_column(column, justify="right")
+
+    def add(name: str, found: dict[str, float]) -> None:
+        table.add_row(name, *(f"{found[k]:.4f}" for k in ("ece_before", "ece_after", "brier_before", "brier_after")))
+
+    add(f"fit split (in-sample, n={len(y)})", calibration.fit_split)
+    if check_predictions is not None:
+        [check_log] = read_logs([check_predictions])
+        held = resolve_holdout(holdout, None, data_dir)
+        checks: dict[str, Any] = {}
+        slices = {"all": held, **{s: [p for p in held if p.eval_slice == s] for s in ("in_dist", "ood_religion")}}
+        for name, part in slices.items():
+            hy, hp = calibration_rows(check_log, part, "human", checkpoint)
+            checks[name] = {"n": len(hy), **evaluate_calibration(calibration, hy, hp)}
+            add(f"holdout {name} (n={len(hy)})", checks[name])
+        calibration = calibration.model_copy(update={"holdout_check": checks})
+    write_json(out, calibration)
+    Console().print(table)
+    if calibration.temperature is not None:
+        console.print(f"temperature {calibration.temperature:.4f}")
+    console.print(f"written: {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the eval commands to the `biasjudge` app."""
     app.command("metrics")(metrics_command)
+    app.command("calibrate")(calibrate_command)
     app.command("eval")(eval_command)
     app.command("report")(report_command)
     app.command("quickstart")(quickstart_command)

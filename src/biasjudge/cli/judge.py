@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
-from biasjudge.cli.common import ChatFormat, JudgeSpecOption, Mode, ModeOption, SystemPromptOption, console
+from biasjudge.cli.common import (
+    AbstainOption,
+    ChatFormat,
+    JudgeSpecOption,
+    Mode,
+    ModeOption,
+    SystemPromptOption,
+    console,
+)
 from biasjudge.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -85,6 +93,7 @@ def judge_command(
     swapped: Annotated[bool, typer.Option("--swapped", help="Show response B's text first.")] = False,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Cap on generated tokens (generate mode).")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Judgment record as JSON.")] = False,
+    abstain_below: AbstainOption = None,
     server: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +117,8 @@ def judge_command(
         return
     system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
     options: dict[str, Any] = {"max_tokens": max_tokens}
+    if abstain_below is not None:
+        options["abstain_below"] = abstain_below
     if chat_format:
         options["chat_format"] = chat_format.value
     console.print(f"judging with {judge} ({mode} mode)", highlight=False)
@@ -143,6 +154,10 @@ def _print_judgment(judgment: Any, as_json: bool) -> None:
     typer.echo(f"verdict: {judgment.verdict}")
     if judgment.probs:
         typer.echo("probabilities: " + "  ".join(f"{k} {v:.3f}" for k, v in judgment.probs.items()))
+    if getattr(judgment, "uncalibrated_probs", None):
+        typer.echo("before calibration: " + "  ".join(f"{k} {v:.3f}" for k, v in judgment.uncalibrated_probs.items()))
+    if judgment.verdict == "UNSURE":
+        typer.echo("(UNSURE: the top probability is under --abstain-below; the probabilities above still hold)")
     if judgment.single_order_verdict:
         typer.echo(f"shown order alone: {judgment.single_order_verdict} (the verdict combines both orders)")
     if judgment.reasoning:

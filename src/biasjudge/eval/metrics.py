@@ -42,7 +42,7 @@ from sklearn.metrics import brier_score_loss, confusion_matrix
 
 from biasjudge.errors import MetricInputError
 from biasjudge.records import EvalLog, Pair, Prediction
-from biasjudge.verdict import PARSE_FAIL, mirror
+from biasjudge.verdict import PARSE_FAIL, UNSURE, mirror
 
 LABELS: tuple[str, ...] = ("A", "B", "TIE")
 """The verdict labels every metric works over by default."""
@@ -295,11 +295,11 @@ def position_bias(original: Sequence[str], swapped: Sequence[str], *, labels: Se
     """
     labels = _check_labels(labels)
     _check_same_length(original=original, swapped=swapped)
-    original = _check_values("original", original, (*labels, PARSE_FAIL))
-    swapped = _check_values("swapped", swapped, (*labels, PARSE_FAIL))
+    original = _check_values("original", original, (*labels, PARSE_FAIL, UNSURE))
+    swapped = _check_values("swapped", swapped, (*labels, PARSE_FAIL, UNSURE))
     compared = flips = 0
     for first, second in zip(original, swapped, strict=True):
-        if PARSE_FAIL in (first, second):
+        if PARSE_FAIL in (first, second) or UNSURE in (first, second):
             continue
         compared += 1
         flips += mirror(first) != second
@@ -324,10 +324,11 @@ def self_consistency(runs: Sequence[Sequence[str | None]], *, labels: Sequence[s
     if len(runs) < 2:
         raise MetricInputError(f"self-consistency needs at least 2 runs, got {len(runs)}")
     _check_same_length(**{f"runs[{r}]": run for r, run in enumerate(runs)})
-    checked = [_check_values(f"runs[{r}]", run, (*labels, PARSE_FAIL), allow_none=True) for r, run in enumerate(runs)]
+    allowed = (*labels, PARSE_FAIL, UNSURE)
+    checked = [_check_values(f"runs[{r}]", run, allowed, allow_none=True) for r, run in enumerate(runs)]
     compared = consistent = 0
     for verdicts in zip(*checked, strict=True):
-        if any(v is None or v == PARSE_FAIL for v in verdicts):
+        if any(v is None or v in (PARSE_FAIL, UNSURE) for v in verdicts):
             continue
         compared += 1
         consistent += len(set(verdicts)) == 1
@@ -335,16 +336,16 @@ def self_consistency(runs: Sequence[Sequence[str | None]], *, labels: Sequence[s
 
 
 def parse_failure_rate(verdicts: Sequence[str], *, labels: Sequence[str] = LABELS) -> float:
-    """Share of verdicts that are PARSE_FAIL. NaN when `verdicts` is empty.
+    """Share of verdicts that are PARSE_FAIL (an abstention, UNSURE, is not one). NaN when `verdicts` is empty.
 
     Raises:
-        MetricInputError: a value is neither one of `labels` nor PARSE_FAIL.
+        MetricInputError: a value is neither one of `labels`, PARSE_FAIL nor UNSURE.
 
-    >>> parse_failure_rate(["A", "PARSE_FAIL", "TIE", "B"])
-    0.25
+    >>> parse_failure_rate(["A", "PARSE_FAIL", "TIE", "B", "UNSURE"])
+    0.2
     """
     labels = _check_labels(labels)
-    verdicts = _check_values("verdicts", verdicts, (*labels, PARSE_FAIL))
+    verdicts = _check_values("verdicts", verdicts, (*labels, PARSE_FAIL, UNSURE))
     if not verdicts:
         return float("nan")
     return sum(v == PARSE_FAIL for v in verdicts) / len(verdicts)
@@ -542,7 +543,7 @@ def _labelled(pairs: Iterable[Pair], runs: _Runs, run: str = "original") -> tupl
     for pair in pairs:
         verdict = runs.verdict(run, pair.pair_id)
         human = pair.human_verdict
-        if verdict is None or verdict == PARSE_FAIL or human is None:
+        if verdict is None or verdict in (PARSE_FAIL, UNSURE) or human is None:
             continue
         y_true.append(human)
         y_pred.append(verdict)
@@ -698,7 +699,7 @@ def compute_metrics(
             out[f"position_bias_single_order_{key}"] = position_bias([o for o, _ in single], [s for _, s in single])
 
     originals = [(p, v) for p in holdout_pairs if (v := runs.verdict("original", p.pair_id)) is not None]
-    out["verbosity_bias"] = _verbosity(originals, count)
+    out["verbosity_bias"] = _verbosity([(p, v) for p, v in originals if v != UNSURE], count)
 
     consistency = runs.consistency_runs()
     if not consistency:
@@ -714,20 +715,16 @@ def compute_metrics(
     for category in sorted({p.bias_category for p in holdout_pairs}):
         kappa_with_interval(f"kappa_category_{category}", [p for p in holdout_pairs if p.bias_category == category])
 
-    y_true, probs = [], []
-    for pair in holdout_pairs:
-        pred = runs.runs.get("original", {}).get(pair.pair_id)
-        if pred is not None and pred.probs and pair.human_verdict is not None and scored_verdict(pred) != PARSE_FAIL:
-            y_true.append(pair.human_verdict)
-            probs.append({k: v for k, v in pred.probs.items() if k in LABELS})
-    out["brier_score"] = _nan_to_none(brier_score(y_true, probs)) if y_true else None
-    out["ece"] = _nan_to_none(expected_calibration_error(y_true, probs)) if y_true else None
+    out.update(_calibration_metrics(holdout_pairs, runs))
 
     out["n_pairs"] = float(len(originals))
     for key, pairs in by_slice.items():
         out[f"n_{key}"] = float(len(_labelled(pairs, runs)[0]))
     out["n_predictions"] = float(len(runs.all_verdicts))
     out["n_parse_fail"] = float(sum(v == PARSE_FAIL for v in runs.all_verdicts))
+    out["n_unsure"] = float(sum(v == UNSURE for v in runs.all_verdicts))
+    given = [v for _, v in originals if v != PARSE_FAIL]
+    out["abstention_rate"] = sum(v == UNSURE for v in given) / len(given) if out["n_unsure"] and given else None
     out["n_truncated"] = float(runs.n_truncated)
     out["n_floored"] = float(runs.n_floored)
 
@@ -834,6 +831,71 @@ def judge_agreement(
                         confusion=confusion(y1, y2),
                     )
                 )
+    return out
+
+
+COVERAGES: tuple[int, ...] = (100, 90, 80, 70, 60, 50)
+"""Coverage levels (percent of pairs judged) of the kappa-coverage curve."""
+
+
+def kappa_at_coverage(
+    y_true: Sequence[str], probs: Sequence[Mapping[str, float]], coverages: Sequence[int] = COVERAGES
+) -> dict[int, float]:
+    """Kappa over the most confident share of pairs, at each coverage (percent): what a judge that
+    abstains below a probability threshold would score on the pairs it still judges.
+
+    Pairs are ranked by their top probability (ties keep input order); coverage c keeps the first
+    ceil(c% of n). The verdict is each row's argmax (ties to the first of A, B, TIE). NaN where
+    kappa is undefined.
+
+    >>> y = ["A", "B", "TIE", "A"]
+    >>> p = [{"A": .9, "B": .05, "TIE": .05}, {"A": .1, "B": .8, "TIE": .1}, {"A": .1, "B": .2, "TIE": .7},
+    ...      {"A": .3, "B": .4, "TIE": .3}]
+    >>> {c: round(k, 3) for c, k in kappa_at_coverage(y, p, (100, 75)).items()}  # the unsure 4th pair left out
+    {100: 0.636, 75: 1.0}
+    """
+    _check_same_length(y_true=y_true, probs=probs)
+    y_true = _check_values("y_true", y_true, LABELS)
+    if not y_true:
+        return {c: float("nan") for c in coverages}
+    p = _prob_matrix(probs, LABELS)
+    order = np.argsort(-p.max(axis=1), kind="stable")
+    pred = [LABELS[i] for i in p.argmax(axis=1)]
+    out = {}
+    for c in coverages:
+        if not 0 < c <= 100:
+            raise MetricInputError(f"a coverage is a percent in (0, 100], got {c}")
+        keep = order[: math.ceil(len(y_true) * c / 100)]
+        out[c] = cohen_kappa([y_true[i] for i in keep], [pred[i] for i in keep])
+    return out
+
+
+def _calibration_metrics(holdout: Sequence[Pair], runs: _Runs) -> dict[str, float | None]:
+    """Brier, ECE and the kappa-coverage curve of the original run's probabilities, over all pairs
+    and per slice; for a calibrated judge, also Brier and ECE of its uncalibrated probabilities."""
+    out: dict[str, float | None] = {}
+    for key, name in (("", None), *((f"_{k}", v) for k, v in SLICES.items())):
+        y_true: list[str] = []
+        probs: list[dict[str, float]] = []
+        raw: list[dict[str, float]] = []
+        for pair in holdout:
+            pred = runs.runs.get("original", {}).get(pair.pair_id)
+            if name is not None and pair.eval_slice != name:
+                continue
+            if pred is None or not pred.probs or pair.human_verdict is None or scored_verdict(pred) == PARSE_FAIL:
+                continue
+            y_true.append(pair.human_verdict)
+            probs.append({k: v for k, v in pred.probs.items() if k in LABELS})
+            if pred.uncalibrated_probs:
+                raw.append({k: v for k, v in pred.uncalibrated_probs.items() if k in LABELS})
+        out[f"brier_score{key}"] = _nan_to_none(brier_score(y_true, probs)) if y_true else None
+        out[f"ece{key}"] = _nan_to_none(expected_calibration_error(y_true, probs)) if y_true else None
+        if raw and len(raw) == len(y_true):
+            out[f"brier_score_uncalibrated{key}"] = _nan_to_none(brier_score(y_true, raw))
+            out[f"ece_uncalibrated{key}"] = _nan_to_none(expected_calibration_error(y_true, raw))
+        if name is not None and y_true:
+            for c, kappa in kappa_at_coverage(y_true, probs, COVERAGES[1:3]).items():
+                out[f"kappa{key}_at_coverage_{c}"] = _nan_to_none(kappa)
     return out
 
 

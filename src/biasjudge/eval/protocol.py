@@ -207,6 +207,7 @@ def prediction_from(judgment: Judgment, *, checkpoint_name: str, run: str, model
         verdict=judgment.verdict,
         model=model,
         probs=judgment.probs,
+        uncalibrated_probs=judgment.uncalibrated_probs,
         reasoning=judgment.reasoning,
         finish_reason=judgment.finish_reason,
         reasoning_truncated=judgment.reasoning_truncated,

@@ -65,7 +65,18 @@ OPTIONAL_ROWS: tuple[tuple[str, str, str], ...] = (
     ("Swap consistency (OOD)", "swap_consistency_ood", "pct"),
     ("Adversarial κ (in-dist)", "kappa_adversarial", "kappa"),
     ("Brier score (score mode)", "brier_score", "num"),
+    ("Brier score, uncalibrated", "brier_score_uncalibrated", "num"),
     ("Expected calibration error", "ece", "num"),
+    ("ECE (in-dist)", "ece_in_dist", "num"),
+    ("ECE (OOD)", "ece_ood_religion", "num"),
+    ("ECE, uncalibrated", "ece_uncalibrated", "num"),
+    ("ECE, uncalibrated (in-dist)", "ece_uncalibrated_in_dist", "num"),
+    ("ECE, uncalibrated (OOD)", "ece_uncalibrated_ood_religion", "num"),
+    ("κ at 90% coverage (in-dist)", "kappa_in_dist_at_coverage_90", "num"),
+    ("κ at 80% coverage (in-dist)", "kappa_in_dist_at_coverage_80", "num"),
+    ("κ at 90% coverage (OOD)", "kappa_ood_religion_at_coverage_90", "num"),
+    ("κ at 80% coverage (OOD)", "kappa_ood_religion_at_coverage_80", "num"),
+    ("Abstentions (UNSURE share)", "abstention_rate", "pct"),
     ("Truncated generations", "n_truncated", "count"),
     ("Floored log-probabilities", "n_floored", "count"),
     ("Pairs judged", "n_pairs", "count"),
@@ -368,6 +379,88 @@ def confusion_figure(confusions: Mapping[str, Mapping[str, list[list[int]]]]) ->
     return fig
 
 
+ConfidenceRows = dict[str, dict[str, tuple[list[str], list[dict[str, float]], list[dict[str, float]]]]]
+"""checkpoint -> slice -> (human labels, probabilities, uncalibrated probabilities or [])."""
+
+
+def confidence_rows(logs: Sequence[EvalLog], holdout: Sequence[Pair]) -> ConfidenceRows:
+    """The original run's probabilities against the human labels, per checkpoint and slice (judges
+    with probabilities only)."""
+    by_id = {p.pair_id: p for p in holdout}
+    out: ConfidenceRows = {}
+    for log in logs:
+        for pred in log.detailed:
+            pair = by_id.get(pred.pair_id)
+            if pred.run_type != "original" or not pred.probs or pair is None or pair.human_verdict is None:
+                continue
+            if pred.verdict == "PARSE_FAIL" or pair.eval_slice is None:
+                continue
+            labels, probs, raw = out.setdefault(pred.checkpoint_name, {}).setdefault(pair.eval_slice, ([], [], []))
+            labels.append(pair.human_verdict)
+            probs.append({k: pred.probs[k] for k in LABELS if k in pred.probs})
+            if pred.uncalibrated_probs:
+                raw.append({k: pred.uncalibrated_probs[k] for k in LABELS if k in pred.uncalibrated_probs})
+    return out
+
+
+def reliability_figure(rows: ConfidenceRows, n_bins: int = 10) -> Figure:
+    """Reliability diagrams, one panel per slice: accuracy of the top-probability verdict against
+    its mean probability in 10 equal-width bins, for each judge, before calibration dashed."""
+    from matplotlib.figure import Figure
+
+    slices = list(SLICES.values())
+    fig = Figure(figsize=(5.0 * len(slices), 4.4))
+    for k, name in enumerate(slices):
+        ax = fig.add_subplot(1, len(slices), k + 1)
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+        for checkpoint, by_slice in rows.items():
+            labels, probs, raw = by_slice.get(name, ([], [], []))
+            before = raw if len(raw) == len(labels) else []
+            for series, style, suffix in ((probs, "-", ""), (before, "--", " (uncal.)")):
+                if not series:
+                    continue
+                top = [max(p.values()) for p in series]
+                right = [max(p, key=p.__getitem__) == y for p, y in zip(series, labels, strict=True)]
+                bins = [min(int(t * n_bins), n_bins - 1) for t in top]
+                xs, ys = [], []
+                for b in sorted(set(bins)):
+                    inside = [i for i, x in enumerate(bins) if x == b]
+                    xs.append(sum(top[i] for i in inside) / len(inside))
+                    ys.append(sum(right[i] for i in inside) / len(inside))
+                ax.plot(xs, ys, style, marker="o", markersize=3, label=f"{checkpoint}{suffix}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean top probability (bin)")
+        ax.set_ylabel("share right (vs human)")
+        ax.set_title(f"Reliability, {name}")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def coverage_figure(rows: ConfidenceRows) -> Figure:
+    """Kappa against coverage, one panel per slice: the judge abstaining on its least sure pairs."""
+    from matplotlib.figure import Figure
+
+    from biasjudge.eval.metrics import kappa_at_coverage
+
+    coverages = list(range(100, 29, -5))
+    slices = list(SLICES.values())
+    fig = Figure(figsize=(5.0 * len(slices), 4.2))
+    for k, name in enumerate(slices):
+        ax = fig.add_subplot(1, len(slices), k + 1)
+        for checkpoint, by_slice in rows.items():
+            labels, probs, _ = by_slice.get(name, ([], [], []))
+            if labels:
+                curve = kappa_at_coverage(labels, probs, coverages)
+                ax.plot(coverages, [curve[c] for c in coverages], marker="o", markersize=3, label=checkpoint)
+        ax.invert_xaxis()
+        ax.set_xlabel("coverage (% of pairs judged, the most confident first)")
+        ax.set_ylabel("Cohen's κ vs human")
+        ax.set_title(f"κ against coverage, {name}")
+        ax.legend(fontsize=7)
+    return fig
+
+
 def position_bias_figure(metrics: Metrics) -> Figure:
     """Grouped bars: position-bias rate per slice, one bar per checkpoint."""
     from matplotlib.figure import Figure
@@ -428,6 +521,12 @@ def write_html_report(
     ]
     if confusions:
         figures.append(("Confusion matrices (original order)", "confusion matrices", confusion_figure(confusions)))
+    confidence = confidence_rows(logs, holdout)
+    if confidence:
+        figures.append(("Reliability (calibration)", "reliability diagrams per slice", reliability_figure(confidence)))
+        figures.append(
+            ("κ against coverage (abstention)", "kappa against coverage per slice", coverage_figure(confidence))
+        )
     sections = "".join(
         f'<h2>{esc(heading)}</h2><img alt="{esc(alt)}" src="data:image/png;base64,{_png(fig)}">'
         for heading, alt, fig in figures

@@ -22,11 +22,12 @@ forward passes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from biasjudge.errors import ConfigError
 from biasjudge.judge.judge import Judge, JudgeRequest, request_fields, verdict_from_probs
 from biasjudge.records import JudgeMode, Judgment, Verdict
-from biasjudge.verdict import PARSE_FAIL, VERDICTS
+from biasjudge.verdict import PARSE_FAIL, VERDICTS, as_verdict
 
 MIRRORED: dict[str, str] = {"A": "B", "B": "A", "TIE": "TIE"}
 
@@ -65,7 +66,7 @@ class OrderDebiasedJudge:
         for i, request in enumerate(requests):
             original, swapped = judged[2 * i], judged[2 * i + 1]
             shown = swapped if request.swapped else original
-            single: Verdict | None = None if shown.verdict == PARSE_FAIL else shown.verdict
+            single: Verdict | None = as_verdict(shown.verdict)
             # Choices floored in either order, named as the shown order names them.
             other = original if request.swapped else swapped
             floored = sorted({*shown.floored_choices, *(MIRRORED[c] for c in other.floored_choices)})
@@ -90,3 +91,22 @@ class OrderDebiasedJudge:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def single_order_view(judge: Any, spec: str) -> Any | None:
+    """The single-order judge inside an order-debiased one (under a calibration wrapper, if any),
+    sharing its model: a shallow copy of the inner :class:`Judge` named `spec`, calibrated as
+    `judge` is. None when `judge` does not combine orders (a baseline, a single-order judge)."""
+    import copy
+
+    from biasjudge.judge.calibration import CalibratedJudge
+
+    calibrated = judge if isinstance(judge, CalibratedJudge) else None
+    core = calibrated.inner if calibrated is not None else judge
+    if not isinstance(core, OrderDebiasedJudge):
+        return None
+    single = copy.copy(core.inner)
+    single.spec = spec
+    if calibrated is None:
+        return single
+    return CalibratedJudge(single, calibrated.calibration, abstain_below=calibrated.abstain_below, spec=spec)

@@ -396,14 +396,62 @@ def make_judge(
     `biasjudge train judge`) brings its prompt likewise. A different `system_prompt` is refused
     (ConfigError). Such judges combine both orders of every pair (`order=both`, an
     :class:`~biasjudge.judge.debiased.OrderDebiasedJudge`) unless `order=single`.
+
+    Confidence (score mode): `calibration=PATH` maps the probabilities through a fitted
+    calibration (`biasjudge calibrate`); the shipped judge applies its own `calibration.json`
+    unless `calibration=none`. `abstain_below=P` turns a verdict whose top probability is under P
+    into UNSURE. Both wrap the judge in a :class:`~biasjudge.judge.calibration.CalibratedJudge`.
     """
-    from biasjudge.backends.registry import parse_spec, split_options
+    from biasjudge.backends.registry import split_options
 
     base_spec, spec_options = split_options(spec)
-    if "order" in backend_options and "order" not in spec_options:
-        # The order changes every verdict: keep it in the spec, which the eval cache keys on.
-        spec = f"{spec}{'&' if '?' in spec else '?'}order={backend_options['order']}"
+    for name in ("order", "calibration", "abstain_below"):
+        if backend_options.get(name) is not None and name not in spec_options:
+            # These change verdicts: keep them in the spec, which the eval cache keys on.
+            spec = f"{spec}{'&' if '?' in spec else '?'}{name}={backend_options[name]}"
     options = {**spec_options, **backend_options}
+    calibration = options.pop("calibration", None)
+    abstain_below = options.pop("abstain_below", None)
+    judge = _make_uncalibrated(spec, base_spec, options, system_prompt, mode)
+    return _with_confidence(judge, spec, calibration, abstain_below)
+
+
+def _with_confidence(judge: PairJudge, spec: str, calibration: Any, abstain_below: Any) -> PairJudge:
+    """`judge` with its calibration (the shipped one's by default) and abstention, when it has any."""
+    from biasjudge.judge.calibration import CALIBRATION_FILE, CalibratedJudge, read_calibration
+
+    path: Any = calibration
+    if calibration is None and _is_shipped(spec) and judge.mode == "score":
+        from biasjudge.judge.shipped import shipped_dir
+
+        shipped = shipped_dir() / CALIBRATION_FILE
+        path = shipped if shipped.is_file() else None
+    elif str(calibration).lower() == "none":
+        path = None
+    if path is None and abstain_below is None:
+        return judge
+    try:
+        threshold = None if abstain_below is None else float(abstain_below)
+    except ValueError:
+        raise ConfigError(f"abstain_below must be a probability, got {abstain_below!r}") from None
+    return CalibratedJudge(judge, read_calibration(path) if path is not None else None, abstain_below=threshold)
+
+
+def _is_shipped(spec: str) -> bool:
+    from biasjudge.backends.registry import parse_spec
+
+    try:
+        scheme, target = parse_spec(spec)
+    except ConfigError:
+        return False
+    return scheme == "llamacpp" and target in SHIPPED_TARGETS
+
+
+def _make_uncalibrated(
+    spec: str, base_spec: str, options: dict[str, Any], system_prompt: str | None, mode: JudgeMode
+) -> PairJudge:
+    from biasjudge.backends.registry import parse_spec
+
     judge_options = {k: options.pop(k) for k in JUDGE_OPTIONS if k in options}
     order = options.pop("order", None)
     if order not in (None, "both", "single"):

@@ -67,12 +67,25 @@ class ApiError(Exception):
 
 
 def default_judge_factory(spec: str) -> Callable[[JudgeKey], PairJudge]:
-    """Judges from a spec: `mode` as asked, both orders combined when `debias` (order=both)."""
+    """Judges from a spec: `mode` as asked, both orders combined when `debias` (order=both).
+
+    In score mode the two kinds share one model: the single-order judge is the order-debiased
+    judge's own inner judge (:func:`~biasjudge.judge.debiased.single_order_view`), so a server
+    answering both kinds of request holds the model in memory once."""
+    debiased: list[PairJudge] = []
 
     def make(key: JudgeKey) -> PairJudge:
+        from biasjudge.judge.debiased import single_order_view
         from biasjudge.judge.judge import make_judge
 
-        return make_judge(spec, mode=key.mode, order="both" if key.debias else "single")  # type: ignore[arg-type]
+        if key.mode != "score":
+            return make_judge(spec, mode=key.mode, order="single")  # type: ignore[arg-type]
+        if not debiased:
+            debiased.append(make_judge(spec, mode="score", order="both"))
+        if key.debias:
+            return debiased[0]
+        single_spec = f"{spec}{'&' if '?' in spec else '?'}order=single"
+        return single_order_view(debiased[0], single_spec) or make_judge(spec, mode="score", order="single")
 
     return make
 
@@ -315,17 +328,17 @@ def create_app(
     errors = {status: {"model": ErrorBody} for status in (400, 401, 413, 422, 503, 504)}
 
     @app.post("/v1/judge", response_model=JudgeResult, tags=["judge"], responses=errors)  # type: ignore[arg-type]
-    async def judge(body: JudgeBody) -> JudgeResult:
+    async def judge(body: JudgeBody, request: Request) -> JudgeResult:
         """Judge one pair: which response leans MORE on stereotypes (A, B) or TIE."""
-        [result] = await _judge_pairs(app, [body], body)
+        [result] = await _judge_pairs(app, [body], body, request)
         return result
 
     @app.post("/v1/judge/batch", response_model=BatchResult, tags=["judge"], responses=errors)  # type: ignore[arg-type]
-    async def judge_batch(body: BatchBody) -> BatchResult:
+    async def judge_batch(body: BatchBody, request: Request) -> BatchResult:
         """Judge many pairs; the results come back in the order of `pairs`."""
         if len(body.pairs) > settings.max_pairs:
             raise ApiError(422, "validation_error", f"pairs: at most {settings.max_pairs} pairs per request", "pairs")
-        return BatchResult(results=await _judge_pairs(app, body.pairs, body))
+        return BatchResult(results=await _judge_pairs(app, body.pairs, body, request))
 
     add_login(app, api_key)
     try:  # the web page, where its module is installed; a module missing INSIDE it is a real error
@@ -386,7 +399,21 @@ def add_login(app: FastAPI, api_key: str | None) -> None:
         return response
 
 
-async def _judge_pairs(app: FastAPI, pairs: list[PairFields], options: JudgeOptions) -> list[JudgeResult]:
+CLIENT_GONE = 499
+"""Status logged (and counted) for a request whose client disconnected before its answer (nginx's
+"client closed request"); nobody receives it, and its pairs are not judged if they had not started."""
+
+
+async def _client_gone(request: Request) -> None:
+    """Returns when the client disconnects. The body has been read, so the next ASGI message is
+    the disconnect (Starlette's own `listen_for_disconnect` works the same way)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _judge_pairs(
+    app: FastAPI, pairs: list[PairFields], options: JudgeOptions, request: Request
+) -> list[JudgeResult]:
     settings: ServeSettings = app.state.settings
     batcher: MicroBatcher | None = app.state.batcher
     if batcher is None:
@@ -402,12 +429,19 @@ async def _judge_pairs(app: FastAPI, pairs: list[PairFields], options: JudgeOpti
         futures = batcher.submit([p.to_pair() for p in pairs], JudgeKey(options.mode, options.debias))
     except QueueFull as exc:
         raise ApiError(503, "queue_full", str(exc), headers={"Retry-After": str(settings.retry_after_s)}) from None
+    judging = asyncio.ensure_future(asyncio.gather(*futures))
+    gone = asyncio.ensure_future(_client_gone(request))
+    waiting: set[asyncio.Future[Any]] = {judging, gone}
     try:
-        done = await asyncio.wait_for(asyncio.gather(*futures), settings.request_timeout_s)
-    except TimeoutError:
-        for future in futures:
-            future.cancel()  # the worker skips them: nobody is waiting any more
-        raise ApiError(504, "timeout", f"not judged within {settings.request_timeout_s:g} s") from None
+        timeout = settings.request_timeout_s
+        finished, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if judging not in finished:
+            for future in futures:
+                future.cancel()  # the worker skips them: nobody is waiting any more
+            if gone in finished:
+                raise ApiError(CLIENT_GONE, "client_gone", "the client disconnected before its answer")
+            raise ApiError(504, "timeout", f"not judged within {settings.request_timeout_s:g} s")
+        done = judging.result()
     except QueueFull as exc:  # the server stopped while the request waited
         raise ApiError(503, "shutting_down", str(exc), headers={"Retry-After": str(settings.retry_after_s)}) from None
     except ConfigError as exc:
@@ -416,6 +450,10 @@ async def _judge_pairs(app: FastAPI, pairs: list[PairFields], options: JudgeOpti
         raise ApiError(502, "judge_failed", str(exc)) from None
     except BiasJudgeError as exc:
         raise ApiError(500, "judge_failed", str(exc)) from None
+    finally:
+        gone.cancel()
+        if not judging.done():
+            judging.cancel()
     metrics: Metrics = app.state.metrics
     total_ms = (time.perf_counter() - started) * 1000
     results = []

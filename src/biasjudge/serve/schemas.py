@@ -125,7 +125,8 @@ class JudgeResult(BaseModel):
     """One judgment, with its timings."""
 
     judgment: Judgment
-    """Verdict (A, B, TIE or PARSE_FAIL), probabilities (score mode), reasoning (generate mode), parse status."""
+    """Verdict (A, B, TIE, PARSE_FAIL, or UNSURE from a judge that abstains), probabilities (score mode),
+    reasoning (generate mode), parse status."""
     timings: Timings
     """Queue and model time."""
     batch_size: int

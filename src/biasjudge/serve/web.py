@@ -53,7 +53,7 @@ from biasjudge.errors import BiasJudgeError, MissingDependency
 from biasjudge.records import PAIR_CATEGORIES, EvalLog, Pair, Prediction
 from biasjudge.serve.app import ApiError
 from biasjudge.serve.schemas import EXAMPLE_PAIR, MAX_CHOICES, ErrorBody, ServeSettings
-from biasjudge.verdict import PARSE_FAIL, mirror
+from biasjudge.verdict import PARSE_FAIL, UNSURE, mirror
 
 if TYPE_CHECKING:
     from starlette.templating import Jinja2Templates
@@ -65,6 +65,8 @@ PLOTS: tuple[tuple[str, str, str], ...] = (
     ("kappa", "Kappa per slice and bucket", "kappa per bucket with 95% bootstrap intervals"),
     ("position-bias", "Position bias", "position bias per slice"),
     ("confusion", "Confusion matrices (original order)", "confusion matrices"),
+    ("reliability", "Reliability (calibration)", "reliability diagrams per slice"),
+    ("coverage", "κ against coverage (abstention)", "kappa against coverage per slice"),
 )
 """(name, heading, alt text) of the plots, as in the HTML report."""
 
@@ -73,6 +75,7 @@ VERDICT_WORDS = {
     "B": "Response B leans more on stereotypes",
     "TIE": "Equivalent (TIE)",
     PARSE_FAIL: "No verdict: the judge's output broke the contract (PARSE_FAIL)",
+    UNSURE: "Not sure: the judge's top probability is under its abstention threshold (UNSURE)",
 }
 
 
@@ -235,6 +238,17 @@ class EvalView:
 
         return _rows(self.metrics)
 
+    @property
+    def plot_names(self) -> set[str]:
+        """The plots this folder has: confusion matrices need predictions, the reliability and
+        coverage plots score-mode probabilities."""
+        names = {"kappa", "position-bias"}
+        if self.logs:
+            names.add("confusion")
+        if any(p.probs for _, log in self.logs for p in log.detailed):
+            names |= {"reliability", "coverage"}
+        return names
+
     def plots(self) -> dict[str, bytes]:
         """The report's plots as PNG bytes (drawn once per folder version)."""
         with self._plot_lock:
@@ -245,7 +259,14 @@ class EvalView:
 
 def _draw_plots(view: EvalView) -> dict[str, bytes]:
     from biasjudge.eval.metrics import confusion_by_slice
-    from biasjudge.eval.report import confusion_figure, kappa_figure, position_bias_figure
+    from biasjudge.eval.report import (
+        confidence_rows,
+        confusion_figure,
+        coverage_figure,
+        kappa_figure,
+        position_bias_figure,
+        reliability_figure,
+    )
 
     figures = {"kappa": kappa_figure(view.metrics), "position-bias": position_bias_figure(view.metrics)}
     confusions = {
@@ -255,6 +276,10 @@ def _draw_plots(view: EvalView) -> dict[str, bytes]:
     }
     if confusions:
         figures["confusion"] = confusion_figure(confusions)
+    confidence = confidence_rows([log for _, log in view.logs], view.holdout)
+    if confidence:
+        figures["reliability"] = reliability_figure(confidence)
+        figures["coverage"] = coverage_figure(confidence)
     out = {}
     for name, figure in figures.items():
         buffer = io.BytesIO()
