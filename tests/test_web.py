@@ -183,7 +183,9 @@ def test_without_a_judge_the_page_says_so(eval_folder: Path) -> None:
 
 
 def _card_from_report(folder: Path) -> list[list[str]]:
-    lines = [line for line in (folder / "report.md").read_text().splitlines() if line.startswith("| ")]
+    text = (folder / "report.md").read_text()
+    card = text[: text.index("\n\n", text.index("| Metric |"))]  # the first table: the card's
+    lines = [line for line in card.splitlines() if line.startswith("| ")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 

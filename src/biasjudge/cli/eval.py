@@ -331,51 +331,22 @@ def calibrate_command(
     from rich.console import Console
     from rich.table import Table
 
-    from biasjudge.eval.calibration import (
-        LABEL_CHOICES,
-        METHODS,
-        calibration_rows,
-        evaluate_calibration,
-        fit_calibration,
-    )
-    from biasjudge.eval.run import read_logs, resolve_holdout
-    from biasjudge.io import read_records, sha256_file, write_json
-    from biasjudge.records import Pair
+    from biasjudge.eval.calibration import calibrate_file
+    from biasjudge.eval.run import resolve_holdout
 
-    if labels not in LABEL_CHOICES:
-        raise ConfigError(f"--labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}")
-    if method not in METHODS:
-        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    [log] = read_logs([predictions])
-    split = read_records(pairs, Pair).records
-    y, probs = calibration_rows(log, split, labels, checkpoint)  # type: ignore[arg-type]
-    fitted_on = {
-        "predictions": str(predictions),
-        "predictions_sha256": sha256_file(predictions),
-        "pairs": str(pairs),
-        "labels": labels,
-        "checkpoint": checkpoint or log.detailed[0].checkpoint_name,
-    }
-    calibration = fit_calibration(y, probs, method, fitted_on=fitted_on)  # type: ignore[arg-type]
-    table = Table(title=f"{calibration.method} calibration fitted on {len(y)} pairs ({labels} labels)")
+    held = resolve_holdout(holdout, None, data_dir) if check_predictions is not None else None
+    calibration = calibrate_file(
+        predictions, pairs, out, labels=labels, method=method, checkpoint=checkpoint,
+        check_predictions=check_predictions, holdout=held,
+    )  # fmt: skip
+    fit = calibration.fit_split
+    table = Table(title=f"{calibration.method} calibration fitted on {fit['n']} pairs ({labels} labels)")
     for column in ("rows", "ECE before", "ECE after", "Brier before", "Brier after"):
         table.add_column(column, justify="right")
-
-    def add(name: str, found: dict[str, float]) -> None:
-        table.add_row(name, *(f"{found[k]:.4f}" for k in ("ece_before", "ece_after", "brier_before", "brier_after")))
-
-    add(f"fit split (in-sample, n={len(y)})", calibration.fit_split)
-    if check_predictions is not None:
-        [check_log] = read_logs([check_predictions])
-        held = resolve_holdout(holdout, None, data_dir)
-        checks: dict[str, Any] = {}
-        slices = {"all": held, **{s: [p for p in held if p.eval_slice == s] for s in ("in_dist", "ood_religion")}}
-        for name, part in slices.items():
-            hy, hp = calibration_rows(check_log, part, "human", checkpoint)
-            checks[name] = {"n": len(hy), **evaluate_calibration(calibration, hy, hp)}
-            add(f"holdout {name} (n={len(hy)})", checks[name])
-        calibration = calibration.model_copy(update={"holdout_check": checks})
-    write_json(out, calibration)
+    keys = ("ece_before", "ece_after", "brier_before", "brier_after")
+    table.add_row(f"fit split (in-sample, n={fit['n']})", *(f"{fit[k]:.4f}" for k in keys))
+    for name, found in calibration.holdout_check.items():
+        table.add_row(f"holdout {name} (n={found['n']})", *(f"{found[k]:.4f}" for k in keys))
     Console().print(table)
     if calibration.temperature is not None:
         console.print(f"temperature {calibration.temperature:.4f}")

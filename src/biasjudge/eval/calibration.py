@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from biasjudge.errors import ConfigError, MetricInputError
-from biasjudge.eval.metrics import brier_score, expected_calibration_error
+from biasjudge.eval.metrics import SLICES, brier_score, expected_calibration_error
 from biasjudge.judge.calibration import PROB_FLOOR, Calibration, IsotonicMap, Method, tempered
 from biasjudge.records import EvalLog, Pair
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
@@ -199,3 +200,47 @@ def evaluate_calibration(
         for when, rows in (("before", list(probs)), ("after", after))
         for name, fn in (("ece", expected_calibration_error), ("brier", brier_score), ("log_loss", log_loss))
     }
+
+
+def calibrate_file(
+    predictions: Path,
+    pairs: Path,
+    out: Path,
+    *,
+    labels: str = "answer_key",
+    method: str = "auto",
+    checkpoint: str | None = None,
+    check_predictions: Path | None = None,
+    holdout: Sequence[Pair] | None = None,
+) -> Calibration:
+    """`biasjudge calibrate`: fit a map on a log of the calibration split against `labels`, check it
+    on a holdout log (per slice) when given one, and write it to `out` (atomically)."""
+    from biasjudge.eval.report import read_log
+    from biasjudge.io import read_records, sha256_file, write_json
+
+    if labels not in LABEL_CHOICES:
+        raise ConfigError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}")
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    log = read_log(predictions)
+    y, probs = calibration_rows(log, read_records(pairs, Pair).records, labels, checkpoint)  # type: ignore[arg-type]
+    fitted_on = {
+        "predictions": str(predictions),
+        "predictions_sha256": sha256_file(predictions),
+        "pairs": str(pairs),
+        "labels": labels,
+        "checkpoint": checkpoint or log.detailed[0].checkpoint_name,
+    }
+    calibration = fit_calibration(y, probs, method, fitted_on=fitted_on)  # type: ignore[arg-type]
+    if check_predictions is not None:
+        if holdout is None:
+            raise ConfigError("checking a calibration on a holdout log needs the holdout pairs")
+        check_log = read_log(check_predictions)
+        parts = {"all": list(holdout), **{s: [p for p in holdout if p.eval_slice == s] for s in SLICES.values()}}
+        checks: dict[str, Any] = {}
+        for name, part in parts.items():
+            hy, hp = calibration_rows(check_log, part, "human", checkpoint)
+            checks[name] = {"n": len(hy), **evaluate_calibration(calibration, hy, hp)}
+        calibration = calibration.model_copy(update={"holdout_check": checks})
+    write_json(out, calibration)
+    return calibration

@@ -49,8 +49,9 @@ class IsotonicMap(Record):
 class Calibration(Record):
     """A fitted calibration map and what it was fitted on.
 
-    >>> Calibration(method="temperature", temperature=2.0).apply({"A": 0.8, "B": 0.2, "TIE": 0.0})["A"]
-    0.6666666666666666
+    >>> probs = Calibration(method="temperature", temperature=2.0).apply({"A": 0.8, "B": 0.2, "TIE": 0.0})
+    >>> {k: round(v, 4) for k, v in probs.items()}  # sqrt(0.8) : sqrt(0.2), TIE at the 1e-12 floor's root
+    {'A': 0.6667, 'B': 0.3333, 'TIE': 0.0}
     """
 
     method: Method
