@@ -291,7 +291,10 @@ def test_killed_twice_mid_run_then_resumed_every_row_is_judged_once(
 ) -> None:
     source = _head(jfs, 8, tmp_path)
     out = tmp_path / "verdicts.jsonl"
-    args = ["judge-file", str(source), str(out), "--batch-size", "1", "--no-progress"]
+    # The real model, one order per pair (half the cost of the shipped judge's two): slow enough to
+    # be killed mid-run, and what is resumed is what counts here.
+    judge = "llamacpp:embedded?order=single"
+    args = ["judge-file", str(source), str(out), "--judge", judge, "--batch-size", "1", "--no-progress"]
     for at_least in (2, 5):
         proc = _start(args)
         deadline = time.monotonic() + 600
@@ -307,7 +310,7 @@ def test_killed_twice_mid_run_then_resumed_every_row_is_judged_once(
     assert "found done" in stdout and "8 judged" in stdout
     records = _records(out)
     assert [r["line"] for r in records] == list(range(1, 9))  # each row exactly once, in order
-    uninterrupted = judge_file(source, tmp_path / "once.jsonl", progress=False)
+    uninterrupted = judge_file(source, tmp_path / "once.jsonl", judge=judge, progress=False)
     assert uninterrupted.judged_now == 8
     once = _records(tmp_path / "once.jsonl")
     assert [(r["pair_id"], r["verdict"]) for r in records] == [(r["pair_id"], r["verdict"]) for r in once]
@@ -437,7 +440,7 @@ def ray_runtime() -> Iterator[None]:
 def test_ray_gives_the_local_engines_verdicts_with_the_real_judge(
     jfs: Path, tmp_path: Path, gguf_model: Path, ray_runtime: None
 ) -> None:
-    source = _head(jfs, 8, tmp_path)
+    source = _head(jfs, 6, tmp_path)
     local = judge_file(source, tmp_path / "local.jsonl", batch_size=2, progress=False)
     on_ray = judge_file(
         source, tmp_path / "ray.jsonl", batch_size=2, engine="ray", ray=RayOptions(actors=2, num_cpus=2), progress=False
@@ -448,7 +451,7 @@ def test_ray_gives_the_local_engines_verdicts_with_the_real_judge(
     ]
     assert [r["single_order_verdict"] for r in theirs] == [r["single_order_verdict"] for r in ours]
     assert max(abs(a["probs"][k] - b["probs"][k]) for a, b in zip(ours, theirs, strict=True) for k in a["probs"]) < 1e-6
-    assert (on_ray.engine, on_ray.judged, on_ray.verdicts) == ("ray", 8, local.verdicts)
+    assert (on_ray.engine, on_ray.judged, on_ray.verdicts) == ("ray", 6, local.verdicts)
 
 
 def test_ray_keeps_rejects_in_place_and_resumes_like_the_local_engine(
