@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest
-from biasjudge.errors import BackendError, ThinkingModeError
+from biasjudge.errors import BackendError, ConfigError, ThinkingModeError
 from biasjudge.eval.protocol import prediction_from
 from biasjudge.io import read_records
 from biasjudge.judge import Judge, JudgeRequest, PairJudge, make_judge
@@ -361,7 +361,7 @@ def test_real_model_generate_mode_counts_a_broken_contract_as_parse_fail(
 ) -> None:
     """The pretrained 270M does not follow the contract in 24 tokens (measured, greedy: it writes
     turn markers and a question): both outputs run into the cap and are PARSE_FAIL judgments."""
-    judge = Judge(llama_judge.backend, mode="generate", max_tokens=24)
+    judge = Judge(llama_judge.backend, mode="generate", max_tokens=24, constrained=False)  # free generation
     judgments = judge.judge_batch([JudgeRequest(p) for p in holdout[:2]])
     assert [(j.finish_reason, j.completion_tokens, j.verdict) for j in judgments] == [("length", 24, "PARSE_FAIL")] * 2
     assert all(j.raw_output and j.reasoning is None for j in judgments)  # the text is kept for the log
@@ -379,8 +379,48 @@ def test_real_model_stopping_on_its_cap(llama_judge: Judge, holdout: list[Pair])
         assert judgment.reasoning_truncated and judgment.completion_tokens == 2  # it really hit the cap
         assert judgment.verdict in ("A", "B", "TIE") and judgment.probs is not None
         assert prediction(judgment).verdict == judgment.verdict
-    generated = Judge(llama_judge.backend, mode="generate", max_tokens=2).judge_batch(requests)
+    generated = Judge(llama_judge.backend, mode="generate", max_tokens=2, constrained=False).judge_batch(requests)
     assert len(generated) == 2
     for judgment in generated:
         assert judgment.finish_reason == "length" and judgment.verdict == "PARSE_FAIL"
         assert prediction(judgment).verdict == "PARSE_FAIL"
+    # Constrained (llama.cpp's default), the same cut output is closed and its verdict scored.
+    closed = Judge(llama_judge.backend, mode="generate", max_tokens=2).judge_batch(requests)
+    for judgment in closed:
+        assert judgment.finish_reason == "length" and judgment.reasoning_truncated
+        assert "<reasoning>".startswith(judgment.raw_output) and judgment.completion_tokens == 2  # cut in the tag
+        assert judgment.verdict in ("A", "B", "TIE") and judgment.probs is not None
+        assert prediction(judgment).verdict == judgment.verdict
+
+
+# --------------------------------------------------------------------------- the contract grammar
+
+
+def test_constrained_needs_a_backend_that_holds_a_grammar() -> None:
+    backend = FakeBackend(texts=["<reasoning>r</reasoning><verdict>A</verdict>"])
+    assert Judge(backend, mode="generate").constrained is False  # default: where supported only
+    with pytest.raises(ConfigError, match="grammar"):
+        Judge(backend, mode="generate", constrained=True)
+    with pytest.raises(ConfigError, match="true or false"):
+        Judge(backend, mode="generate", constrained="sometimes")
+
+
+@pytest.mark.slow
+def test_the_contract_grammar_leaves_no_parse_failure_on_the_untrained_model(
+    llama_judge: Judge, holdout: list[Pair]
+) -> None:
+    """The pretrained 270M never writes the contract freely (test above); under the grammar, every
+    output is a strict contract, and the cache key tells the two apart."""
+    from biasjudge.eval.protocol import judge_identity
+    from biasjudge.verdict import parse
+
+    free = Judge(llama_judge.backend, mode="generate", max_tokens=48, constrained=False)
+    held = Judge(llama_judge.backend, mode="generate", max_tokens=48)
+    assert held.constrained is True and judge_identity(held) != judge_identity(free)
+    requests = [JudgeRequest(p) for p in holdout[:4]]
+    judged = held.judge_batch(requests)
+    for judgment in judged:
+        assert judgment.verdict in ("A", "B", "TIE"), judgment.raw_output
+        if not judgment.reasoning_truncated:  # a complete output: the strict contract, as generated
+            assert parse(judgment.raw_output, "strict")[0] == judgment.verdict
+    assert {j.verdict for j in free.judge_batch(requests)} == {"PARSE_FAIL"}

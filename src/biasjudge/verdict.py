@@ -30,6 +30,15 @@ UNSURE: Literal["UNSURE"] = "UNSURE"
 """The verdict of a judge that abstains (its top probability under `abstain_below`); not a parse failure."""
 VERDICTS: tuple[Verdict, ...] = ("A", "B", "TIE")
 
+CONTRACT_GRAMMAR = r"""
+root ::= "<reasoning>" reasoning "</reasoning><verdict>" verdict "</verdict>"
+reasoning ::= [^<]*
+verdict ::= "A" | "B" | "TIE"
+"""
+"""The output contract as a GBNF grammar (llama.cpp's format, also read by vLLM's and llama.cpp's
+servers): reasoning is free text without `<`, so no tag can open inside it, and the verdict is one
+of the three. Every complete output it allows passes the strict parser."""
+
 CONTRACT_RE = re.compile(r"<reasoning>(.*?)</reasoning>\s*<verdict>(A|B|TIE)</verdict>", re.DOTALL)
 """The contract as the reference states it."""
 

@@ -64,6 +64,8 @@ class GenerationParams:
     """Seed for sampling; ignored when greedy."""
     stop: tuple[str, ...] = field(default_factory=tuple)
     """Extra stop strings (the end-of-turn marker is always a stop)."""
+    grammar: str | None = None
+    """A GBNF grammar the output must follow (backends whose `supports_grammar` is true)."""
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,7 @@ class LlamaCppBackend:
                 repeat_penalty=1.0,
                 seed=params.seed if params.seed is not None else self.seed,
                 stop=stop,
+                grammar=self._grammar(params.grammar),
             )
             choice = result["choices"][0]
             usage = result.get("usage", {})
@@ -323,6 +324,20 @@ class LlamaCppBackend:
                 )
             )
         return out
+
+    supports_grammar = True
+    """Generation can be held to a GBNF grammar (llama.cpp's own sampler)."""
+
+    def _grammar(self, text: str | None) -> Any:
+        """The compiled grammar (compiled once per text), or None."""
+        if text is None:
+            return None
+        cache: dict[str, Any] = self.__dict__.setdefault("_grammars", {})
+        if text not in cache:
+            llama_cpp = import_optional("llama_cpp", "llama-cpp-python", "llamacpp", "the llamacpp: backend")
+            with _quiet_stderr():
+                cache[text] = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
+        return cache[text]
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

@@ -131,3 +131,16 @@ AbstainOption = Annotated[
         show_default=False,
     ),
 ]
+
+ConstrainedOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--constrained/--free",
+        help=(
+            "Generate mode: hold the output to the contract's grammar (no parse failure; an output cut at "
+            "--max-tokens is closed and its verdict scored) or generate freely. Default: constrained where the "
+            "backend supports grammars (llama.cpp). The same as '?constrained=true|false' on the spec."
+        ),
+        show_default=False,
+    ),
+]

@@ -13,6 +13,7 @@ from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
 from biasjudge.cli.common import (
     AbstainOption,
     ChatFormat,
+    ConstrainedOption,
     JudgeSpecOption,
     Mode,
     ModeOption,
@@ -94,6 +95,7 @@ def judge_command(
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Cap on generated tokens (generate mode).")] = 512,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Judgment record as JSON.")] = False,
     abstain_below: AbstainOption = None,
+    constrained: ConstrainedOption = None,
     server: Annotated[
         str | None,
         typer.Option(
@@ -119,6 +121,8 @@ def judge_command(
     options: dict[str, Any] = {"max_tokens": max_tokens}
     if abstain_below is not None:
         options["abstain_below"] = abstain_below
+    if constrained is not None:
+        options["constrained"] = constrained
     if chat_format:
         options["chat_format"] = chat_format.value
     console.print(f"judging with {judge} ({mode} mode)", highlight=False)

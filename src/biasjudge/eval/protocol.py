@@ -160,6 +160,8 @@ def judge_identity(judge: PairJudge) -> str:
                 f"parse={current.parse_mode},max_tokens={current.max_tokens},"
                 f"with_reasoning={current.score_with_reasoning}"
             )
+            if getattr(current, "mode", None) == "generate" and getattr(current, "constrained", False):
+                parts.append("constrained=contract-grammar")  # score mode never generates a verdict
         current = getattr(current, "inner", None)
     return "|".join(parts)
 

@@ -44,7 +44,7 @@ from biasjudge.errors import BackendError, ConfigError
 from biasjudge.prompting import SCORE_PREFIX, judge_messages, refuse_thinking
 from biasjudge.prompts import load_prompt
 from biasjudge.records import JudgeMode, Judgment, Pair, ParsedVerdict, Verdict
-from biasjudge.verdict import PARSE_FAIL, VERDICTS, ParseMode, parse
+from biasjudge.verdict import CONTRACT_GRAMMAR, PARSE_FAIL, VERDICTS, ParseMode, parse
 
 __all__ = [
     "DEFAULT_JUDGE_SPEC",
@@ -61,7 +61,7 @@ REASONING_PREFIX = "<reasoning>"
 """Forced start of the model's turn when reasoning is generated before scoring."""
 REASONING_STOPS = ("</reasoning>", "<verdict>")
 """Where reasoning generation stops in score-with-reasoning mode (the stop text is not kept)."""
-JUDGE_OPTIONS = ("parse_mode", "max_tokens", "score_with_reasoning", "batch_size")
+JUDGE_OPTIONS = ("parse_mode", "max_tokens", "score_with_reasoning", "batch_size", "constrained")
 """Options of :class:`Judge` that :func:`make_judge` takes apart from the backend's options."""
 
 
@@ -147,7 +147,8 @@ def settle_truncation(judgment: Judgment) -> Judgment:
       `finish_reason` of 'length' (as judgments cached before the flag existed carry it) is
       moved to that flag, so that nothing downstream reads the score verdict as a cut generation.
     * generate mode: an output cut at max_tokens (finish_reason 'length') is a PARSE_FAIL unless
-      its verdict tag had closed (the text holds a complete `<verdict>X</verdict>`).
+      its verdict tag had closed (the text holds a complete `<verdict>X</verdict>`), or a
+      constrained judge closed it and scored the verdict (`reasoning_truncated`).
 
     Returns the same object when nothing changes, else an updated copy. The judge applies it to
     every judgment it makes; :func:`biasjudge.eval.protocol.prediction_from` applies it again,
@@ -167,6 +168,8 @@ def settle_truncation(judgment: Judgment) -> Judgment:
         return judgment.model_copy(update={"finish_reason": None, "reasoning_truncated": True})
     if judgment.finish_reason != TRUNCATED or judgment.verdict == PARSE_FAIL:
         return judgment
+    if judgment.reasoning_truncated:
+        return judgment  # a constrained judge closed the cut reasoning and scored the verdict after it
     if parse(judgment.raw_output, "lenient")[0] == judgment.verdict:
         return judgment  # the verdict tag closed before the cap: the verdict stands
     return judgment.model_copy(update={"verdict": PARSE_FAIL})
@@ -205,6 +208,10 @@ class Judge:
         max_tokens: cap on generated tokens (generate mode, and reasoning in score-with-reasoning).
         score_with_reasoning: in score mode, generate the reasoning first and score after it.
         batch_size: prompts per backend call.
+        constrained: generate mode: hold the output to the contract's grammar
+            (:data:`~biasjudge.verdict.CONTRACT_GRAMMAR`), and close an output cut at `max_tokens`
+            by scoring the verdict after its reasoning, so that no verdict is lost to parsing.
+            Default: on where the backend supports grammars (`supports_grammar`).
     """
 
     def __init__(
@@ -217,6 +224,7 @@ class Judge:
         max_tokens: int = 512,
         score_with_reasoning: bool = False,
         batch_size: int = 8,
+        constrained: bool | str | None = None,
     ) -> None:
         if mode not in ("generate", "score"):
             raise ConfigError(f"judge mode must be 'generate' or 'score', got {mode!r}")
@@ -231,6 +239,11 @@ class Judge:
         self.max_tokens = max_tokens
         self.score_with_reasoning = score_with_reasoning
         self.batch_size = batch_size
+        supported = bool(getattr(backend, "supports_grammar", False))
+        wanted = _flag("constrained", constrained)
+        if wanted and not supported:
+            raise ConfigError(f"{backend.spec}: this backend cannot hold generation to a grammar (constrained=false)")
+        self.constrained = supported if wanted is None else wanted
         self.system_prompt = load_prompt("judge_system") if system_prompt is None else system_prompt
         refuse_thinking(self.system_prompt, "system prompt")
 
@@ -271,13 +284,19 @@ class Judge:
     # ------------------------------------------------------------------ internals
 
     def _run_generate(
-        self, prompts: Sequence[PromptRequest], requests: Sequence[JudgeRequest], stop: tuple[str, ...] = ()
+        self,
+        prompts: Sequence[PromptRequest],
+        requests: Sequence[JudgeRequest],
+        stop: tuple[str, ...] = (),
+        grammar: str | None = None,
     ) -> list[Generation]:
         """Generate for each prompt with its request's sampling; identical greedy prompts run once."""
         out: list[Generation | None] = [None] * len(prompts)
         sampling = _group(range(len(prompts)), lambda i: _sampling_key(requests[i]))
         for (temperature, seed), members in sampling.items():
-            params = GenerationParams(temperature=temperature, max_tokens=self.max_tokens, seed=seed, stop=stop)
+            params = GenerationParams(
+                temperature=temperature, max_tokens=self.max_tokens, seed=seed, stop=stop, grammar=grammar
+            )
             # Greedy outputs of the same prompt are identical: generate each distinct prompt once.
             unique = (
                 _group(members, lambda i: _prompt_key(prompts[i])) if temperature <= 0 else {i: [i] for i in members}
@@ -312,8 +331,13 @@ class Judge:
 
     def _judge_generate(self, requests: list[JudgeRequest]) -> list[Judgment]:
         prompts = [self.prompt(r) for r in requests]
+        generations = self._run_generate(prompts, requests, grammar=CONTRACT_GRAMMAR if self.constrained else None)
+        closed = self._close_cut(requests, generations) if self.constrained else {}
         judgments: list[Judgment] = []
-        for request, generation in zip(requests, self._run_generate(prompts, requests), strict=True):
+        for i, (request, generation) in enumerate(zip(requests, generations, strict=True)):
+            if i in closed:
+                judgments.append(closed[i])
+                continue
             verdict: ParsedVerdict
             # A cut output (finish_reason 'length') is settled by settle_truncation in _judgment.
             verdict, reasoning = parse(generation.text, self.parse_mode)
@@ -329,6 +353,37 @@ class Judge:
                 )
             )
         return judgments
+
+    def _close_cut(self, requests: list[JudgeRequest], generations: list[Generation]) -> dict[int, Judgment]:
+        """Constrained outputs cut at max_tokens inside their reasoning: the contract closed after
+        the reasoning so far, and the verdict scored there (as score mode with reasoning does).
+        Under the grammar, a cut output is the only one without a verdict."""
+        cut = [
+            i
+            for i, g in enumerate(generations)
+            if g.finish_reason == TRUNCATED and parse(g.text, "lenient")[0] == PARSE_FAIL
+        ]
+        if not cut:
+            return {}
+        closing = [f"{REASONING_PREFIX}{_cut_reasoning(generations[i].text)}</reasoning>{SCORE_PREFIX}" for i in cut]
+        prompts = [self.prompt(requests[i], prefix) for i, prefix in zip(cut, closing, strict=True)]
+        out = {}
+        for i, logprobs in zip(cut, self._run_score(prompts), strict=True):
+            generation = generations[i]
+            fields: dict[str, Any] = {
+                "raw_output": generation.text,
+                "reasoning": _cut_reasoning(generation.text).strip(),
+                "finish_reason": generation.finish_reason,
+                "reasoning_truncated": True,
+                "prompt_tokens": generation.prompt_tokens,
+                "completion_tokens": generation.completion_tokens,
+            }
+            if not all(math.isfinite(logprobs.get(v, math.nan)) for v in VERDICTS):
+                out[i] = self._judgment(requests[i], verdict=PARSE_FAIL, **fields)
+                continue
+            verdict, probs = verdict_from_logprobs(logprobs, requests[i].temperature, requests[i].seed)
+            out[i] = self._judgment(requests[i], verdict=verdict, probs=probs, **fields)
+        return out
 
     def _judge_score(self, requests: list[JudgeRequest]) -> list[Judgment]:
         generations: list[Generation | None] = [None] * len(requests)
@@ -365,6 +420,28 @@ class Judge:
                 )
             )
         return judgments
+
+
+def _cut_reasoning(text: str) -> str:
+    """The reasoning of a constrained output cut at its cap: after `<reasoning>`, or none when the
+    cap fell inside that opening tag itself.
+
+    >>> _cut_reasoning("<reasoning>Response A assu"), _cut_reasoning("<reason")
+    ('Response A assu', '')
+    """
+    return text[len(REASONING_PREFIX) :] if text.startswith(REASONING_PREFIX) else ""
+
+
+def _flag(name: str, value: bool | str | None) -> bool | None:
+    """A yes/no option as a spec gives it (`?constrained=false`) or as Python does; None stays None."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
 
 
 def _sampling_key(request: JudgeRequest) -> tuple[float, int | None]:
