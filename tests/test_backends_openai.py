@@ -393,3 +393,30 @@ def test_empty_and_zero_token_choices_are_backend_errors() -> None:
         finally:
             backend.close()
     assert stub.requests == []  # refused before any request
+
+
+@pytest.mark.slow
+def test_the_contract_grammar_reaches_llama_cpps_server(server: str, jfs: Path) -> None:
+    """Constrained generate mode through the real llama.cpp server (`grammar_field=grammar`): the
+    untrained 270M, which never writes the contract freely, writes it every time."""
+    from biasjudge.judge.judge import Judge, JudgeRequest
+    from biasjudge.verdict import parse
+
+    pairs = read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=2).records
+    plain = OpenAIBackend(server, spec=f"openai:{server}")
+    held = OpenAIBackend(server, spec=f"openai:{server}", grammar_field="grammar")
+    try:
+        assert not plain.supports_grammar and held.supports_grammar
+        assert Judge(plain, mode="generate").constrained is False  # OpenAI's own API has no grammar field
+        judge = Judge(held, mode="generate", max_tokens=48)
+        assert judge.constrained is True
+        judged = judge.judge_batch([JudgeRequest(p) for p in pairs])
+        for judgment in judged:
+            assert judgment.verdict in ("A", "B", "TIE"), judgment.raw_output
+            if not judgment.reasoning_truncated:
+                assert parse(judgment.raw_output, "strict")[0] == judgment.verdict
+        free = Judge(plain, mode="generate", max_tokens=48).judge_batch([JudgeRequest(p) for p in pairs])
+        assert {j.verdict for j in free} == {"PARSE_FAIL"}
+    finally:
+        plain.close()
+        held.close()

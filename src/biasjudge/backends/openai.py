@@ -181,6 +181,10 @@ class OpenAIBackend:
         logprob_floor: fixed log-prob for a token missing from the top log-probs (default: the
             smallest listed value).
         chat_template_kwargs: sent with chat requests (default: `{"enable_thinking": False}`).
+        grammar_field: the request field a GBNF grammar goes in, for servers that hold generation to
+            one: `grammar` (llama.cpp's server, llama-cpp-python's), `guided_grammar` (vLLM's
+            server). Set, the backend supports constrained generation (`?grammar_field=grammar`);
+            unset (the default), it does not, as OpenAI's own API has no such field.
     """
 
     def __init__(
@@ -200,6 +204,7 @@ class OpenAIBackend:
         top_logprobs: int = 20,
         logprob_floor: float | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        grammar_field: str | None = None,
     ) -> None:
         import httpx
 
@@ -216,6 +221,9 @@ class OpenAIBackend:
         self.top_logprobs = top_logprobs
         self.logprob_floor = logprob_floor
         self.chat_template_kwargs = dict(NO_THINKING if chat_template_kwargs is None else chat_template_kwargs)
+        self.grammar_field = grammar_field or None
+        self.supports_grammar = self.grammar_field is not None
+        """Whether generation can be held to a grammar (the server's `grammar_field`)."""
         self.floored = 0
         """Choices scored with the floor because the server's top log-probs did not contain them."""
         key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
@@ -320,6 +328,10 @@ class OpenAIBackend:
             common["stop"] = stop
         if params.seed is not None:
             common["seed"] = params.seed
+        if params.grammar is not None:
+            if self.grammar_field is None:
+                raise BackendError(f"{self.spec}: no grammar_field set, so this server is sent no grammar")
+            common[self.grammar_field] = params.grammar
 
         def one(request: PromptRequest) -> Generation:
             if self.use_chat:
