@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import typer
 
 from biasjudge.cli.common import DataDirOption, Mode, ModeOption, SystemPromptOption, console
-from biasjudge.errors import ConfigError
 
 if TYPE_CHECKING:
     from biasjudge.records import JudgeMode
@@ -219,15 +218,10 @@ def eval_command(
     data_dir: DataDirOption = None,
 ) -> None:
     """Evaluate judges on the holdout with the reference protocol (resumable), then report."""
-    from biasjudge.eval.run import JudgeToEval, evaluate, resolve_holdout
-    from biasjudge.judge import DEFAULT_JUDGE_SPEC
+    from biasjudge.eval.run import evaluate, judges_to_eval, resolve_holdout
     from biasjudge.prompts import read_prompt_file
 
-    specs = list(judge or [DEFAULT_JUDGE_SPEC])
-    names = list(name or [])
-    if names and len(names) != len(specs):
-        raise ConfigError(f"--name given {len(names)} times for {len(specs)} --judge; give one per judge or none")
-    judges = [JudgeToEval(spec, column) for spec, column in zip(specs, names or specs, strict=True)]
+    judges = judges_to_eval(judge, name)
     pairs = resolve_holdout(holdout, levels_from, data_dir, console=console)
     result = evaluate(
         judges,

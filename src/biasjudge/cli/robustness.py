@@ -10,7 +10,6 @@ import typer
 
 from biasjudge.cli.common import DataDirOption, Mode, ModeOption, SystemPromptOption, console
 from biasjudge.cli.eval import BatchOption, HoldoutOption, LevelsOption
-from biasjudge.errors import ConfigError
 
 if TYPE_CHECKING:
     from biasjudge.records import JudgeMode
@@ -74,15 +73,10 @@ def robustness_command(
     """Flip rates of judges on twins of holdout pairs: injections (forged tags, turn markers,
     "ignore the instructions"), benign edits (whitespace, punctuation, case, order) and padding."""
     from biasjudge.eval.robustness import robustness, select_twins
-    from biasjudge.eval.run import HOLDOUT_NAME, JudgeToEval, jfs_folder, resolve_holdout
-    from biasjudge.judge import DEFAULT_JUDGE_SPEC
+    from biasjudge.eval.run import HOLDOUT_NAME, jfs_folder, judges_to_eval, resolve_holdout
     from biasjudge.prompts import read_prompt_file
 
-    specs = list(judge or [DEFAULT_JUDGE_SPEC])
-    names = list(name or [])
-    if names and len(names) != len(specs):
-        raise ConfigError(f"--name given {len(names)} times for {len(specs)} --judge; give one per judge or none")
-    judges = [JudgeToEval(spec, column) for spec, column in zip(specs, names or specs, strict=True)]
+    judges = judges_to_eval(judge, name)
     pairs = resolve_holdout(holdout, levels_from, data_dir, console=console)
     run = robustness(
         judges,
@@ -94,7 +88,7 @@ def robustness_command(
         system_prompt=read_prompt_file(system_prompt_file) if system_prompt_file else None,
         batch_size=batch_size,
         holdout_name=str(holdout if holdout is not None else jfs_folder(data_dir) / HOLDOUT_NAME),
-        command=_command(specs, names, out, limit, twins, holdout, data_dir),
+        command=_command([j.spec for j in judges], list(name or []), out, limit, twins, holdout, data_dir),
         console=console,
     )
     console.print(f"robustness: {run.json} and {run.markdown}")

@@ -126,6 +126,21 @@ class CacheEntry(Record):
             self.model_identity,
         )
 
+    @classmethod
+    def from_key(cls, key: tuple[str, ...], judgment: Judgment) -> CacheEntry:
+        """The entry for a judgment under `key` (the fields of :meth:`key`, in its order)."""
+        checkpoint_name, pair_id, run, judge, mode, prompt_digest, model_identity = key
+        return cls(
+            checkpoint_name=checkpoint_name,
+            pair_id=pair_id,
+            run=run,
+            judge=judge,
+            mode=mode,
+            prompt_hash=prompt_digest,
+            model_identity=model_identity,
+            judgment=judgment,
+        )
+
 
 def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:
     """Hash of what the judge reads for one pair in one order (system prompt + user message)."""
@@ -305,18 +320,7 @@ def run_eval(
                 for (pair, _run, k), judgment in zip(batch, judgments, strict=True):
                     if judgment.pair_id != pair.pair_id:
                         raise BackendError(f"{judge.spec} answered pair {judgment.pair_id} for {pair.pair_id}")
-                    cache.append(
-                        CacheEntry(
-                            checkpoint_name=k[0],
-                            pair_id=k[1],
-                            run=k[2],
-                            judge=k[3],
-                            mode=k[4],
-                            prompt_hash=k[5],
-                            model_identity=k[6],
-                            judgment=judgment,
-                        )
-                    )
+                    cache.append(CacheEntry.from_key(k, judgment))
                 done_now += len(batch)
                 seconds = (datetime.now(UTC) - started).total_seconds()
                 bar.update(task, advance=len(batch), info=f"{done_now / seconds:.1f}/s" if seconds > 0 else "")

@@ -643,19 +643,7 @@ def run_robustness(
                 if answered != [c.pair_id for c in batch]:
                     raise BackendError(f"{judge.spec} did not answer the {len(batch)} robustness requests in order")
                 for case, judgment in zip(batch, judgments, strict=True):
-                    k = keys[case.pair_id]
-                    cache.append(
-                        CacheEntry(
-                            checkpoint_name=k[0],
-                            pair_id=k[1],
-                            run=k[2],
-                            judge=k[3],
-                            mode=k[4],
-                            prompt_hash=k[5],
-                            model_identity=k[6],
-                            judgment=judgment,
-                        )
-                    )
+                    cache.append(CacheEntry.from_key(keys[case.pair_id], judgment))
                 bar.advance(task, len(batch))
                 batch = []
         predictions = [

@@ -54,6 +54,17 @@ class JudgeToEval:
     """A system prompt for this judge only (default: the eval's)."""
 
 
+def judges_to_eval(specs: Sequence[str] | None, names: Sequence[str] | None) -> list[JudgeToEval]:
+    """The columns of `--judge SPEC` (repeated; default: the shipped judge) named by `--name`
+    (one per judge, or none: each column is named by its spec)."""
+    from biasjudge.judge import DEFAULT_JUDGE_SPEC
+
+    chosen, named = list(specs or [DEFAULT_JUDGE_SPEC]), list(names or [])
+    if named and len(named) != len(chosen):
+        raise ConfigError(f"--name given {len(named)} times for {len(chosen)} --judge; give one per judge or none")
+    return [JudgeToEval(spec, column) for spec, column in zip(chosen, named or chosen, strict=True)]
+
+
 def jfs_folder(data_dir: Path | None) -> Path:
     """`<data dir>/judge-from-scratch` (data dir: explicit, $BIASJUDGE_DATA_DIR, or ../shared/data)."""
     from biasjudge.config import resolve_data_dir
