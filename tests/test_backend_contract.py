@@ -28,6 +28,7 @@ import pytest
 
 from biasjudge.backends.base import (
     ChoiceScores,
+    GenerationParams,
     PromptRequest,
     check_choices,
     continuation_tokens,
@@ -575,3 +576,36 @@ def test_training_renders_byte_for_byte_what_each_backend_renders_without_a_temp
         hf.close()
         llama.close()
         openai.close()
+
+
+class RecordingLLM(FakeLLM):
+    """A stand-in for `vllm.LLM` that records the SamplingParams a generate call gets."""
+
+    def generate(self, prompts: list[dict[str, list[int]]], sampling: Any, use_tqdm: bool = False) -> list[Any]:
+        self.sampling = sampling
+        text = "<reasoning></reasoning><verdict>A</verdict>"
+        done = types.SimpleNamespace(text=text, finish_reason="stop", token_ids=[1])
+        return [types.SimpleNamespace(outputs=[done]) for _ in prompts]
+
+
+@pytest.mark.parametrize("api", ["StructuredOutputsParams", "GuidedDecodingParams"])
+def test_vllm_gets_the_grammar_through_its_structured_outputs(tiny_dir: Path, api: str) -> None:
+    """vLLM 0.10.2 on takes `structured_outputs=StructuredOutputsParams(grammar=...)`, older ones
+    `guided_decoding=GuidedDecodingParams(grammar=...)`: the backend finds whichever this vLLM has."""
+    import biasjudge.backends.vllm as vllm_module
+    from biasjudge.verdict import CONTRACT_GRAMMAR
+
+    params_class = types.SimpleNamespace(**{api: lambda **kw: types.SimpleNamespace(kind=api, **kw)})
+    fake_vllm = types.SimpleNamespace(
+        LLM=RecordingLLM, SamplingParams=lambda **kw: types.SimpleNamespace(**kw), sampling_params=params_class
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vllm_module, "import_optional", lambda *args, **kwargs: fake_vllm)
+        backend = vllm_module.VLLMBackend(str(tiny_dir), spec="vllm:tiny")
+    request = PromptRequest((ChatMessage(role="user", content="q"),))
+    backend.generate([request], GenerationParams(max_tokens=8, grammar=CONTRACT_GRAMMAR))
+    field = "structured_outputs" if api == "StructuredOutputsParams" else "guided_decoding"
+    held = getattr(backend._llm.sampling, field)
+    assert held.kind == api and held.grammar == CONTRACT_GRAMMAR
+    backend.generate([request], GenerationParams(max_tokens=8))
+    assert not hasattr(backend._llm.sampling, field)  # no grammar asked, none sent

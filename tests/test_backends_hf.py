@@ -109,3 +109,22 @@ def test_tie_is_the_teacher_forced_sum_of_its_tokens(hf: HFBackend) -> None:
     (scores,) = hf.score([request], CHOICES)
     assert scores["TIE"] == pytest.approx(expected, abs=1e-3)
     assert scores["A"] == pytest.approx(float(logprobs[len(prompt) - 1, hf.tokenize(text + "A")[-1]]), abs=1e-3)
+
+
+def test_the_contract_grammar_holds_transformers_generation(hf: HFBackend, prompts: list[PromptRequest]) -> None:
+    """The untrained 270M never writes the contract freely; held to the GBNF grammar (llguidance
+    logits processor), every complete output passes the strict parser, in a batch of two rows."""
+    from biasjudge.judge.judge import Judge
+    from biasjudge.verdict import CONTRACT_GRAMMAR, parse
+
+    requests = [PromptRequest(p.messages) for p in prompts[:2]]
+    free = hf.generate(requests, GenerationParams(max_tokens=40))
+    held = hf.generate(requests, GenerationParams(max_tokens=40, grammar=CONTRACT_GRAMMAR))
+    assert [parse(g.text, "strict")[0] for g in free] == ["PARSE_FAIL", "PARSE_FAIL"]
+    assert hf.supports_grammar and Judge(hf, mode="generate").constrained is True
+    for generation in held:
+        assert generation.text.startswith("<reasoning>"), generation.text
+        if generation.finish_reason == "stop":
+            assert parse(generation.text, "strict")[0] in ("A", "B", "TIE"), generation.text
+        else:  # cut at the cap: still inside the reasoning, where no tag can open
+            assert "<" not in generation.text[len("<reasoning>") :]

@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import itertools
 import math
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from biasjudge.backends.base import ChoiceScores, GenerationParams, PromptRequest
@@ -28,7 +23,9 @@ from biasjudge.judge.judge import Judge, verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Judgment, Pair
+from biasjudge.verdict import CONTRACT_GRAMMAR
 from http_stub import Reply, StubServer, completion, stub_server
+from llama_server import free_port, llama_server_process
 from test_judge import make_pair
 
 CHOICES = ("A", "B", "TIE")
@@ -43,13 +40,6 @@ SERVER_LOGPROB_TOLERANCE = 0.1
 kernels, other batch splits; see the contract test's LLAMA_TOLERANCE). Measured: below 1e-4."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def normalise(scores: dict[str, float]) -> dict[str, float]:
     """A/B/TIE probabilities renormalised, as the judge computes them."""
     return verdict_from_logprobs(scores)[1]
@@ -60,48 +50,11 @@ def normalise(scores: dict[str, float]) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def server(gguf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(gguf_model),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--n_ctx",
-        "4096",
-        "--logits_all",
-        "true",
-    ]
-    log_path = tmp_path_factory.mktemp("server") / "llama_server.log"
-    log = log_path.open("wb")  # a file, not a pipe: llama.cpp logs enough to fill a pipe and block
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not answer /v1/models within 120 s")
-            time.sleep(0.5)
+    # Its own server: scoring reads the log-probs of every position (--logits_all).
+    with llama_server_process(
+        gguf_model, tmp_path_factory.mktemp("server"), "--n_ctx", "4096", "--logits_all", "true"
+    ) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +154,19 @@ def test_429_and_5xx_are_retried_with_backoff() -> None:
     sent = stub.requests[-1].body
     assert sent["model"] == "m" and sent["seed"] == 4 and "<turn|>" in sent["stop"]
     assert sent["prompt"].endswith("<|turn>model\n")
+
+
+def test_a_dotted_grammar_field_nests_the_grammar_as_vllms_server_reads_it() -> None:
+    """vLLM's server (0.12 on) takes a grammar as `structured_outputs.grammar`; vLLM cannot run
+    here, so a scripted server records the body the backend sends."""
+    with stub_server([Reply(200, completion("<reasoning>x</reasoning><verdict>B</verdict>"))]) as stub:
+        backend = backend_for(stub, grammar_field="structured_outputs.grammar")
+        try:
+            backend.generate([PromptRequest(MESSAGES)], GenerationParams(max_tokens=9, grammar=CONTRACT_GRAMMAR))
+        finally:
+            backend.close()
+    sent = stub.requests[-1].body
+    assert sent["structured_outputs"] == {"grammar": CONTRACT_GRAMMAR} and "grammar" not in sent
 
 
 def test_retry_after_is_honoured() -> None:

@@ -88,6 +88,7 @@ class Question(Record):
 
     @property
     def answers(self) -> list[str]:
+        """The three answer texts, ans0 to ans2, in order (A, B, C)."""
         return [self.ans0, self.ans1, self.ans2]
 
 
@@ -213,6 +214,7 @@ class Pair(Record):
 
     @property
     def human_verdict(self) -> Verdict | None:
+        """The verdict of the pair's human label, or None when it has none."""
         label = self.label_from("human")
         return label.verdict if label else None
 
@@ -322,6 +324,8 @@ class Judgment(Record):
     """Prompt length in tokens, where the backend reports it."""
     completion_tokens: int | None = None
     """Generated tokens, where the backend reports it."""
+    route: str | None = None
+    """Router judges: which member judged the pair and why, e.g. `ood: religion (metadata)`."""
     single_order_verdict: Verdict | None = None
     """Order-debiased judges: the verdict of the shown order alone, before both orders were combined
     (so a report can still show the underlying model's own position bias)."""

@@ -20,7 +20,9 @@ Gemma 3 vocabulary) together cost ONE forward pass of the prompt plus one token.
 
 Generation: greedy (temperature 0) or sampling at the temperature with `torch.manual_seed(seed)`
 (top-k/top-p off); stops at the format's end-of-turn marker, the model's EOS and `params.stop`,
-none of which is kept in the text; finish_reason is 'length' when max_tokens was reached.
+none of which is kept in the text; finish_reason is 'length' when max_tokens was reached. A
+`params.grammar` (GBNF) holds every row to it through llguidance (:class:`GrammarLogitsProcessor`);
+once the grammar is complete only EOS is allowed.
 """
 
 from __future__ import annotations
@@ -65,6 +67,42 @@ def _resolve_target(target: str) -> tuple[str, str | None]:
             raise BackendError(f"hf: GGUF file {path} not found")
         return str(path.parent), path.name
     return target, None
+
+
+class GrammarLogitsProcessor:
+    """A transformers logits processor holding each row of a batch to a GBNF grammar.
+
+    llguidance (the engine behind vLLM's `guidance` backend and llama.cpp's `%llguidance`) keeps
+    one matcher per row: each step it takes the row's last token and masks every token the grammar
+    does not allow next. A row that leaves the grammar (it cannot, unless the model's tokenizer and
+    llguidance's disagree) is left unmasked, and its text is parsed as it is.
+
+    Args:
+        tokenizer: an `llguidance.LLTokenizer` of the model's tokenizer.
+        grammar: the grammar text (GBNF).
+        rows: batch size.
+        prompt_width: the padded prompt length (generated tokens start after it).
+    """
+
+    def __init__(self, tokenizer: Any, grammar: str, rows: int, prompt_width: int) -> None:
+        llguidance = import_optional("llguidance", "llguidance", "hf", "constrained generation on the hf: backend")
+        compiled = llguidance.grammar_from("gbnf", grammar)
+        self._matchers = [llguidance.LLMatcher(tokenizer, compiled, log_level=0) for _ in range(rows)]
+        self._width = prompt_width
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        for row, matcher in enumerate(self._matchers):
+            if input_ids.shape[1] > self._width and not matcher.is_stopped():
+                matcher.consume_token(int(input_ids[row, -1]))
+            if matcher.is_error():
+                continue
+            allowed = torch.frombuffer(bytearray(matcher.compute_logit_bias()), dtype=torch.uint8)
+            width = min(allowed.numel(), scores.shape[1])
+            scores[row, :width].masked_fill_(allowed[:width].to(scores.device) == 0, float("-inf"))
+            scores[row, width:] = float("-inf")
+        return scores
 
 
 class HFBackend:
@@ -146,6 +184,7 @@ class HFBackend:
         )
 
     def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, BOS added unless the text starts with it."""
         bos = self.tokenizer.bos_token
         add_special = not (bos and text.startswith(bos))
         ids: list[int] = self.tokenizer(text, add_special_tokens=add_special).input_ids
@@ -173,6 +212,7 @@ class HFBackend:
     # ------------------------------------------------------------------ Backend protocol
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+        """Each choice's teacher-forced log-probability after each prompt (module docstring)."""
         torch = self._torch
         choices = check_choices(choices, self.spec)
         texts = [self.render(r) for r in requests]
@@ -202,8 +242,22 @@ class HFBackend:
                         out[i][choice] = float(sum(logprobs[row, j, t] for j, t in enumerate(ctoks)))
         return out
 
+    supports_grammar = True
+    """Generation can be held to a GBNF grammar (:class:`GrammarLogitsProcessor`)."""
+
+    def _grammar_tokenizer(self) -> Any:
+        """llguidance's view of the tokenizer, built once (about a second for a 262k vocabulary)."""
+        if "_lltokenizer" not in self.__dict__:
+            import_optional("llguidance", "llguidance", "hf", "constrained generation on the hf: backend")
+            from llguidance.hf import from_tokenizer
+
+            self._lltokenizer = from_tokenizer(self.tokenizer)
+        return self._lltokenizer
+
     def generate(self, requests: Sequence[PromptRequest], params: GenerationParams) -> list[Generation]:
+        """Generate for each prompt, in batches of `batch_size`, held to `params.grammar` when given."""
         torch = self._torch
+        transformers = import_optional("transformers", "transformers", "hf", "the hf: backend")
         stops = [self._format.end_of_turn, *params.stop]
         prompts = [self.tokenize(self.render(r)) for r in requests]
         out: list[Generation] = []
@@ -215,6 +269,9 @@ class HFBackend:
                 sampling = {"do_sample": True, "temperature": params.temperature, "top_k": 0, "top_p": 1.0}
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
+            if params.grammar is not None:
+                held = GrammarLogitsProcessor(self._grammar_tokenizer(), params.grammar, len(rows), ids.shape[1])
+                sampling["logits_processor"] = transformers.LogitsProcessorList([held])
             with torch.inference_mode():
                 generated = self.model.generate(
                     input_ids=ids,
@@ -243,9 +300,11 @@ class HFBackend:
         return Generation(text=text, finish_reason=finish, prompt_tokens=prompt_len, completion_tokens=len(new_ids))
 
     def count_tokens(self, text: str) -> int:
+        """Length of `text` in the model's tokens (no special tokens)."""
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def close(self) -> None:
+        """Drop the model (and free GPU memory)."""
         self.model = None
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()

@@ -162,6 +162,20 @@ class _Tokenizer:
     detokenize: Callable[[list[int]], str]
 
 
+def put_field(body: dict[str, Any], path: str, value: Any) -> None:
+    """Set `value` at a dotted `path` of a request body, making the objects on the way.
+
+    >>> body: dict[str, Any] = {"structured_outputs": {"backend": "x"}}
+    >>> put_field(body, "structured_outputs.grammar", "root ::= \\"A\\"")
+    >>> body
+    {'structured_outputs': {'backend': 'x', 'grammar': 'root ::= "A"'}}
+    """
+    *parents, last = path.split(".")
+    for name in parents:
+        body = body.setdefault(name, {})
+    body[last] = value
+
+
 class OpenAIBackend:
     """A model behind an OpenAI-compatible HTTP API.
 
@@ -182,9 +196,10 @@ class OpenAIBackend:
             smallest listed value).
         chat_template_kwargs: sent with chat requests (default: `{"enable_thinking": False}`).
         grammar_field: the request field a GBNF grammar goes in, for servers that hold generation to
-            one: `grammar` (llama.cpp's server, llama-cpp-python's), `guided_grammar` (vLLM's
-            server). Set, the backend supports constrained generation (`?grammar_field=grammar`);
-            unset (the default), it does not, as OpenAI's own API has no such field.
+            one: `grammar` (llama.cpp's server, llama-cpp-python's), `structured_outputs.grammar`
+            (vLLM's server from 0.12; a dot nests the field), `guided_grammar` (vLLM before 0.12).
+            Set, the backend supports constrained generation (`?grammar_field=grammar`); unset (the
+            default), it does not, as OpenAI's own API has no such field.
     """
 
     def __init__(
@@ -311,11 +326,13 @@ class OpenAIBackend:
     # ------------------------------------------------------------------ rendering
 
     def render(self, request: PromptRequest) -> str:
+        """The prompt text biasjudge sends to `/completions`: the built-in turns and the assistant prefix."""
         return render_prompt(request.messages, chat_format=self._format.name, assistant_prefix=request.assistant_prefix)
 
     # ------------------------------------------------------------------ Backend protocol
 
     def generate(self, requests: Sequence[PromptRequest], params: GenerationParams) -> list[Generation]:
+        """Generate one completion per request on the server, with retries and bounded concurrency."""
         model = self.model
         common: dict[str, Any] = {
             "model": model,
@@ -331,7 +348,7 @@ class OpenAIBackend:
         if params.grammar is not None:
             if self.grammar_field is None:
                 raise BackendError(f"{self.spec}: no grammar_field set, so this server is sent no grammar")
-            common[self.grammar_field] = params.grammar
+            put_field(common, self.grammar_field, params.grammar)
 
         def one(request: PromptRequest) -> Generation:
             if self.use_chat:
@@ -439,6 +456,7 @@ class OpenAIBackend:
         return total, False
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+        """Log-probability of each choice after each request's prompt, from the server's logprobs."""
         choices = check_choices(choices, self.spec)
         empty = [c for c in choices if not c]
         if empty:  # zero characters are zero tokens, with or without the server's tokenizer
@@ -528,6 +546,7 @@ class OpenAIBackend:
         return self._count(text)
 
     def close(self) -> None:
+        """Stop the request pool and close the HTTP client."""
         self._pool.shutdown(wait=True)
         self._client.close()
 

@@ -12,8 +12,9 @@ A spec is `SCHEME:TARGET`:
 | `answer-key:[PAIRS.jsonl]`, `always-tie:`, `random:[SEED]` | baselines (they judge pairs, not prompts) |
 | `hybrid:[MODEL_SPEC]` | answer-key evidence from BBQ's answer key combined with a model's probabilities |
 | `replay:PREDICTIONS.json` | the verdicts of a saved eval, judged again without a model |
+| `route:ROUTER.json` | an in-distribution and an out-of-distribution judge, chosen per pair by its bias category |
 
-The pair-judge schemes (baselines, hybrid, replay) are registered by :mod:`biasjudge.judge.judge`,
+The pair-judge schemes (baselines, hybrid, replay, route) are registered by :mod:`biasjudge.judge.judge`,
 beside the judges they make: backends never import the judge package.
 
 Backend options may ride on the spec after `?` (see :func:`split_options`).

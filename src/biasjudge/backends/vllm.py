@@ -11,6 +11,11 @@ are appended to the prompt's tokens and one token is generated with `prompt_logp
 returns the log-prob of every prompt token given the tokens before it; the choice's positions are
 summed by :func:`continuation_logprob` (`TIE` = `T` + `IE` in the Gemma 3 vocabulary). Prefix
 caching is on, so the three sequences of one prompt share its KV blocks and cost about one prefill.
+
+Constrained generation: a `params.grammar` (GBNF) goes to vLLM's structured outputs
+(`SamplingParams(structured_outputs=StructuredOutputsParams(grammar=...))`, vLLM 0.10.2 on; before
+that `guided_decoding=GuidedDecodingParams(grammar=...)`). Not run here (no GPU): the wiring is
+tested on a stand-in for vLLM.
 """
 
 from __future__ import annotations
@@ -119,12 +124,28 @@ class VLLMBackend:
         )
         return text, self._ids(text)
 
+    supports_grammar = True
+    """Generation can be held to a GBNF grammar (vLLM's structured outputs)."""
+
+    def _grammar_options(self, grammar: str | None) -> dict[str, Any]:
+        """SamplingParams keywords that hold generation to `grammar`, in this vLLM's API."""
+        if grammar is None:
+            return {}
+        module = getattr(self._vllm, "sampling_params", self._vllm)
+        if hasattr(module, "StructuredOutputsParams"):
+            return {"structured_outputs": module.StructuredOutputsParams(grammar=grammar)}
+        if hasattr(module, "GuidedDecodingParams"):
+            return {"guided_decoding": module.GuidedDecodingParams(grammar=grammar)}
+        raise BackendError(f"{self.spec}: this vLLM has no structured outputs; upgrade vllm or use constrained=false")
+
     def generate(self, requests: Sequence[PromptRequest], params: GenerationParams) -> list[Generation]:
+        """Generate for every prompt in one vLLM call, held to `params.grammar` when given."""
         sampling = self._vllm.SamplingParams(
             temperature=max(0.0, params.temperature),
             max_tokens=params.max_tokens,
             seed=params.seed,
             stop=[self._format.end_of_turn, *params.stop],
+            **self._grammar_options(params.grammar),
         )
         prompts = [{"prompt_token_ids": self._tokens(r)[1]} for r in requests]
         outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
@@ -142,6 +163,7 @@ class VLLMBackend:
         return result
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+        """Each choice's teacher-forced log-probability, read from vLLM's prompt log-probs."""
         choices = check_choices(choices, self.spec)
         sampling = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
         jobs: list[tuple[int, str, int, list[int]]] = []
@@ -162,7 +184,9 @@ class VLLMBackend:
         return scores
 
     def count_tokens(self, text: str) -> int:
+        """Length of `text` in the model's tokens (no special tokens)."""
         return len(self.tokenizer(text, add_special_tokens=False).input_ids)
 
     def close(self) -> None:
+        """Drop the engine."""
         self._llm = None

@@ -116,6 +116,7 @@ class CacheEntry(Record):
     """The judge's result."""
 
     def key(self) -> tuple[str, ...]:
+        """The cache key: checkpoint, pair, run, judge, mode, prompt hash and model identity."""
         return (
             self.checkpoint_name,
             self.pair_id,
@@ -157,8 +158,9 @@ def judge_identity(judge: PairJudge) -> str:
     prompts are rendered (`render_format`: chat template hash or built-in format), and the judge's
     own settings (parse mode, max tokens, score with reasoning).
 
-    Wrappers (order-debiased, hybrid) are unwrapped through their `inner` judge. How a wrapper
-    judges is in its spec (`?order=single`, `hybrid:...`), which the cache key holds already.
+    Wrappers (order-debiased, hybrid) are unwrapped through their `inner` judge, a router through
+    its `members`. How a wrapper judges is in its spec (`?order=single`, `hybrid:...`), which the
+    cache key holds already.
     """
     parts: list[str] = []
     current: Any = judge
@@ -177,6 +179,8 @@ def judge_identity(judge: PairJudge) -> str:
             )
             if getattr(current, "mode", None) == "generate" and getattr(current, "constrained", False):
                 parts.append("constrained=contract-grammar")  # score mode never generates a verdict
+        for member in getattr(current, "members", ()):  # a router: each member's identity
+            parts.append(f"[{judge_identity(member)}]")
         current = getattr(current, "inner", None)
     return "|".join(parts)
 

@@ -265,9 +265,11 @@ class Judge:
         return self._judge_score(requests)
 
     def count_tokens(self, text: str) -> int:
+        """Length of `text` in the backend's tokens."""
         return self.backend.count_tokens(text)
 
     def close(self) -> None:
+        """Close the backend (free the model)."""
         self.backend.close()
 
     def __enter__(self) -> Judge:
@@ -602,6 +604,13 @@ def _hybrid() -> Callable[..., Any]:
     from biasjudge.judge.hybrid import HybridJudge
 
     return HybridJudge
+
+
+@register_backend("route", kind="pair_judge")
+def _route() -> Callable[..., Any]:
+    from biasjudge.judge.router import RouterJudge
+
+    return RouterJudge
 
 
 @register_backend("replay", kind="pair_judge")
