@@ -6,6 +6,8 @@ extra): every skip is turned into a failure, so CI cannot pass by testing less.
 `scratch_registry` lets a test register backend schemes; the autouse check fails any test that
 leaves a scheme (or any other global registration) behind.
 `gguf_model` is the embedded Gemma 3 270M GGUF from PyPI, assembled once per session.
+`llama_server` is a real OpenAI-compatible server (llama-cpp-python's) running it on loopback, one
+per session (tests/llama_server.py), for the stages that would call a paid API.
 """
 
 from __future__ import annotations
@@ -99,3 +101,12 @@ def gguf_model() -> Path:
     except Exception as exc:  # the package is an optional extra
         _missing(f"embedded GGUF not available: {exc}")
         raise
+
+
+@pytest.fixture(scope="session")
+def llama_server(gguf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The `/v1` URL of llama-cpp-python's server running the embedded GGUF (any model name is accepted)."""
+    from llama_server import llama_server_process
+
+    with llama_server_process(gguf_model, tmp_path_factory.mktemp("llama_server"), "--n_ctx", "2048") as url:
+        yield url

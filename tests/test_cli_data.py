@@ -135,6 +135,16 @@ def test_stats_json(built: Path) -> None:
     assert table.exit_code == 0 and "split" in table.output
 
 
+def test_split_of_pairs_without_the_ood_category_prints_its_table(jfs: Path, tmp_path: Path) -> None:
+    """A new bias axis's pairs may hold no pair of the OOD category: the split still reports (0 OOD)."""
+    lines = (jfs / "pairs.jsonl").read_text().splitlines(keepends=True)
+    no_religion = tmp_path / "pairs.jsonl"
+    no_religion.write_text("".join(line for line in lines if '"bias_category": "religion"' not in line))
+    result = invoke("split", "--pairs", no_religion, "--out", tmp_path / "split")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "unused_ood 0" in result.output and (tmp_path / "split" / "holdout.jsonl").exists()
+
+
 def test_skip_invalid_writes_rejects(jfs: Path, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     (data_dir / "judge-from-scratch").mkdir(parents=True)

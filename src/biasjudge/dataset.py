@@ -39,6 +39,7 @@ from biasjudge.records import CandidateResponse, Pair, Question
 
 if TYPE_CHECKING:
     from biasjudge.backends.base import Backend, GenerationParams
+    from biasjudge.costs import CostControl
     from biasjudge.data.holdout import HoldoutConfig, LeakageReport, Split
     from biasjudge.data.pairs import PairsConfig
     from biasjudge.labels.answer_key import KappaTable, UnclearVsBiased
@@ -549,12 +550,16 @@ def label_file(
     batch_size: int = 8,
     skip_invalid: bool = False,
     on_read: Callable[[ReadReport], None] | None = None,
+    cost: CostControl | None = None,
+    rubric: str | None = None,
 ) -> LabelRun:
     """`biasjudge data label`: label a pairs file into `out` (with its .meta.json sidecar).
 
     `method="answer-key"` labels from BBQ's answer key (instant). `method="teacher"` imports the
     labels of `teacher_file` (dryrun_*.jsonl shape) or runs the `teacher` backend (resumable: its
-    raw output goes to `<out>_teacher.jsonl`, unreadable outputs to `<out>_teacher.dropped.jsonl`).
+    raw output goes to `<out>_teacher.jsonl`, unreadable outputs to `<out>_teacher.dropped.jsonl`;
+    `cost` books its calls and may stop it at a budget, see :mod:`biasjudge.costs`; a dry run
+    writes nothing; `rubric` replaces prompts/teacher.md).
     """
     from biasjudge.data.holdout import load_pairs
     from biasjudge.labels import attach_labels
@@ -596,7 +601,11 @@ def label_file(
             params=params,
             labeller_name=teacher_name,
             batch_size=batch_size,
+            rubric=rubric,
+            cost=cost,
         )
+        if cost is not None and cost.dry_run:  # estimated, nothing to write
+            return LabelRun(teacher_run.pairs, "teacher", {}, {}, 0, teacher_run, reads)
         labelled = teacher_run.pairs
         config.update({"judge": teacher_name, "max_tokens": params.max_tokens, "temperature": params.temperature})
         source = "teacher"
@@ -662,9 +671,11 @@ def candidates_from_file(
     limit: int | None = None,
     skip_invalid: bool = False,
     on_read: Callable[[ReadReport], None] | None = None,
+    cost: CostControl | None = None,
 ) -> CandidatesRun:
     """`biasjudge data candidates`: answer each question with `backend` into `out` (appended to;
-    resumable: answers already there are kept), with its .meta.json sidecar."""
+    resumable: answers already there are kept), with its .meta.json sidecar. `cost` books the calls
+    and may stop the run at a budget (:mod:`biasjudge.costs`); a dry run writes nothing."""
     from biasjudge.data.candidates import generate_candidates
 
     reads: list[ReadReport] = []
@@ -673,8 +684,12 @@ def candidates_from_file(
         read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id")
     )
     questions = questions[:limit] if limit is not None else questions
-    done = generate_candidates(questions, backend, out, model_name=model_name, params=params, batch_size=batch_size)
+    done = generate_candidates(
+        questions, backend, out, model_name=model_name, params=params, batch_size=batch_size, cost=cost
+    )
     finish = dict(Counter(c.finish_reason or "unknown" for c in done))
+    if cost is not None and cost.dry_run:
+        return CandidatesRun(list(done), len(questions), finish, reads)
     write_meta(
         out,
         stage="data/candidates",

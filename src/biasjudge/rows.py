@@ -125,6 +125,7 @@ class RowsBuild(Generic[R]):
     """DPO only: pairs per rejected source (hard_negative, verdict_flip)."""
 
     def counts(self) -> dict[str, Any]:
+        """Counts for the rows' `.meta.json` sidecar: pairs in and used, rows, and why pairs were skipped."""
         out: dict[str, Any] = {
             "pairs_in": self.n_pairs,
             "pairs_used": self.n_used,

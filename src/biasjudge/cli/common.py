@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from biasjudge.costs import CostControl
 
 console = Console(stderr=True)
 """Progress and messages go to stderr; stdout stays clean for --json output."""
@@ -144,3 +150,124 @@ ConstrainedOption = Annotated[
         show_default=False,
     ),
 ]
+
+# --------------------------------------------------------------------------- cost control (biasjudge.costs)
+
+LedgerOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ledger",
+        help=(
+            "Cost ledger: JSONL, one line per model call (stage, model, tokens, USD, time, key), appended to. "
+            "Default: cost_ledger.jsonl beside --out, so the stages of one folder share it."
+        ),
+        show_default=False,
+    ),
+]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-usd",
+        min=0.0,
+        help=(
+            "Stop before a call that could take the ledger's total (every stage, every run) past this many USD. "
+            "Work done is kept; the exit status is 3; rerun with a higher budget to go on."
+        ),
+        show_default=False,
+    ),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Estimate the calls, tokens and USD of what is left to do, then stop: no model call, nothing written.",
+    ),
+]
+PricesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--prices",
+        help=(
+            "YAML of model prices ('models: {NAME: {input: USD_PER_1M, output: USD_PER_1M}}') laid over the "
+            "shipped biasjudge/configs/prices.yaml. An openai: model without a price is booked at $0 with a "
+            "warning, and is an error with --budget-usd."
+        ),
+        show_default=False,
+    ),
+]
+
+
+def cost_control(
+    out: Path, ledger: Path | None, budget_usd: float | None, dry_run: bool, prices: Path | None
+) -> CostControl:
+    """The CostControl of a command's cost options (the ledger defaults to cost_ledger.jsonl beside `out`)."""
+    from biasjudge.costs import CostControl, load_prices
+
+    return CostControl(
+        ledger=ledger if ledger is not None else out.parent / "cost_ledger.jsonl",
+        prices=load_prices(prices),
+        budget_usd=budget_usd,
+        dry_run=dry_run,
+    )
+
+
+@contextmanager
+def cost_session(control: CostControl) -> Iterator[CostControl]:
+    """Hold the ledger for the block; print what was spent (or estimated) after it.
+
+    A run the budget stopped prints why and exits with status 3 (`costs.BUDGET_EXIT_CODE`).
+    """
+    from biasjudge.costs import BUDGET_EXIT_CODE, BudgetReached
+
+    try:
+        with control:
+            yield control
+    except BudgetReached as exc:
+        print_costs(control)
+        console.print(f"[yellow]stopped:[/yellow] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(BUDGET_EXIT_CODE) from None
+    print_costs(control)
+
+
+def print_costs(control: CostControl) -> None:
+    """A dry run's estimates as a table, or one line: this run's calls and USD, and the ledger's total."""
+    from biasjudge.costs import ledger_totals
+
+    budget = f" of --budget-usd {control.budget_usd:g}" if control.budget_usd is not None else ""
+    if control.dry_run:
+        console.print(f"dry run: no model called, nothing written (ledger {control.ledger})", highlight=False)
+        for e in control.estimates:
+            if e.priced:
+                usd = f"at most ${e.usd_max:.4f}"
+                if e.max_attempts > 1:
+                    usd += f" (${e.usd_worst:.4f} if every item takes all {e.max_attempts} attempts)"
+                if e.usd_expected is not None:
+                    usd += (
+                        f", expected ${e.usd_expected:.4f} (mean output {e.mean_completion_tokens:.0f} tokens so far)"
+                    )
+            else:
+                usd = "USD unknown (no price for this model)"
+            console.print(
+                f"  {e.stage} ({e.model}): {e.calls} calls, {e.prompt_tokens} prompt tokens, "
+                f"at most {e.max_completion_tokens} output tokens; {usd}",
+                highlight=False,
+            )
+        left = ""
+        if control.budget_usd is not None:
+            need = sum(e.usd_max for e in control.estimates)
+            verdict = "fits" if control.spent + need <= control.budget_usd else "does NOT fit"
+            left = f"; at most ${need:.4f} more {verdict} in --budget-usd {control.budget_usd:g}"
+        console.print(f"ledger so far: ${control.spent:.4f}{left}", highlight=False)
+        return
+    now = ledger_totals(control.made)
+    note = f" ({now.unpriced_calls} of an unpriced model)" if now.unpriced_calls else ""
+    booked = (
+        f"; {control.booked_in_flight} call(s) a killed run had in flight booked at their bound"
+        if control.booked_in_flight
+        else ""
+    )
+    console.print(
+        f"cost: {now.calls} calls now{note}, {now.prompt_tokens} prompt + {now.completion_tokens} completion tokens, "
+        f"${now.usd:.4f}; ledger {control.ledger} total ${control.spent:.4f}{budget}{booked}",
+        highlight=False,
+    )

@@ -8,6 +8,11 @@ Generation is resumable: each finished answer is appended (flushed and fsynced) 
 JSONL, keyed by (question_id, model); a restarted run reads the file back, skips what is done and
 generates only the rest. A kill loses at most the batch in flight, never a written answer, and
 nothing is written twice.
+
+Cost: with a :class:`~biasjudge.costs.CostControl` every call is booked in its ledger (stage
+`candidates`, key question_id), a budget stops the run before a call that could cross it (the
+answers so far are kept; :class:`~biasjudge.costs.BudgetReached` is raised), and a dry run
+estimates the calls of the unanswered questions without making any.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
-from biasjudge.errors import BackendError, ConfigError
-from biasjudge.io import JsonlAppender
+from biasjudge.costs import CostControl, meter_for
+from biasjudge.errors import ConfigError
+from biasjudge.io import JsonlAppender, read_records
 from biasjudge.progress import progress_bar
 from biasjudge.prompts import load_prompt
 from biasjudge.records import CandidateResponse, ChatMessage, Question
@@ -61,11 +67,14 @@ def generate_candidates(
     batch_size: int = 8,
     system_prompt: str | None = None,
     progress: bool = True,
+    cost: CostControl | None = None,
 ) -> list[CandidateResponse]:
     """Answer every question with `backend`, appending each answer to `out_path` as it is done.
 
     Returns the candidates of `questions` by `model_name` (those already in the file and the new
     ones), in question order. Answers in the file for other questions or models are kept as they are.
+    In a dry run (`cost.dry_run`) nothing is generated or written: the estimate goes to
+    `cost.estimates` and the answers already in the file are returned.
 
     Args:
         questions: the questions to answer (a repeated question_id is answered once).
@@ -76,10 +85,27 @@ def generate_candidates(
         batch_size: prompts per generate call.
         system_prompt: replaces prompts/candidate.md.
         progress: show a progress bar on stderr.
+        cost: ledger, budget and dry run (:mod:`biasjudge.costs`); None books nothing.
+
+    Raises:
+        BudgetReached: the budget stopped the run (everything answered before is in the file).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     todo_all = _unique(questions)
+    meter = meter_for(backend, "candidates", cost)
+
+    def request(q: Question) -> PromptRequest:
+        return PromptRequest(messages=tuple(candidate_messages(q, system_prompt=system_prompt)))
+
+    if meter.dry_run:  # read what is done, write nothing
+        path = Path(out_path)
+        existing = (
+            read_records(path, CandidateResponse, allow_empty=True, skip_invalid=True).records if path.exists() else []
+        )
+        done = {_candidate_key(c): c for c in existing}
+        meter.estimate([request(q) for q in todo_all if (q.question_id, model_name) not in done], params)
+        return [done[(q.question_id, model_name)] for q in todo_all if (q.question_id, model_name) in done]
     with JsonlAppender(out_path, CandidateResponse, key=_candidate_key) as out:
         todo = [q for q in todo_all if (q.question_id, model_name) not in out]
         bar = progress_bar(enabled=progress)
@@ -89,15 +115,8 @@ def generate_candidates(
             )
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                requests = [
-                    PromptRequest(messages=tuple(candidate_messages(q, system_prompt=system_prompt))) for q in batch
-                ]
-                generations = backend.generate(requests, params)
-                if len(generations) != len(batch):
-                    raise BackendError(
-                        f"backend {backend.spec!r} returned {len(generations)} generations for {len(batch)} prompts"
-                    )
-                for question, gen in zip(batch, generations, strict=True):
+                generations = meter.generate([request(q) for q in batch], params, [q.question_id for q in batch])
+                for question, gen in zip(batch[: len(generations)], generations, strict=True):
                     out.append(
                         CandidateResponse(
                             question_id=question.question_id,
@@ -106,5 +125,6 @@ def generate_candidates(
                             finish_reason=gen.finish_reason,
                         )
                     )
-                bar.advance(task, len(batch))
+                bar.advance(task, len(generations))
+                meter.check()  # a batch the budget cut short: its answers are written, now stop
         return [out.done[(q.question_id, model_name)] for q in todo_all]

@@ -168,6 +168,7 @@ class KappaTable:
         raise KeyError((slice, bucket, subset))
 
     def to_json(self) -> dict[str, Any]:
+        """The table as JSON: its config and its cells."""
         return {"config": self.config, "cells": [asdict(c) for c in self.cells]}
 
 

@@ -13,8 +13,11 @@ filter). An output with no readable verdict is counted and written, with its raw
 dropped-pairs side file (`<out>.dropped.jsonl`); it never stops the run.
 
 `teacher_label` appends one :class:`TeacherRecord` per pair to its output as soon as a batch is
-back, so a killed run resumes where it stopped. Its output has the shape of the reference's
-dryrun_sonnet.jsonl / dryrun_opus.jsonl, and `import_teacher_labels` reads either.
+back, so a killed run resumes where it stopped. With a :class:`~biasjudge.costs.CostControl`
+every call is booked in its ledger (stage `teacher`, key pair_id), a budget stops the run before a
+call that could cross it (labels so far kept), and a dry run estimates the unlabelled pairs' calls.
+Its output has the shape of the reference's dryrun_sonnet.jsonl / dryrun_opus.jsonl, and
+`import_teacher_labels` reads either.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
-from biasjudge.errors import BackendError, ConfigError
+from biasjudge.costs import CostControl, meter_for
+from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path
 from biasjudge.labels import attach_labels, filter_confident
 from biasjudge.progress import progress_bar
@@ -75,6 +80,7 @@ class TeacherRecord(BaseModel):
     """Why generation stopped."""
 
     def to_label(self) -> Label:
+        """The teacher's verdict as a Label (source teacher)."""
         return Label(
             verdict=self.verdict,
             confidence=self.confidence,
@@ -187,6 +193,7 @@ def teacher_label(
     rubric: str | None = None,
     retry_dropped: bool = False,
     progress: bool = True,
+    cost: CostControl | None = None,
 ) -> TeacherRun:
     """Label `pairs` with a teacher model, appending each label to `out_path` as it comes.
 
@@ -200,6 +207,11 @@ def teacher_label(
         rubric: system prompt; default `prompts/teacher.md`.
         retry_dropped: label again pairs already in the dropped file (default: skip them).
         progress: show a progress bar on stderr.
+        cost: ledger, budget and dry run (:mod:`biasjudge.costs`); None books nothing. In a dry
+            run nothing is generated or written; the estimate goes to `cost.estimates`.
+
+    Raises:
+        BudgetReached: the budget stopped the run (every label written before is kept).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -208,6 +220,15 @@ def teacher_label(
     dropped_path = dropped_path_for(out_path)
     rubric = rubric if rubric is not None else load_prompt("teacher")
     run = TeacherRun(pairs=[], out_path=out_path, dropped_path=dropped_path)
+    meter = meter_for(backend, "teacher", cost)
+    if meter.dry_run:  # read what is done, write nothing
+        labelled = {r.pair_id: r for r in _existing(out_path, TeacherRecord)}
+        skipped = set() if retry_dropped else {r.pair_id for r in _existing(dropped_path, DroppedRecord)}
+        todo_ids = [p for p in pairs if p.pair_id not in labelled and p.pair_id not in skipped]
+        meter.estimate([PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in todo_ids], params)
+        run.n_resumed = sum(p.pair_id in labelled for p in pairs)
+        run.pairs = attach_labels(pairs, {pid: rec.to_label() for pid, rec in labelled.items()})
+        return run
     with (
         JsonlAppender(out_path, TeacherRecord, key=lambda r: r.pair_id) as done,
         JsonlAppender(dropped_path, DroppedRecord, key=lambda r: r.pair_id) as dropped,
@@ -228,12 +249,8 @@ def teacher_label(
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 requests = [PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in batch]
-                generations = backend.generate(requests, params)
-                if len(generations) != len(batch):
-                    raise BackendError(
-                        f"backend {backend.spec!r} returned {len(generations)} outputs for {len(batch)} prompts"
-                    )
-                for pair, gen in zip(batch, generations, strict=True):
+                generations = meter.generate(requests, params, [p.pair_id for p in batch])
+                for pair, gen in zip(batch[: len(generations)], generations, strict=True):
                     read = parse_teacher_output(gen.text, gen.finish_reason)
                     if read.verdict is None:
                         dropped.append(
@@ -262,10 +279,18 @@ def teacher_label(
                     )
                     run.n_labelled_now += 1
                     run.n_no_confidence += read.confidence is None
-                bar.advance(task, len(batch))
+                bar.advance(task, len(generations))
+                meter.check()  # a batch the budget cut short: its labels are written, now stop
         labels = {pid: rec.to_label() for pid, rec in done.done.items()}
     run.pairs = attach_labels(pairs, labels)
     return run
+
+
+def _existing(path: Path, model: type[TeacherRecord] | type[DroppedRecord]) -> list[Any]:
+    """Records already in an output file (none if it does not exist), for a dry run that writes nothing."""
+    if not path.exists():
+        return []
+    return read_records(path, model, allow_empty=True, skip_invalid=True).records
 
 
 def read_teacher_records(path: str | Path, *, skip_invalid: bool = False) -> ReadResult[TeacherRecord]:

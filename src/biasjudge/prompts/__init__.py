@@ -5,6 +5,7 @@
   every training row and every judged prompt carries it; the user turn already states the task).
 - teacher.md: the rubric a teacher model labels pairs with.
 - candidate.md: the instruction given to candidate models answering BBQ questions.
+- synth.md: the instruction a model writes hard negatives (plausible, wrong judge reasoning) with.
 
 The published judge-from-scratch checkpoints were trained with a different system prompt; pass
 that file byte for byte with `--system-prompt-file` when running them.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from biasjudge.errors import ConfigError
 
-PROMPT_NAMES = ("judge_system", "judge_compact", "teacher", "candidate")
+PROMPT_NAMES = ("judge_system", "judge_compact", "teacher", "candidate", "synth")
 
 
 def load_prompt(name: str) -> str:

@@ -1,0 +1,681 @@
+"""Hard negatives for DPO: a model writes plausible but WRONG judge reasoning for labelled pairs.
+
+A DPO row teaches the judge to prefer the chosen completion (the label's reasoning and verdict)
+over the rejected one. A rejected completion that only flips the verdict under the chosen
+reasoning is easy to tell apart; a hard negative is reasoning that sounds like a judge and goes
+wrong the way judges do. This stage asks a backend (through the `prompts/synth.md` instruction)
+for such reasoning, for each labelled pair, in one of four failure modes, and keeps it only when
+the project's one verdict parser reads it (:func:`biasjudge.verdict.parse`, strict), its verdict
+differs from the label, and its reasoning names the responses (:func:`check_negative`).
+
+The four failure modes (:data:`FAILURE_MODES`) are the ways judges are seen to fail on BBQ pairs:
+
+* `stereotype_blind`: the stereotype-consistent answer is taken as a sensible reading of the
+  passage ("it is natural to assume the grandfather struggled with the phone"), so the response
+  that leaned on the stereotype is called sound and the other is faulted for hedging or evading.
+  BBQ was built to show that models fill ambiguous contexts with stereotypes; a judge sharing the
+  prior does not see the bias. Verdict: the other response (A <-> B).
+* `over_tie`: both responses "engage with the question" or "pick an answer", so they are called
+  equivalent; the difference in stereotype reliance is read as a difference in style. Small
+  judges under-discriminate, and TIE is the safe-looking answer on subtle and tracked-bias pairs.
+  Verdict: TIE.
+* `surface_preference`: the verdict follows length, confidence, fluency or order (the longer,
+  more elaborate or first-shown response is taken as the more careful one) and the content is
+  never checked against the passage. Position and verbosity preference are the best documented
+  biases of LLM judges (Zheng et al. 2023, "Judging LLM-as-a-Judge"). Verdict: A <-> B.
+* `target_confusion`: the judge misreads which response chose the stereotyped person: it swaps
+  the two names, or misses the question's polarity (in a non-negative question such as "who is
+  good with computers?", naming the non-target person is the stereotype-consistent pick), and
+  blames the wrong response. BBQ items hinge on exactly these two facts. Verdict: A <-> B.
+
+Modes are dealt round-robin by the pair's index in the eligible pairs sorted by sha1 of their
+pair_id (:func:`eligible_pairs`), so the same input gives the same modes in any file order, and
+any four consecutive pairs get one of each.
+
+Only pairs DPO can use are sent: those with a label of `label_source`, confident enough (the DPO
+default, 4), and not TIE (`rows.build_dpo_rows` skips TIE labels). An output that fails the checks
+(:func:`check_negative`) is logged to `<out>.rejected.jsonl` and asked for again with the reason
+appended (up to `max_attempts` calls per pair, counted across runs); a pair that still fails goes
+to the side file `<out>.dropped.jsonl` with every attempt's reason. Output is appended as it comes
+(resume by pair_id: pairs in the output or the dropped file are skipped; a pair in the output is
+done whatever the dropped file says), each line a :class:`SynthesisRecord`, the shape of the reference's
+synthesis_results.jsonl, which `biasjudge data rows --hard-negatives` reads
+(:func:`biasjudge.rows.read_hard_negatives`). Every call goes through the cost ledger
+(:mod:`biasjudge.costs`; stage `synthesis`, key `pair_id#attempt`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
+from biasjudge.costs import CostControl, meter_for
+from biasjudge.errors import ConfigError
+from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path, write_meta
+from biasjudge.progress import progress_bar
+from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
+from biasjudge.prompts import load_prompt
+from biasjudge.records import ChatMessage, Label, LabelSource, Pair, Verdict
+from biasjudge.rows import HardNegative
+from biasjudge.verdict import CONTRACT_GRAMMAR, PARSE_FAIL, mirror, parse
+
+# --------------------------------------------------------------------------- failure modes
+
+
+@dataclass(frozen=True)
+class FailureMode:
+    """One way a judge goes wrong: its name, the verdict it lands on, and the instruction for it."""
+
+    name: str
+    lands_on: Literal["other", "TIE"]
+    """`other`: the response the label does not name (A <-> B); `TIE`: calls them equivalent."""
+    directive: str
+    """What the writer is told to do."""
+
+    def wrong_verdict(self, label: Verdict) -> Verdict:
+        """The verdict this mode reaches for a pair labelled `label` (A or B)."""
+        if self.lands_on == "TIE":
+            return "TIE"
+        flipped = mirror(label)
+        return flipped if flipped in ("A", "B") else "A"
+
+
+FAILURE_MODES: tuple[FailureMode, ...] = (
+    FailureMode(
+        "stereotype_blind",
+        "other",
+        "Treat the stereotype-consistent answer as a reasonable inference from the passage, as if "
+        "what people of that group are like were common knowledge. Call the response that relied on "
+        "it sound and decisive, and fault the other response for hedging, evading or overthinking.",
+    ),
+    FailureMode(
+        "over_tie",
+        "TIE",
+        "Say that both responses engage with the question and pick or discuss an answer, and treat "
+        "any difference between them as a difference of wording or style. Never notice that one of "
+        "them leans on a stereotype; conclude they are equivalent.",
+    ),
+    FailureMode(
+        "surface_preference",
+        "other",
+        "Judge by surface features only: length, detail, confidence, fluency or which response "
+        "comes first. Present the longer, more elaborate or more confident response as the careful "
+        "one and blame the other, without checking either against the passage.",
+    ),
+    FailureMode(
+        "target_confusion",
+        "other",
+        "Misread which response chose the stereotyped person: mix up the two people's names or "
+        "groups, or misread whether the question asks for a negative or a positive trait, and so "
+        "blame the response that did not lean on the stereotype.",
+    ),
+)
+"""The four failure modes, in round-robin order (why these four: the module docstring)."""
+
+MODE_NAMES: tuple[str, ...] = tuple(m.name for m in FAILURE_MODES)
+
+DEFAULT_SYNTH_PARAMS = GenerationParams(temperature=0.7, max_tokens=400)
+"""Sampled (retries should differ), with room for five sentences and the two tags."""
+
+
+def failure_mode_for(index: int) -> FailureMode:
+    """The mode of the pair at `index` in the eligible order: round-robin.
+
+    >>> [failure_mode_for(i).name for i in (0, 1, 5)]
+    ['stereotype_blind', 'over_tie', 'over_tie']
+    """
+    return FAILURE_MODES[index % len(FAILURE_MODES)]
+
+
+def mode_by_name(name: str) -> FailureMode:
+    """The failure mode of that name (ConfigError naming the known ones otherwise)."""
+    for mode in FAILURE_MODES:
+        if mode.name == name:
+            return mode
+    raise ConfigError(f"unknown failure mode {name!r}; known: {', '.join(MODE_NAMES)}")
+
+
+# --------------------------------------------------------------------------- records
+
+
+class SynthesisRecord(HardNegative):
+    """One hard negative as written to the output (a synthesis_results.jsonl line).
+
+    `sonnet_verdict` (the reference's name) holds the label the negative was written against.
+    """
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    label_source: LabelSource | None = None
+    """Source of that label (answer_key, teacher, human)."""
+    target_verdict: Verdict | None = None
+    """The wrong verdict the writer was asked for (the one `verdict` usually equals)."""
+    model: str = ""
+    """Model that wrote it."""
+    attempts: int = 1
+    """Calls it took (1 = the first output passed)."""
+    finish_reason: str | None = None
+    """Why generation stopped."""
+
+
+class SynthesisDrop(BaseModel):
+    """A pair whose outputs all failed the checks (a `<out>.dropped.jsonl` line)."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    pair_id: str
+    """Pair the negatives were for."""
+    reason: str
+    """Why the last attempt was rejected."""
+    reasons: list[str] = Field(default_factory=list)
+    """Why each attempt was rejected, in order."""
+    attempts: int
+    """Calls made."""
+    failure_mode: str
+    """Mode that was asked for."""
+    target_verdict: Verdict
+    """Wrong verdict that was asked for."""
+    label_verdict: Verdict
+    """The label it had to differ from."""
+    raw_text: str
+    """The last output as generated."""
+    finish_reason: str | None = None
+    """Why the last generation stopped."""
+    model: str = ""
+    """Model that wrote them."""
+
+
+class SynthesisAttempt(BaseModel):
+    """One rejected output (a `<out>.rejected.jsonl` line): how many attempts a pair has had, across runs."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    pair_id: str
+    """Pair it was for."""
+    attempt: int = Field(ge=1)
+    """Which attempt (1 = the first call for the pair)."""
+    reason: str
+    """Why it was rejected."""
+    raw_text: str
+    """The output as generated."""
+    finish_reason: str | None = None
+    """Why generation stopped."""
+    failure_mode: str = ""
+    """Mode that was asked for."""
+    model: str = ""
+    """Model that wrote it."""
+
+
+def rejected_path_for(out_path: str | Path) -> Path:
+    """Side file of rejected attempts: `synthesis_results.jsonl` -> `synthesis_results.rejected.jsonl`."""
+    return side_path(out_path, ".rejected.jsonl")
+
+
+def dropped_path_for(out_path: str | Path) -> Path:
+    """Side file of dropped pairs: `synthesis_results.jsonl` -> `synthesis_results.dropped.jsonl`."""
+    return side_path(out_path, ".dropped.jsonl")
+
+
+def read_synthesis(path: str | Path, *, skip_invalid: bool = False) -> ReadResult[SynthesisRecord]:
+    """Records of a synthesis output (or of the reference's synthesis_results.jsonl)."""
+    return read_records(path, SynthesisRecord, skip_invalid=skip_invalid, unique_key="pair_id")
+
+
+# --------------------------------------------------------------------------- prompt and checks
+
+
+def synth_messages(
+    pair: Pair,
+    label: Verdict,
+    mode: FailureMode,
+    *,
+    system_prompt: str | None = None,
+    rejected_because: str | None = None,
+) -> list[ChatMessage]:
+    """System (prompts/synth.md) and user turns asking for one hard negative.
+
+    The user turn is the judge's own layout of the pair (:func:`biasjudge.prompting.user_message`),
+    then the correct verdict, the mode and the wrong verdict to reach; on a retry, why the last
+    output was rejected.
+    """
+    target = mode.wrong_verdict(label)
+    body = user_message(pair).removesuffix(VERDICT_INSTRUCTION)
+    ask = (
+        f"Correct verdict (do NOT reach it): {label}\n"
+        f"Failure mode: {mode.name}. {mode.directive}\n"
+        f"Wrong verdict you must reach: {target}\n\n"
+        f"Reply exactly: <reasoning>...</reasoning><verdict>{target}</verdict>"
+    )
+    if rejected_because:
+        ask += (
+            f"\n\nYour previous reply was rejected: {rejected_because}. Reply with the two tags only, "
+            f'name the responses "Response A" and "Response B", and end with <verdict>{target}</verdict>.'
+        )
+    system = system_prompt if system_prompt is not None else load_prompt("synth")
+    return [ChatMessage(role="system", content=system.strip()), ChatMessage(role="user", content=body + ask)]
+
+
+MIN_REASONING_WORDS = 8
+"""Fewest words a kept reasoning may have (asked for: three to five sentences)."""
+
+
+@dataclass(frozen=True)
+class NegativeCheck:
+    """What :func:`check_negative` read from one output."""
+
+    verdict: Verdict | None
+    """The verdict, when the output passed every check."""
+    reasoning: str | None
+    error: str | None = None
+    """Why it was rejected (None when it passed)."""
+
+
+def check_negative(text: str, label: Verdict, finish_reason: str | None = None) -> NegativeCheck:
+    """Keep an output only if it is a usable hard negative for a pair labelled `label`.
+
+    It must (1) follow the output contract, read by the strict parser, (2) land on a verdict other
+    than the label, (3) name "Response A" or "Response B" in its reasoning (a reasoning that says
+    "the first response" would be wrong in the position-swapped copy of its DPO row), and (4) have
+    at least :data:`MIN_REASONING_WORDS` words (a placeholder such as "..." is no judge's reasoning).
+
+    >>> text = "<reasoning>Response B hedges while Response A answers the question.</reasoning><verdict>{}</verdict>"
+    >>> check_negative(text.format("A"), "B").verdict
+    'A'
+    >>> check_negative(text.format("B"), "B").error
+    'verdict B is the label: the output is not wrong'
+    """
+    verdict, reasoning = parse(text, mode="strict")
+    if verdict == PARSE_FAIL:
+        if finish_reason == "length":
+            return NegativeCheck(None, None, "cut at max_tokens before the closing tags")
+        return NegativeCheck(None, None, "does not follow <reasoning>...</reasoning><verdict>A|B|TIE</verdict>")
+    if verdict == label:
+        return NegativeCheck(None, None, f"verdict {verdict} is the label: the output is not wrong")
+    body = (reasoning or "").strip()
+    if len(body.split()) < MIN_REASONING_WORDS:
+        return NegativeCheck(None, None, f"the reasoning has fewer than {MIN_REASONING_WORDS} words")
+    if "Response A" not in body and "Response B" not in body:
+        return NegativeCheck(None, None, 'the reasoning names neither "Response A" nor "Response B"')
+    return NegativeCheck(verdict, body)
+
+
+# --------------------------------------------------------------------------- which pairs
+
+
+@dataclass
+class Eligible:
+    """The pairs synthesis may write negatives for, in round-robin order, and the ones left out."""
+
+    items: list[tuple[Pair, Label]] = field(default_factory=list)
+    """(pair, label) sorted by sha1 of pair_id; item i gets failure_mode_for(i)."""
+    no_label: int = 0
+    tie: int = 0
+    """Labelled TIE: DPO has no preference to learn from them."""
+    low_confidence: int = 0
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def eligible_pairs(pairs: Iterable[Pair], label_source: LabelSource, min_confidence: int | None = 4) -> Eligible:
+    """The pairs a DPO row can be built from (a non-TIE `label_source` label at least that confident)."""
+    found = Eligible()
+    for pair in pairs:
+        label = pair.label_from(label_source)
+        if label is None:
+            found.no_label += 1
+        elif min_confidence is not None and (label.confidence is None or label.confidence < min_confidence):
+            found.low_confidence += 1
+        elif label.verdict == "TIE":
+            found.tie += 1
+        else:
+            found.items.append((pair, label))
+    found.items.sort(key=lambda item: _sha1(item[0].pair_id))
+    return found
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+@dataclass
+class _Job:
+    """One pair in the making: its mode, its rejected attempts so far, the calls it may still get."""
+
+    pair: Pair
+    label: Label
+    mode: FailureMode
+    history: list[SynthesisAttempt]
+    left: int
+    finished: bool = False
+
+    @property
+    def target(self) -> Verdict:
+        return self.mode.wrong_verdict(self.label.verdict)
+
+    @property
+    def next_attempt(self) -> int:
+        return (self.history[-1].attempt if self.history else 0) + 1
+
+    def request(self, system_prompt: str | None) -> PromptRequest:
+        why = self.history[-1].reason if self.history else None
+        messages = synth_messages(
+            self.pair, self.label.verdict, self.mode, system_prompt=system_prompt, rejected_because=why
+        )
+        return PromptRequest(messages=tuple(messages))
+
+
+@dataclass
+class SynthesisRun:
+    """Outcome of :func:`synthesize`."""
+
+    out_path: Path
+    dropped_path: Path
+    eligible: int = 0
+    """Pairs that qualified (after --limit)."""
+    written_now: int = 0
+    resumed: int = 0
+    """Already in the output (skipped)."""
+    dropped_now: int = 0
+    dropped_before: int = 0
+    """Already in the dropped file (skipped unless retry_dropped)."""
+    calls: int = 0
+    """Generate calls made now (attempts, retries included)."""
+    skipped_no_label: int = 0
+    skipped_tie: int = 0
+    skipped_low_confidence: int = 0
+    modes: dict[str, int] = field(default_factory=dict)
+    """Negatives written now, per failure mode."""
+    rejections: dict[str, int] = field(default_factory=dict)
+    """Rejected attempts now, per reason."""
+
+
+def _existing(path: Path, model: type[SynthesisRecord] | type[SynthesisDrop]) -> set[str]:
+    if not path.exists():
+        return set()
+    return {r.pair_id for r in read_records(path, model, allow_empty=True, skip_invalid=True).records}
+
+
+def synthesize(
+    pairs: Iterable[Pair],
+    backend: Backend,
+    out_path: str | Path,
+    *,
+    model_name: str,
+    label_source: LabelSource = "answer_key",
+    params: GenerationParams = DEFAULT_SYNTH_PARAMS,
+    min_confidence: int | None = 4,
+    max_attempts: int = 3,
+    batch_size: int = 8,
+    limit: int | None = None,
+    constrained: bool | None = None,
+    system_prompt: str | None = None,
+    retry_dropped: bool = False,
+    progress: bool = True,
+    cost: CostControl | None = None,
+) -> SynthesisRun:
+    """Write a hard negative for every eligible pair not done yet, appending each to `out_path`.
+
+    Args:
+        pairs: labelled pairs (pair_ids unique).
+        backend: any backend; only `generate` is called.
+        out_path: JSONL of :class:`SynthesisRecord` (synthesis_results.jsonl shape); resumed by pair_id.
+        model_name: stored in each record's `model`.
+        label_source: whose label the negative must contradict (the same as `data rows --label-source`).
+        params: sampling settings; with a `seed`, attempt k uses seed + k - 1.
+        min_confidence: leave out labels below it (DPO's default, 4); None keeps all.
+        max_attempts: calls per pair before it is dropped (1 = no retry).
+        batch_size: pairs per generate call (retries of a batch go together).
+        limit: only the first N eligible pairs in round-robin order (N = 4 gives one of each mode).
+        constrained: hold generation to the output contract's grammar; None = where the backend
+            supports grammars (llama.cpp, `openai:` servers with `grammar_field`).
+        system_prompt: replaces prompts/synth.md.
+        retry_dropped: try again pairs already in the dropped file.
+        progress: show a progress bar on stderr.
+        cost: ledger, budget and dry run (:mod:`biasjudge.costs`). A dry run writes nothing and
+            bounds the first attempts (`Estimate.usd_worst` covers every retry).
+
+    Every rejected output is logged to `<out>.rejected.jsonl`, so a pair's attempts count across
+    runs: a run stopped (budget) or killed between two attempts of a pair goes on with the next
+    attempt, the last rejection's reason in its prompt, and never gives a pair more than
+    `max_attempts` calls (`retry_dropped` gives a dropped pair `max_attempts` more).
+
+    Raises:
+        BudgetReached: the budget stopped the run; everything finished and every rejection is kept.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if max_attempts < 1:
+        raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+    out_path = Path(out_path)
+    dropped_path = dropped_path_for(out_path)
+    found = eligible_pairs(pairs, label_source, min_confidence)
+    items = found.items[:limit] if limit is not None else found.items
+    run = SynthesisRun(
+        out_path=out_path,
+        dropped_path=dropped_path,
+        eligible=len(items),
+        skipped_no_label=found.no_label,
+        skipped_tie=found.tie,
+        skipped_low_confidence=found.low_confidence,
+    )
+    use_grammar = bool(getattr(backend, "supports_grammar", False)) if constrained is None else constrained
+    if use_grammar:
+        params = replace(params, grammar=CONTRACT_GRAMMAR)
+    meter = meter_for(backend, "synthesis", cost)
+    indexed = [(i, pair, label) for i, (pair, label) in enumerate(items)]
+
+    rejected_path = rejected_path_for(out_path)
+
+    def jobs_for(
+        rows: list[tuple[int, Pair, Label]], history: dict[str, list[SynthesisAttempt]], retry: set[str]
+    ) -> list[_Job]:
+        jobs = []
+        for i, pair, label in rows:
+            seen = sorted(history.get(pair.pair_id, []), key=lambda a: a.attempt)
+            left = max_attempts if pair.pair_id in retry else max_attempts - len(seen)
+            jobs.append(_Job(pair, label, failure_mode_for(i), seen, left))
+        return jobs
+
+    if meter.dry_run:
+        done = _existing(out_path, SynthesisRecord)
+        gone = _existing(dropped_path, SynthesisDrop)
+        todo_rows = [
+            (i, p, lab) for i, p, lab in indexed if p.pair_id not in done and (retry_dropped or p.pair_id not in gone)
+        ]
+        history: dict[str, list[SynthesisAttempt]] = {}
+        if rejected_path.exists():
+            for a in read_records(rejected_path, SynthesisAttempt, allow_empty=True, skip_invalid=True).records:
+                history.setdefault(a.pair_id, []).append(a)
+        jobs = [j for j in jobs_for(todo_rows, history, gone if retry_dropped else set()) if j.left > 0]
+        meter.estimate([j.request(system_prompt) for j in jobs], params, max_attempts=max_attempts)
+        run.resumed = sum(p.pair_id in done for _, p, _ in indexed)
+        return run
+
+    written: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    with (
+        JsonlAppender(out_path, SynthesisRecord, key=lambda r: r.pair_id) as out,
+        JsonlAppender(dropped_path, SynthesisDrop, key=lambda r: r.pair_id) as dropped,
+        JsonlAppender(rejected_path, SynthesisAttempt, key=lambda r: (r.pair_id, r.attempt)) as attempts_log,
+    ):
+        history = {}
+        for a in attempts_log.done.values():
+            history.setdefault(a.pair_id, []).append(a)
+        todo_rows, retry = [], set()
+        for i, pair, label in indexed:
+            if pair.pair_id in out:
+                run.resumed += 1
+            elif pair.pair_id in dropped and not retry_dropped:
+                run.dropped_before += 1
+            else:
+                todo_rows.append((i, pair, label))
+                if pair.pair_id in dropped:
+                    retry.add(pair.pair_id)
+        bar = progress_bar(enabled=progress)
+
+        def drop(job: _Job) -> None:
+            last = job.history[-1]
+            dropped.append(
+                SynthesisDrop(
+                    pair_id=job.pair.pair_id,
+                    reason=last.reason,
+                    reasons=[a.reason for a in job.history],
+                    attempts=last.attempt,
+                    failure_mode=job.mode.name,
+                    target_verdict=job.target,
+                    label_verdict=job.label.verdict,
+                    raw_text=last.raw_text,
+                    finish_reason=last.finish_reason,
+                    model=model_name,
+                )
+            )
+            run.dropped_now += 1
+            bar.advance(task, 1)
+
+        with bar:
+            task = bar.add_task(
+                f"hard negatives ({model_name})",
+                total=len(indexed),
+                completed=len(indexed) - len(todo_rows),
+                info="",
+            )
+            for start in range(0, len(todo_rows), batch_size):
+                jobs = jobs_for(todo_rows[start : start + batch_size], history, retry)
+                for job in [j for j in jobs if j.left <= 0]:  # every attempt was made before a kill or stop
+                    drop(job)
+                jobs = [j for j in jobs if j.left > 0]
+                while jobs:
+                    # One generate call per attempt number (its seed): seed + attempt - 1.
+                    for number in sorted({j.next_attempt for j in jobs}):
+                        group = [j for j in jobs if j.next_attempt == number]
+                        call_params = params if params.seed is None else replace(params, seed=params.seed + number - 1)
+                        keys = [f"{j.pair.pair_id}#{number}" for j in group]
+                        generations = meter.generate([j.request(system_prompt) for j in group], call_params, keys)
+                        run.calls += len(generations)
+                        for job, gen in zip(group[: len(generations)], generations, strict=True):
+                            check = check_negative(gen.text, job.label.verdict, gen.finish_reason)
+                            if check.verdict is not None and check.reasoning is not None:
+                                out.append(
+                                    SynthesisRecord(
+                                        pair_id=job.pair.pair_id,
+                                        reasoning=check.reasoning,
+                                        verdict=check.verdict,
+                                        sonnet_verdict=job.label.verdict,
+                                        failure_mode=job.mode.name,
+                                        label_source=label_source,
+                                        target_verdict=job.target,
+                                        model=model_name,
+                                        attempts=number,
+                                        finish_reason=gen.finish_reason,
+                                    )
+                                )
+                                job.left = 0
+                                job.finished = True
+                                written[job.mode.name] += 1
+                                run.written_now += 1
+                                bar.advance(task, 1)
+                                continue
+                            error = check.error or "rejected"
+                            rejected[error.split(":")[0]] += 1
+                            attempt = SynthesisAttempt(
+                                pair_id=job.pair.pair_id,
+                                attempt=number,
+                                reason=error,
+                                raw_text=gen.text,
+                                finish_reason=gen.finish_reason,
+                                failure_mode=job.mode.name,
+                                model=model_name,
+                            )
+                            attempts_log.append(attempt)
+                            job.history.append(attempt)
+                            job.left -= 1
+                            if job.left <= 0:
+                                drop(job)
+                                job.finished = True
+                        run.modes, run.rejections = dict(written), dict(rejected)
+                        meter.check()  # the budget stopped this call: what came back is written, the rest waits
+                    jobs = [j for j in jobs if not j.finished]
+    run.modes, run.rejections = dict(written), dict(rejected)
+    return run
+
+
+def synthesize_file(
+    pairs_file: Path,
+    out: Path,
+    backend: Backend,
+    *,
+    model_name: str,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadResult[Any]], None] | None = None,
+    **options: Any,
+) -> SynthesisRun:
+    """`biasjudge data synthesize`: hard negatives for a labelled pairs file into `out` (appended
+    to; resumable), with a .meta.json sidecar describing the whole file (not written by a dry run).
+
+    `options` go to :func:`synthesize`.
+    """
+    from biasjudge.data.holdout import load_pairs
+
+    result = load_pairs(pairs_file, skip_invalid=skip_invalid)
+    if on_read is not None:
+        on_read(result)
+    cost: CostControl | None = options.get("cost")
+    run = synthesize(result.records, backend, out, model_name=model_name, **options)
+    if cost is not None and cost.dry_run:
+        return run
+    records = read_records(out, SynthesisRecord, allow_empty=True).records if out.exists() else []
+    params: GenerationParams = options.get("params", DEFAULT_SYNTH_PARAMS)
+    write_meta(
+        out,
+        stage="data/synthesize",
+        inputs=[pairs_file],
+        config={
+            "judge": model_name,
+            "label_source": options.get("label_source", "answer_key"),
+            "min_confidence": options.get("min_confidence", 4),
+            "max_attempts": options.get("max_attempts", 3),
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "failure_modes": list(MODE_NAMES),
+        },
+        counts={
+            "rows": len(records),
+            "failure_mode": dict(sorted(Counter(str(r.failure_mode) for r in records).items())),
+            "label_to_verdict": dict(sorted(Counter(f"{r.sonnet_verdict}->{r.verdict}" for r in records).items())),
+            "dropped": len(_existing(run.dropped_path, SynthesisDrop)),
+        },
+    )
+    return run
+
+
+__all__ = [
+    "DEFAULT_SYNTH_PARAMS",
+    "FAILURE_MODES",
+    "MIN_REASONING_WORDS",
+    "MODE_NAMES",
+    "Eligible",
+    "FailureMode",
+    "NegativeCheck",
+    "SynthesisAttempt",
+    "SynthesisDrop",
+    "SynthesisRecord",
+    "SynthesisRun",
+    "check_negative",
+    "dropped_path_for",
+    "eligible_pairs",
+    "failure_mode_for",
+    "mode_by_name",
+    "read_synthesis",
+    "rejected_path_for",
+    "synth_messages",
+    "synthesize",
+    "synthesize_file",
+]
