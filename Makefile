@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 OUT ?= runs/quickstart
 
-.PHONY: quickstart test lint bench clean-venv browser
+.PHONY: quickstart test lint bench clean-venv browser docs
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -15,7 +15,7 @@ $(BIN)/biasjudge: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned so pip takes the CPU build rather than a multi-GB CUDA one.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[llamacpp,hf,train,hub,serve,ray,dev]"
+	$(BIN)/python -m pip install -q -e ".[llamacpp,hf,train,hub,serve,router,ray,dev]"
 	touch $(BIN)/biasjudge
 
 # The main job: build the dataset (pairs, holdout + leakage check, labels, SFT/DPO rows; seconds),
@@ -28,16 +28,22 @@ quickstart: $(BIN)/biasjudge
 browser:
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-dejavu-core; }
 
-test: $(BIN)/biasjudge browser
-	$(BIN)/ruff check src tests bench
+# The documentation site, into build/site (`.venv/bin/mkdocs serve` to read it live). --strict: a
+# broken link or anchor, a page left out of the nav, a docstring warning or a public object of the
+# API reference without a docstring fails the build. The CLI and API pages are generated here.
+docs: $(BIN)/biasjudge
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: $(BIN)/biasjudge browser docs
+	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py
 	# Schemathesis generates no example under pytest-xdist (its tests pass empty there): a run of its own.
 	$(BIN)/python -m pytest -q tests/test_serve_schema.py
 
 lint: $(BIN)/biasjudge
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/mypy
 
 bench: $(BIN)/biasjudge

@@ -401,12 +401,14 @@ class JsonlAppender(Generic[R]):
         return key in self.done
 
     def append(self, record: R) -> None:
+        """Write one record as a line, flushed and fsynced, and remember its key as done."""
         self._handle.write(record.model_dump_json() + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
         self.done[self.key(record)] = record
 
     def close(self) -> None:
+        """Close the file."""
         self._handle.close()
 
     def __enter__(self) -> JsonlAppender[R]:

@@ -118,6 +118,7 @@ def refuse_thinking(text: str, where: str = "rendered prompt") -> None:
 
 
 def turn_format(name: str) -> TurnFormat:
+    """The built-in turn format called `name` (`gemma4`, `gemma3`); ConfigError names the known ones."""
     try:
         return TURN_FORMATS[name]
     except KeyError:

@@ -106,6 +106,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities from a vector of logits, in float64."""
     values = logits.astype(np.float64)
     shifted = values - values.max()
     result: np.ndarray = shifted - np.log(np.exp(shifted).sum())
@@ -283,6 +284,7 @@ class LlamaCppBackend:
     # ------------------------------------------------------------------ Backend protocol
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
+        """Log-probability of each choice after each request's prompt (see the scoring rule)."""
         choices = check_choices(choices, self.spec)
         texts = [self.render(r) for r in requests]
         order = list(range(len(texts)))
@@ -294,6 +296,7 @@ class LlamaCppBackend:
         return out
 
     def generate(self, requests: Sequence[PromptRequest], params: GenerationParams) -> list[Generation]:
+        """Generate one completion per request, stopping at the end of the model's turn."""
         stop = [self._format.end_of_turn, *params.stop]
         out: list[Generation] = []
         for request in requests:
@@ -340,9 +343,11 @@ class LlamaCppBackend:
         return cache[text]
 
     def count_tokens(self, text: str) -> int:
+        """Number of tokens of `text` in the model's vocabulary (no BOS)."""
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def close(self) -> None:
+        """Free the model."""
         llm = getattr(self, "_llm", None)
         if llm is not None:
             llm.close()

@@ -435,6 +435,7 @@ class LineLog(Generic[R]):
             os.fsync(self._handle.fileno())
 
     def close(self) -> None:
+        """Close the file, if open."""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -474,6 +475,7 @@ class Sink:
 
     @property
     def rows_now(self) -> int:
+        """Rows written in this run: verdicts plus rejects."""
         return self.judged_now + self.invalid_now
 
     def _write(self, log: LineLog[Any], record: BaseModel) -> None:
@@ -485,6 +487,7 @@ class Sink:
         self._last_written = log
 
     def judged(self, row: Row, judgment: Judgment) -> None:
+        """Append a row's verdict; a verdict of another pair than the row's is a BackendError."""
         if row.pair is None or judgment.pair_id != row.pair.pair_id:
             raise BackendError(
                 f"{judgment.judge}: the verdict of pair {judgment.pair_id!r} came back for line {row.line}"
@@ -493,6 +496,7 @@ class Sink:
         self.judged_now += 1
 
     def rejected(self, row: Row) -> None:
+        """Append an invalid row to the rejects file."""
         if row.reject is None:
             raise BackendError(f"line {row.line} is a pair, not a reject")
         self._write(self.rejects, row.reject)
@@ -508,6 +512,7 @@ class Sink:
             self.last_sync = now
 
     def close(self) -> None:
+        """Close the verdicts and rejects files."""
         self.output.close()
         self.rejects.close()
 
@@ -800,7 +805,9 @@ def judge_file(
     Args:
         input_path: `.parquet`, or JSON Lines (any other suffix): Pair records or request fields.
         output_path: `.parquet` (written at the end from `<out>.partial.jsonl`) or JSON Lines.
-        judge, mode, system_prompt: the judge, as `biasjudge judge` takes it.
+        judge: the judge spec, as `biasjudge judge --judge` takes it.
+        mode: `score` or `generate`, as `biasjudge judge --mode` takes it.
+        system_prompt: the system prompt's text (default: the judge's own).
         batch_size: pairs per judge call (and per Ray batch); a kill loses at most the batches
             in flight, which the restart judges again.
         engine: `local` (this process) or `ray` (Ray Data, see :mod:`biasjudge.batch.ray_engine`).

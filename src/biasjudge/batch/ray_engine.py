@@ -70,6 +70,7 @@ class RayOptions:
     """CPUs of the local runtime (default: all of this machine's); ignored with an address."""
 
     def check(self) -> None:
+        """Raise ConfigError naming the option when a count or a resource is out of range."""
         if self.actors < 1:
             raise ConfigError(f"actors must be >= 1, got {self.actors}")
         if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:

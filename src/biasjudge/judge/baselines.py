@@ -109,6 +109,7 @@ class AnswerKeyJudge(_Baseline):
         )
 
     def decide(self, request: JudgeRequest) -> tuple[ParsedVerdict, str, dict[str, float] | None]:
+        """The answer key's verdict from the responses' bias levels (PARSE_FAIL when a level is unknown)."""
         from biasjudge.labels.answer_key import answer_key_verdict
 
         pair = self._with_levels(request.pair)
@@ -137,6 +138,7 @@ class AlwaysTieJudge(_Baseline):
         super().__init__(spec=spec, mode=mode)
 
     def decide(self, request: JudgeRequest) -> tuple[ParsedVerdict, str, dict[str, float] | None]:
+        """TIE, always."""
         return "TIE", "always-tie baseline", _one_hot("TIE")
 
 
@@ -155,6 +157,7 @@ class RandomJudge(_Baseline):
             raise BackendError(f"random: the target must be an integer seed, got {target!r}") from None
 
     def decide(self, request: JudgeRequest) -> tuple[ParsedVerdict, str, dict[str, float] | None]:
+        """A uniform random verdict, seeded by the judge's seed, the pair, its order and the request's seed."""
         rng = random.Random(f"{self.seed}|{request.pair.pair_id}|{int(request.swapped)}|{request.seed}")
         verdict: Verdict = rng.choice(VERDICTS)
         return verdict, f"random baseline (seed {self.seed})", {v: 1 / 3 for v in VERDICTS}

@@ -148,6 +148,7 @@ class CalibratedJudge:
         """What this wrapper changes, for the eval cache key (see eval.protocol.judge_identity)."""
 
     def judge_batch(self, requests: Sequence[Any]) -> list[Judgment]:
+        """Judge each request with the inner judge, then calibrate its probabilities and abstain below the threshold."""
         from biasjudge.judge.judge import JudgeRequest, verdict_from_probs
 
         requests = list(requests)
@@ -188,7 +189,9 @@ class CalibratedJudge:
         return judged.model_copy(update={"verdict": UNSURE})
 
     def count_tokens(self, text: str) -> int:
+        """Tokens of `text`, counted by the inner judge."""
         return int(self.inner.count_tokens(text))
 
     def close(self) -> None:
+        """Close the inner judge."""
         self.inner.close()

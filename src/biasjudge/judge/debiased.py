@@ -87,9 +87,11 @@ class OrderDebiasedJudge:
         return out
 
     def count_tokens(self, text: str) -> int:
+        """Tokens of `text`, counted by the inner judge."""
         return self.inner.count_tokens(text)
 
     def close(self) -> None:
+        """Close the inner judge."""
         self.inner.close()
 
 

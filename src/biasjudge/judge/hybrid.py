@@ -109,6 +109,7 @@ class HybridJudge:
         self.system_prompt = getattr(self.inner, "system_prompt", None)
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        """Judge each request: the answer-key prior times the inner judge's probabilities, renormalised."""
         from biasjudge.judge.judge import verdict_from_probs
 
         inner = self.inner.judge_batch(requests)
@@ -142,7 +143,9 @@ class HybridJudge:
         return out
 
     def count_tokens(self, text: str) -> int:
+        """Tokens of `text`, counted by the inner judge."""
         return self.inner.count_tokens(text)
 
     def close(self) -> None:
+        """Close the inner judge."""
         self.inner.close()

@@ -61,6 +61,7 @@ class ReplayJudge:
         """The log's content hash: an eval cache of a judge built on this one goes stale with the log."""
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        """Answer each request from the log's probabilities; a pair or order it lacks is PARSE_FAIL."""
         from biasjudge.judge.judge import request_fields, verdict_from_probs
 
         out: list[Judgment] = []

@@ -31,10 +31,12 @@ CARD_FILE = "MODEL_CARD.md"
 
 
 def sha256_text(text: str) -> str:
+    """Hex SHA-256 of `text` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def sha256_path(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -61,6 +63,7 @@ class AdapterManifest:
 
 
 def manifest_path(adapter: Path) -> Path:
+    """The manifest beside an adapter: the same name with the manifest suffix."""
     return adapter.with_suffix(MANIFEST_SUFFIX)
 
 

@@ -120,6 +120,7 @@ class Metrics:
         self.verdicts = Counter("biasjudge_verdicts", "Verdicts given.", ["verdict"], registry=self.registry)
 
     def judged(self, done: Done) -> None:
+        """Count a judged pair's verdict, and its parse failure if it is one."""
         self.verdicts.labels(done.judgment.verdict).inc()
         if done.judgment.verdict == "PARSE_FAIL":
             self.parse_failures.inc()

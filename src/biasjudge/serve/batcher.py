@@ -63,14 +63,17 @@ class JudgePool:
         self._judges: dict[JudgeKey, PairJudge] = {}
 
     def get(self, key: JudgeKey) -> PairJudge:
+        """The judge for `key`, built on first use and kept."""
         if key not in self._judges:
             self._judges[key] = self._factory(key)
         return self._judges[key]
 
     def loaded(self, key: JudgeKey) -> bool:
+        """Whether the judge for `key` is built already."""
         return key in self._judges
 
     def close(self) -> None:
+        """Close every judge built so far."""
         for judge in self._judges.values():
             judge.close()
         self._judges.clear()
@@ -106,6 +109,7 @@ class MicroBatcher:
         return self._queue.qsize() if self._queue is not None else 0
 
     async def start(self) -> None:
+        """Create the bounded queue and start the worker task."""
         self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._worker = asyncio.create_task(self._run(), name="biasjudge-batcher")
 
@@ -114,6 +118,7 @@ class MicroBatcher:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def stop(self) -> None:
+        """Stop the worker, fail what is still queued with QueueFull, and close the judges."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -104,6 +104,7 @@ class Client:
         return self._client.get("/readyz").status_code == 200
 
     def close(self) -> None:
+        """Close the HTTP client."""
         self._client.close()
 
     def __enter__(self) -> Client:
@@ -159,6 +160,7 @@ class AsyncClient:
         return BatchResult.model_validate(await self._post("/v1/judge/batch", body)).results
 
     async def aclose(self) -> None:
+        """Close the HTTP client."""
         await self._client.aclose()
 
     async def __aenter__(self) -> AsyncClient:

@@ -99,10 +99,12 @@ class PairRow:
 
     @property
     def human(self) -> str | None:
+        """The pair's human verdict, or None."""
         return self.pair.human_verdict
 
     @property
     def verdict(self) -> str | None:
+        """The judge's verdict on the original order, or None when that run is missing."""
         return self.original.verdict if self.original else None
 
     @property
@@ -127,6 +129,7 @@ class PairRow:
         return self.verdict == self.human
 
     def as_json(self) -> dict[str, Any]:
+        """The row as the per-pair table's JSON."""
         return {
             "checkpoint": self.checkpoint,
             "pair_id": self.pair.pair_id,
@@ -168,6 +171,7 @@ class RowFilter:
     """`flipped` (not mirrored under swap) or `mirrored`."""
 
     def keeps(self, row: PairRow) -> bool:
+        """Whether `row` passes every filter that is set."""
         checks = (
             (self.checkpoint, row.checkpoint),
             (self.slice, row.pair.eval_slice or ""),
@@ -179,6 +183,7 @@ class RowFilter:
         return all(not wanted or wanted == value for wanted, value in checks)
 
     def query(self) -> str:
+        """The filters that are set, as a URL query string."""
         return urlencode([(name, getattr(self, name)) for name in FILTER_NAMES if getattr(self, name)])
 
 
@@ -199,6 +204,7 @@ class EvalView:
 
     @property
     def checkpoints(self) -> list[str]:
+        """The judges (checkpoints) of the evaluation, in file order."""
         return list(dict.fromkeys(row.checkpoint for row in self.rows))
 
     def options(self) -> dict[str, list[tuple[str, str]]]:
@@ -230,6 +236,7 @@ class EvalView:
         return RowFilter(**values)
 
     def find(self, checkpoint: str, pair_id: str) -> PairRow | None:
+        """The row of `pair_id` under `checkpoint`, or None."""
         return next((r for r in self.rows if r.checkpoint == checkpoint and r.pair.pair_id == pair_id), None)
 
     def card_table(self) -> list[tuple[str, list[str]]]:

@@ -219,6 +219,7 @@ def decide_placement(config: RunConfigBase) -> Placement:
 
 
 def lora_config(config: RunConfigBase, task_type: str = "CAUSAL_LM") -> Any:
+    """PEFT's LoraConfig from the run config's `lora` keys (rank, alpha, dropout, target modules)."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -258,6 +259,7 @@ class RowEncoder:
         self.bos_text: str = tokenizer.bos_token or ""
 
     def prompt_text(self, messages: Sequence[ChatMessage]) -> str:
+        """The rendered prompt of a row's messages, ending in `<verdict>` for the verdict target."""
         prefix = SCORE_PREFIX if self.target == "verdict" else ""
         if self.template is not None:
             return render_prompt(messages, template=self.template, assistant_prefix=prefix)
@@ -272,6 +274,7 @@ class RowEncoder:
         return completion + self.end_of_turn
 
     def tokenize(self, text: str) -> list[int]:
+        """Token ids of `text`, with BOS added unless the text already starts with it."""
         add_bos = not (self.bos_text and text.startswith(self.bos_text))
         ids: list[int] = self.tokenizer(text, add_special_tokens=add_bos)["input_ids"]
         return ids
@@ -331,6 +334,7 @@ def git_commit(cwd: str | Path | None = None) -> str:
 
 
 def package_versions() -> dict[str, str]:
+    """Installed versions of biasjudge and the training libraries, for the run's record."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
@@ -441,6 +445,7 @@ class RunResult:
 
     @property
     def log_file(self) -> Path:
+        """The run's log.jsonl (every logged loss)."""
         return self.output_dir / LOG_FILE
 
 

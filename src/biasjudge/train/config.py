@@ -229,5 +229,6 @@ def base_model_id(ref: str) -> str:
 
 
 def require_file(path: Path | None, key: str) -> None:
+    """Raise ConfigError naming `key` when `path` is given but does not exist."""
     if path is not None and not Path(path).exists():
         raise ConfigError(f"key '{key}': {path} not found")

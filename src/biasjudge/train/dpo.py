@@ -181,6 +181,7 @@ def _trainer_class() -> type:
 
 
 def read_dpo_rows(path: Path, max_rows: int | None = None, *, split: str | None = "train") -> list[DPORow]:
+    """Read DPO rows (validated) of one `split` (all with None), at most `max_rows` of them."""
     rows = read_records(path, DPORow).records
     if split is not None:
         rows = [r for r in rows if r.split == split]

@@ -90,6 +90,7 @@ def encode_sft_rows(
 
 
 def read_sft_rows(path: Path, max_rows: int | None = None) -> list[SFTRow]:
+    """Read SFT rows (validated), at most `max_rows` of them."""
     return read_records(path, SFTRow, limit=max_rows).records
 
 
