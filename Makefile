@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 OUT ?= runs/quickstart
 
-.PHONY: quickstart test lint bench clean-venv browser docs
+.PHONY: quickstart test test-all lint bench clean-venv browser docs
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -37,8 +37,13 @@ docs: $(BIN)/biasjudge
 test: $(BIN)/biasjudge browser docs
 	$(BIN)/ruff check src tests bench deploy
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py -m "not heavy"
 	# Schemathesis generates no example under pytest-xdist (its tests pass empty there): a run of its own.
+	$(BIN)/python -m pytest -q tests/test_serve_schema.py
+
+# Everything, the heavy real-model checks included (about 3 minutes more than `make test`).
+test-all: $(BIN)/biasjudge browser docs
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py
 	$(BIN)/python -m pytest -q tests/test_serve_schema.py
 
 lint: $(BIN)/biasjudge

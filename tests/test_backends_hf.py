@@ -21,7 +21,10 @@ from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Pair
 
 pytest.importorskip("transformers")
-pytestmark = pytest.mark.slow
+# The GGUF's dequantised load alone takes about a minute: `make test-all` runs this module; the
+# hf: backend's logic (scoring rule, batching, the grammar) is in CI on tiny models
+# (test_backend_contract.py, test_gemma4_tiny.py).
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 CHOICES = ("A", "B", "TIE")
 Q4_TOLERANCE = 0.05

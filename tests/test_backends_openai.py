@@ -78,6 +78,7 @@ def local(gguf_model: Path) -> Iterator[LlamaCppBackend]:
     backend.close()
 
 
+@pytest.mark.heavy  # a faster test covers the same path; `make test-all` runs it
 @pytest.mark.slow
 def test_score_matches_the_in_process_backend(
     remote: OpenAIBackend, local: LlamaCppBackend, prompts: list[PromptRequest]

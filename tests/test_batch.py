@@ -285,6 +285,7 @@ def _lines_in(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.heavy  # a faster test covers the same path; `make test-all` runs it
 @pytest.mark.slow
 def test_killed_twice_mid_run_then_resumed_every_row_is_judged_once(
     jfs: Path, tmp_path: Path, gguf_model: Path

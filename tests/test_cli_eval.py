@@ -166,6 +166,7 @@ def test_eval_refuses_mismatched_names(app: typer.Typer, jfs: Path, tmp_path: Pa
     assert "--name given 1 times for 2 --judge" in str(result.exception)
 
 
+@pytest.mark.heavy  # a faster test covers the same path; `make test-all` runs it
 @pytest.mark.slow
 def test_eval_with_the_embedded_270m(app: typer.Typer, jfs: Path, gguf_model: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(

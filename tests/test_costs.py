@@ -241,8 +241,9 @@ def test_a_dry_run_estimates_and_sends_no_generate_request(
     assert stub.seen("/v1/completions") == [] and stub.seen("/v1/chat/completions") == []
     assert not out.exists() and not (tmp_path / "cost_ledger.jsonl").exists()
     usd = sum(b[1] for b in bounds)
-    assert f"candidates (m): 3 calls, {sum(b[0] for b in bounds)} prompt tokens, at most 150 output" in result.output
-    assert f"at most ${usd:.4f}" in result.output
+    printed = " ".join(result.output.split())  # Rich wraps at the terminal's width
+    assert f"candidates (m): 3 calls, {sum(b[0] for b in bounds)} prompt tokens, at most 150 output" in printed
+    assert f"at most ${usd:.4f}" in printed
 
 
 # --------------------------------------------------------------------------- the stages, on the real server

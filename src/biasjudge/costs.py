@@ -16,8 +16,9 @@ Prices
     `#MODEL` of an `openai:` spec). An in-process backend (`llamacpp:`, `hf:`, `vllm:`) not named
     in the table costs 0: it is the user's own compute. An `openai:` model (or one of any other
     scheme) not in the table is priced 0 with a warning and `priced: false` in its ledger lines
-    when no budget is set, and is an error when one is: a budget cannot be held with an unknown price, and guessing one (0, or
-    the dearest model's) would either spend without limit or stop at once for no reason.
+    when no budget is set, and is an error when one is: a budget cannot be held with an unknown
+    price, and guessing one (0, or the dearest model's) would either spend without limit or stop
+    at once for no reason.
 
 Budget
     `budget_usd` caps the ledger's total: everything in it, from every stage and every earlier run.

@@ -1,4 +1,4 @@
-"""`biasjudge export merge | gguf | ollama | card`: ship a trained judge.
+"""`biasjudge export merge | gguf | ollama | card | push`: ship a trained judge.
 
 Thin: each command calls one function of biasjudge.train.export / biasjudge.train.card and prints
 where its output went (the path alone on stdout).
@@ -127,11 +127,56 @@ def card_command(
     print(path)
 
 
+def push_command(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Exported judge folder: a merged model, a PEFT adapter or a GGUF, with README.md or MODEL_CARD.md.",
+            file_okay=False,
+        ),
+    ],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub model repo to push to (owner/name).")],
+    private: Annotated[
+        bool, typer.Option("--private", help="Create the repo private (an existing repo keeps its own).")
+    ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="Hub token with write access (default: $HF_TOKEN, else `hf auth login`'s).",
+            show_default=False,
+        ),
+    ] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.", show_default=False)] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the folder and list what would be uploaded; send nothing.")
+    ] = False,
+) -> None:
+    """Push an exported judge (model + model card, the card as README.md) to the Hugging Face Hub in one commit."""
+    from biasjudge.train.export import plan_push, push_judge
+
+    plan = plan_push(folder, repo_id, private=private)
+    console.print(
+        f"{'would push' if dry_run else 'pushing'} {plan.kind} {folder} -> {repo_id}"
+        f"{' (private)' if private else ''}: {len(plan.files)} files, {plan.total_bytes / 1e6:.1f} MB"
+    )
+    if dry_run:
+        for line in plan.lines():
+            print(line)
+        return
+    url = push_judge(plan, token=token, commit_message=message)
+    console.print(f"[green]pushed[/green] {repo_id}")
+    print(url)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `export merge|gguf|ollama|card` to the `biasjudge` app."""
-    group = typer.Typer(help="Ship a trained judge: merge, GGUF, Ollama Modelfile, model card.", no_args_is_help=True)
+    """Add `export merge|gguf|ollama|card|push` to the `biasjudge` app."""
+    group = typer.Typer(
+        help="Ship a trained judge: merge, GGUF, Ollama Modelfile, model card, push to the Hub.", no_args_is_help=True
+    )
     group.command("merge")(merge_command)
     group.command("gguf")(gguf_command)
     group.command("ollama")(ollama_command)
     group.command("card")(card_command)
+    group.command("push")(push_command)
     app.add_typer(group, name="export")

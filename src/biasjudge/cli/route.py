@@ -116,7 +116,7 @@ def fit_command(
 
 @group.command("check")
 def check_command(
-    router: Annotated[Path, typer.Option("--router", help="The router file.", exists=True, dir_okay=False)],
+    router: Annotated[Path, typer.Option("--router", help="The router file.", dir_okay=False)],
     pairs: Annotated[
         Path | None,
         typer.Option(

@@ -12,6 +12,8 @@ One module per job, in the order they run:
 * :mod:`.verify`: :func:`verify_gguf`, the GGUF in llama.cpp against the transformers model through
   both backends' score mode: 3-way verdict probabilities within a stated tolerance, and the same
   token ids on both sides.
+* :mod:`.push`: :func:`plan_push` checks an exported folder (a model and its card) without the
+  network, :func:`push_judge` uploads it to a Hugging Face Hub model repo in one commit.
 
 The names are re-exported here, so `from biasjudge.train.export import export_gguf` is the way in.
 This package never imports the eval stage or the judge.
@@ -27,6 +29,7 @@ from biasjudge.train.export.convert import (
     quantize_gguf,
 )
 from biasjudge.train.export.merge import adapter_base, adapter_meta, merge_adapter
+from biasjudge.train.export.push import PushError, PushPlan, plan_push, push_judge
 from biasjudge.train.export.tokenizer import (
     GGUF_VOCAB_KEYS,
     base_added_tokens,
@@ -47,6 +50,8 @@ __all__ = [
     "LLAMA_CPP_DIR_ENV",
     "LLAMA_CPP_PYTHON_VERSION",
     "GgufCheck",
+    "PushError",
+    "PushPlan",
     "adapter_base",
     "adapter_meta",
     "base_added_tokens",
@@ -58,6 +63,8 @@ __all__ = [
     "gguf_vocab",
     "locate_llama_cpp",
     "merge_adapter",
+    "plan_push",
+    "push_judge",
     "quantize_gguf",
     "record_added_tokens",
     "sentencepiece_model_proto",

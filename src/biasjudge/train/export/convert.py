@@ -32,6 +32,7 @@ CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conver
 
 
 def cache_dir() -> Path:
+    """biasjudge's cache folder (`$XDG_CACHE_HOME/biasjudge`, else `~/.cache/biasjudge`)."""
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "biasjudge"
 
 

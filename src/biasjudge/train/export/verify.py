@@ -54,6 +54,7 @@ class GgufCheck:
     per_prompt: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The check as plain JSON-ready data (every field, the per-prompt rows included)."""
         return asdict(self)
 
 
