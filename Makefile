@@ -35,7 +35,7 @@ docs: $(BIN)/biasjudge
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test: $(BIN)/biasjudge browser docs
-	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff check src tests bench deploy docs/hooks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py -m "not heavy"
 	# Schemathesis generates no example under pytest-xdist (its tests pass empty there): a run of its own.
@@ -47,7 +47,7 @@ test-all: $(BIN)/biasjudge browser docs
 	$(BIN)/python -m pytest -q tests/test_serve_schema.py
 
 lint: $(BIN)/biasjudge
-	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff check src tests bench deploy docs/hooks
 	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/mypy
 
