@@ -52,7 +52,7 @@ import numpy as np
 from biasjudge.backends.embedded import embedded_gguf_path
 from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records, write_json
-from biasjudge.judge.calibration import CALIBRATION_FILE
+from biasjudge.judge import shipped
 from biasjudge.judge.judge import JudgeRequest, PairJudge, make_judge
 from biasjudge.judge.shipped import ADAPTER_FILE, shipped_dir, shipped_manifest
 from biasjudge.prompting import SCORE_PREFIX
@@ -107,18 +107,8 @@ def llama_server(log_path: Path, threads: int) -> Iterator[tuple[str, list[str]]
 
 
 def served_judge(url: str, concurrency: int) -> PairJudge:
-    """The shipped judge's recipe through `openai:` (the same construction as deploy/client.py)."""
-    manifest = shipped_manifest()
-    calibration = manifest.adapter.parent / CALIBRATION_FILE
-    return make_judge(
-        f"openai:{url}#{SERVED_NAME}",
-        system_prompt=manifest.system_prompt,
-        mode="score",
-        order=manifest.order,
-        chat_format=manifest.chat_format,
-        calibration=str(calibration) if calibration.is_file() else "none",
-        concurrency=concurrency,
-    )
+    """The shipped judge's recipe through `openai:` (the construction deploy/client.py uses too)."""
+    return shipped.served_judge(f"openai:{url}#{SERVED_NAME}", shipped_manifest(), concurrency=concurrency)
 
 
 def judge_pairs(judge: PairJudge, pairs: list[Pair], clients: int) -> tuple[float, list[float], list[Judgment | None]]:

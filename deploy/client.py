@@ -25,8 +25,8 @@ import httpx
 
 from biasjudge.errors import BiasJudgeError
 from biasjudge.io import read_document
-from biasjudge.judge.calibration import CALIBRATION_FILE
-from biasjudge.judge.judge import JudgeRequest, PairJudge, make_judge
+from biasjudge.judge import shipped
+from biasjudge.judge.judge import JudgeRequest, PairJudge
 from biasjudge.judge.shipped import read_manifest, shipped_manifest
 from biasjudge.records import Pair, pair_from_fields
 
@@ -48,19 +48,9 @@ def served_judge(url: str, model: str, manifest_path: Path | None = None, *, ret
     manifest = read_manifest(manifest_path) if manifest_path else shipped_manifest()
     if manifest is None:
         raise BiasJudgeError(f"{manifest_path}: no adapter manifest there")
-    calibration = manifest.adapter.parent / CALIBRATION_FILE
-    return make_judge(
-        f"openai:{url.rstrip('/')}#{model}",
-        system_prompt=manifest.system_prompt,
-        mode="score",
-        order=manifest.order,
-        chat_format=manifest.chat_format,
-        calibration=str(calibration) if calibration.is_file() else "none",
-        max_retries=retries,
-        # One request at a time: llama.cpp's server answers them in turn and reuses the KV cache of
-        # the last prompt, which the next request (the same prompt + `T`, or the other order) extends.
-        concurrency=1,
-    )
+    # One request at a time: llama.cpp's server answers them in turn and reuses the KV cache of the
+    # last prompt, which the next request (the same prompt + `T`, or the other order) extends.
+    return shipped.served_judge(f"openai:{url.rstrip('/')}#{model}", manifest, max_retries=retries, concurrency=1)
 
 
 def check_server(url: str, model: str) -> None:
