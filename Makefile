@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 OUT ?= runs/quickstart
 
-.PHONY: quickstart test test-all lint bench clean-venv browser docs
+.PHONY: quickstart test test-all lint bench clean-venv browser docs rebuild-llama llama-native
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -15,8 +15,24 @@ $(BIN)/biasjudge: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch is pinned so pip takes the CPU build rather than a multi-GB CUDA one.
 	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# llama-cpp-python compiles llama.cpp at install, by default for the build machine's CPU
+	# (-march=native), which dies with SIGILL where a VM lists AMX or AVX-512 without enabling it, and
+	# pip's wheel cache hands such a build to other machines. So biasjudge itself is installed first,
+	# then builds llama-cpp-python portably (AVX2 baseline, its own cache; `biasjudge llama build
+	# --help`), and only then do the extras go in (llama-cpp-python already satisfied, never rebuilt).
+	$(BIN)/python -m pip install -q -e .
+	$(BIN)/biasjudge llama build --no-check
 	$(BIN)/python -m pip install -q -e ".[llamacpp,hf,train,hub,serve,router,ray,dev]"
+	# The smoke check: a short prompt of the embedded model in a child process; a crash is one clear message.
+	$(BIN)/biasjudge llama check
 	touch $(BIN)/biasjudge
+
+# Put the portable llama-cpp-python back (compiled again), or try one built for this CPU (kept only
+# if the smoke check passes there; otherwise the portable one is reinstalled).
+rebuild-llama: $(BIN)/biasjudge
+	$(BIN)/biasjudge llama build --rebuild
+llama-native: $(BIN)/biasjudge
+	$(BIN)/biasjudge llama build --native
 
 # The main job: build the dataset (pairs, holdout + leakage check, labels, SFT/DPO rows; seconds),
 # then evaluate the embedded default judge and the answer-key baseline on the holdout (minutes).

@@ -35,22 +35,31 @@ PAIR = dict(EXAMPLE_PAIR)
 
 
 class RecordingJudge:
-    """A PairJudge that takes `delay` seconds per call and records the batch sizes it was given.
+    """A PairJudge that records the batch sizes it was given, and can be held: with a `gate`, each
+    call waits for the test to set it (so a test decides when the model is busy, with no timing).
 
     Its verdict is a fixed function of the pair: A when response A mentions "older", else B.
     """
 
     mode = "score"
 
-    def __init__(self, key: JudgeKey, delay: float = 0.0, fail: bool = False) -> None:
+    def __init__(
+        self, key: JudgeKey, delay: float = 0.0, fail: bool = False, gate: threading.Event | None = None
+    ) -> None:
         self.spec = f"recording:{key.mode}:{key.debias}"
         self.delay = delay
         self.fail = fail
+        self.gate = gate
+        self.started: list[int] = []
+        """Batch sizes as each call began (a held call is counted here before it returns)."""
         self.calls: list[int] = []
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         if self.fail:
             raise RuntimeError("secret internal detail /home/judge/model.gguf")
+        self.started.append(len(requests))
+        if self.gate is not None and not self.gate.wait(60):
+            raise RuntimeError("the test never released the judge")
         time.sleep(self.delay)
         self.calls.append(len(requests))
         out = []
@@ -70,15 +79,32 @@ class RecordingJudge:
 
 
 def recording(
-    delay: float = 0.0, fail: bool = False
+    delay: float = 0.0, fail: bool = False, gate: threading.Event | None = None
 ) -> tuple[Callable[[JudgeKey], RecordingJudge], list[RecordingJudge]]:
     made: list[RecordingJudge] = []
 
     def factory(key: JudgeKey) -> RecordingJudge:
-        made.append(RecordingJudge(key, delay, fail))
+        made.append(RecordingJudge(key, delay, fail, gate))
         return made[-1]
 
     return factory, made
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    """Poll `condition` until it holds (a generous deadline: a loaded machine is slow, never wrong)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
+        time.sleep(0.02)
+
+
+def _metric(url: str, sample: str) -> float:
+    """The value of one sample of the server's /metrics (`name` or `name{labels}`), 0 when absent."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return 0.0
 
 
 def _free_socket() -> socket.socket:
@@ -159,24 +185,44 @@ def test_the_debias_and_mode_options_choose_the_judge(served: tuple[str, list[Re
 
 
 def test_concurrent_requests_are_micro_batched() -> None:
-    factory, made = recording(delay=0.3)
+    gate = threading.Event()
+    factory, made = recording(gate=gate)
     settings = ServeSettings(judge=None, max_batch=16, batch_wait_ms=50)
     with running(create_app(settings, judge_factory=factory)) as url:
         _wait_ready(url)
         with ThreadPoolExecutor(12) as pool:
-            replies = list(pool.map(lambda i: httpx.post(f"{url}/v1/judge", json={**PAIR, "id": f"c{i}"}), range(12)))
+            futures = [pool.submit(httpx.post, f"{url}/v1/judge", json={**PAIR, "id": f"c{i}"}) for i in range(12)]
+            try:  # the model is held on its first batch until all 12 pairs are in (that batch or the queue)
+                _wait_until(
+                    lambda: (
+                        bool(made and made[0].started)
+                        and sum(made[0].started) + _metric(url, "biasjudge_queue_depth") == 12
+                    ),
+                    "all 12 pairs to be accepted",
+                )
+            finally:
+                gate.set()
+            replies = [f.result() for f in futures]
     assert all(r.status_code == 200 for r in replies)
     assert sum(made[0].calls) == 12 and len(made[0].calls) < 12 and max(made[0].calls) > 1, made[0].calls
     assert max(r.json()["batch_size"] for r in replies) == max(made[0].calls)
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing() -> None:
-    factory, made = recording(delay=0.4)
+    gate = threading.Event()
+    factory, made = recording(gate=gate)
     settings = ServeSettings(judge=None, max_queue=2, max_batch=1, batch_wait_ms=0)
     with running(create_app(settings, judge_factory=factory)) as url:
         _wait_ready(url)
         with ThreadPoolExecutor(8) as pool:
-            replies = list(pool.map(lambda i: httpx.post(f"{url}/v1/judge", json={**PAIR, "id": f"q{i}"}), range(8)))
+            futures = [pool.submit(httpx.post, f"{url}/v1/judge", json={**PAIR, "id": f"q{i}"}) for i in range(8)]
+            try:  # the model holds one pair and the queue two: of 8 pairs, at least 5 are refused at once
+                _wait_until(lambda: sum(f.done() for f in futures) >= 5, "the refusals")
+                refused_while_held = [f.result().status_code for f in futures if f.done()]
+            finally:
+                gate.set()
+            replies = [f.result() for f in futures]
+        assert set(refused_while_held) == {503}
         statuses = sorted(r.status_code for r in replies)
         full = [r for r in replies if r.status_code == 503]
         assert full and set(statuses) <= {200, 503}, statuses
@@ -187,16 +233,25 @@ def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing() -> None:
 
 
 def test_a_slow_judgment_times_out_with_504_and_is_not_judged_for_nobody() -> None:
-    factory, made = recording(delay=0.5)
+    gate = threading.Event()
+    factory, made = recording(gate=gate)
     settings = ServeSettings(judge=None, request_timeout_s=0.2, max_batch=1, batch_wait_ms=0)
     with running(create_app(settings, judge_factory=factory)) as url:
         _wait_ready(url)
-        with ThreadPoolExecutor(3) as pool:
-            replies = list(pool.map(lambda i: httpx.post(f"{url}/v1/judge", json={**PAIR, "id": f"t{i}"}), range(3)))
-        assert [r.status_code for r in replies].count(504) >= 2
-        assert all(r.json()["error"]["type"] == "timeout" for r in replies if r.status_code == 504)
-        time.sleep(0.8)
-        assert sum(made[0].calls) < 3  # pairs whose request gave up were skipped, not judged
+        try:  # the model is held on the first pair: every request gives up after its 0.2 s
+            with ThreadPoolExecutor(3) as pool:
+                replies = list(
+                    pool.map(lambda i: httpx.post(f"{url}/v1/judge", json={**PAIR, "id": f"t{i}"}), range(3))
+                )
+        finally:
+            gate.set()
+        assert [r.status_code for r in replies] == [504, 504, 504]
+        assert all(r.json()["error"]["type"] == "timeout" for r in replies)
+        _wait_until(lambda: _metric(url, "biasjudge_queue_depth") == 0, "the queue to drain")
+        # The model call for a batch is counted as the worker takes it, so once the queue is empty no
+        # call can still be on its way: only the pair the model had started was judged.
+        assert _metric(url, "biasjudge_batch_size_count") == 1
+        _wait_until(lambda: sum(made[0].calls) == 1, "the held call to finish")
 
 
 # --------------------------------------------------------------------------- bad requests
@@ -273,14 +328,19 @@ def test_the_api_key_guards_every_route_but_the_health_probes(tmp_path: Path) ->
 
 
 def test_readyz_waits_for_the_judge_to_load() -> None:
+    loading = threading.Event()
+
     def slow_factory(key: JudgeKey) -> RecordingJudge:
-        time.sleep(0.6)
+        loading.wait(60)  # the judge loads when the test says so
         return RecordingJudge(key)
 
     with running(create_app(ServeSettings(judge=None), judge_factory=slow_factory)) as url:
-        first = httpx.get(f"{url}/readyz")
-        assert first.status_code == 503 and first.headers["retry-after"] == "1"
-        assert httpx.get(f"{url}/healthz").status_code == 200
+        try:
+            first = httpx.get(f"{url}/readyz")
+            assert first.status_code == 503 and first.headers["retry-after"] == "1"
+            assert httpx.get(f"{url}/healthz").status_code == 200
+        finally:
+            loading.set()
         _wait_ready(url)
 
 
@@ -460,22 +520,27 @@ def test_a_browser_logs_in_once_and_holds_the_key_in_an_httponly_cookie(tmp_path
 
 
 def test_a_request_whose_client_left_is_not_judged() -> None:
-    factory, made = recording(delay=1.0)
+    gate = threading.Event()
+    factory, made = recording(gate=gate)
     settings = ServeSettings(judge=None, max_batch=1)
     with running(create_app(settings, judge_factory=factory)) as url:
         _wait_ready(url)
         first: dict[str, Any] = {}
         busy = threading.Thread(target=lambda: first.update(reply=httpx.post(f"{url}/v1/judge", json=PAIR)))
-        busy.start()  # the model is busy with this one for a second
-        time.sleep(0.2)
-        with pytest.raises(httpx.ReadTimeout):  # this one waits in the queue; its client gives up
-            httpx.post(f"{url}/v1/judge", json={**PAIR, "id": "left"}, timeout=0.3)
+        try:
+            busy.start()  # the model is busy with this one until the gate opens
+            _wait_until(lambda: bool(made and made[0].started), "the model to start on the first pair")
+            with pytest.raises(httpx.ReadTimeout):  # this one waits in the queue; its client gives up
+                httpx.post(f"{url}/v1/judge", json={**PAIR, "id": "left"}, timeout=0.3)
+            gone = 'biasjudge_requests_total{route="/v1/judge",status="499"}'
+            _wait_until(lambda: _metric(url, gone) == 1, "the server to see the client leave")
+        finally:
+            gate.set()
         busy.join()
         assert first["reply"].status_code == 200
-        time.sleep(1.5)  # time enough for the worker to have judged the abandoned pair, had it not skipped it
-        assert sum(made[0].calls) == 1
-        text = httpx.get(f"{url}/metrics").text
-        assert 'biasjudge_requests_total{route="/v1/judge",status="499"} 1.0' in text
+        _wait_until(lambda: _metric(url, "biasjudge_queue_depth") == 0, "the queue to drain")
+        assert _metric(url, "biasjudge_batch_size_count") == 1  # the abandoned pair was skipped, not judged
+        assert made[0].calls == [1]
         assert httpx.post(f"{url}/v1/judge", json=PAIR).status_code == 200  # still serving
 
 

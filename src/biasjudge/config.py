@@ -21,6 +21,11 @@ C = TypeVar("C", bound=BaseModel)
 DATA_DIR_ENV = "BIASJUDGE_DATA_DIR"
 
 
+def cache_dir() -> Path:
+    """biasjudge's cache folder (`$XDG_CACHE_HOME/biasjudge`, else `~/.cache/biasjudge`)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "biasjudge"
+
+
 class ConfigModel(BaseModel):
     """Base of config classes: unknown keys are errors, field docstrings become help text."""
 

@@ -46,6 +46,7 @@ from biasjudge.backends.base import (
     continuation_tokens,
     files_identity,
 )
+from biasjudge.backends.llamacpp_build import ensure_llama_runs
 from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
 from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_format, render_prompt, turn_format
@@ -166,6 +167,9 @@ class LlamaCppBackend:
             raise BackendError(f"llamacpp: GGUF file {path} not found")
         if lora_path is not None and not Path(lora_path).is_file():
             raise BackendError(f"llamacpp: LoRA adapter {lora_path} not found")
+        # A build that uses an instruction this machine refuses kills the process on load (SIGILL):
+        # find out once per build in a child process, and say so instead.
+        ensure_llama_runs(path)
         self.spec = spec or f"llamacpp:{target}"
         self.path = path
         self.reuse_prefix = reuse_prefix

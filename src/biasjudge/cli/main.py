@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from biasjudge.cli import batch, data, eval, export, judge, robustness, route, serve, train
+from biasjudge.cli import batch, data, eval, export, judge, llama, robustness, route, serve, train
 from biasjudge.errors import BiasJudgeError
 
 app = typer.Typer(
@@ -28,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (data, judge, route, batch, eval, robustness, train, export, serve):
+for module in (llama, data, judge, route, batch, eval, robustness, train, export, serve):
     module.register(app)
 
 

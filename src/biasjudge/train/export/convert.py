@@ -18,22 +18,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from biasjudge.backends.llamacpp_build import LLAMA_CPP_PYTHON_VERSION
+from biasjudge.config import cache_dir
 from biasjudge.errors import BiasJudgeError, ConfigError, MissingDependency
 from biasjudge.train.common import split_gguf
 from biasjudge.train.config import resolve_model
 from biasjudge.train.export.merge import adapter_base
 
 GGUF_QUANTS: tuple[str, ...] = ("f16", "Q8_0", "Q5_K_M")
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
-"""Source distribution the converters are taken from when none is given (ANCHORS: works on the 270M)."""
 LLAMA_CPP_DIR_ENV = "BIASJUDGE_LLAMA_CPP_DIR"
 CONVERTER_MEMBERS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
 """What is extracted from the sdist's `vendor/llama.cpp/` (a folder ends with /)."""
-
-
-def cache_dir() -> Path:
-    """biasjudge's cache folder (`$XDG_CACHE_HOME/biasjudge`, else `~/.cache/biasjudge`)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "biasjudge"
 
 
 def _installed_llama_cpp_version() -> str:
