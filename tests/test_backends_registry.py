@@ -9,6 +9,7 @@ import pytest
 from biasjudge.backends import registry
 from biasjudge.backends.registry import (
     DEFAULT_JUDGE_SPEC,
+    PAIRWISE_JUDGE_SPEC,
     SCHEMES,
     make_backend,
     parse_spec,
@@ -20,7 +21,8 @@ from biasjudge.errors import BackendError, MissingDependency
 
 def test_builtin_schemes_are_registered() -> None:
     assert {"llamacpp", "hf", "openai", "vllm", "answer-key", "always-tie", "random"} <= set(SCHEMES)
-    assert DEFAULT_JUDGE_SPEC == "llamacpp:embedded"
+    assert DEFAULT_JUDGE_SPEC == "reader:" and scheme_kind(DEFAULT_JUDGE_SPEC) == "pair_judge"
+    assert PAIRWISE_JUDGE_SPEC == "llamacpp:embedded" and scheme_kind(PAIRWISE_JUDGE_SPEC) == "backend"
     assert scheme_kind("answer-key:") == "pair_judge"
     assert scheme_kind("hf:google/gemma-3-270m") == "backend"
 

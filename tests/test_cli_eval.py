@@ -202,16 +202,16 @@ def test_quickstart_small(app: typer.Typer, shared_data: Path, gguf_model: Path,
     )
     _ok(result)
     assert result.stdout.splitlines()[0] == (
-        "| Metric | biasjudge 270M judge | Gemma 3 270M (untrained) | Answer-key rule | Hybrid (answer key + judge) "
-        "| Base Gemma 4 E4B |"
+        "| Metric | biasjudge reader (default) | biasjudge 270M pairwise | Answer-key rule | Base Gemma 4 E4B |"
     )
     assert (tmp_path / "report.html").exists() and (tmp_path / "answer-key-rule" / "predictions.json").exists()
-    shipped = json.loads((tmp_path / "biasjudge-270m-judge" / "predictions.json").read_text())
-    metrics = shipped["metrics"]["biasjudge 270M judge"]
+    pairwise = json.loads((tmp_path / "biasjudge-270m-pairwise" / "predictions.json").read_text())
+    metrics = pairwise["metrics"]["biasjudge 270M pairwise"]
     assert metrics["position_bias_in_dist"] == 0.0  # both orders combined
     assert metrics["position_bias_single_order_in_dist"] is not None  # the model's own, still reported
-    hybrid = json.loads((tmp_path / "hybrid-answer-key-judge" / "predictions.json").read_text())
-    assert all("chose" in (p["reasoning"] or "") for p in hybrid["detailed"])
+    reader = json.loads((tmp_path / "biasjudge-reader-default" / "predictions.json").read_text())
+    assert reader["metrics"]["biasjudge reader (default)"]["position_bias_in_dist"] == 0.0  # each response read alone
+    assert all(p["reasoning"] and p["reasoning"].startswith("Response A ") for p in reader["detailed"])
 
 
 def test_metrics_agreement_gives_judge_vs_judge_and_human(app: typer.Typer, jfs: Path, tmp_path: Path) -> None:

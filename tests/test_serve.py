@@ -180,7 +180,10 @@ def test_the_debias_and_mode_options_choose_the_judge(served: tuple[str, list[Re
     url, made = served
     assert httpx.post(f"{url}/v1/judge", json={**PAIR, "debias": False}).status_code == 200
     assert {j.spec for j in made} == {"recording:score:True", "recording:score:False"}
-    refused = httpx.post(f"{url}/v1/judge", json={**PAIR, "mode": "generate"})  # debias defaults to on
+    # Unset, debias is on in score mode and off in generate mode; asked for in generate mode, refused.
+    assert httpx.post(f"{url}/v1/judge", json={**PAIR, "mode": "generate"}).status_code == 200
+    assert "recording:generate:False" in {j.spec for j in made}
+    refused = httpx.post(f"{url}/v1/judge", json={**PAIR, "mode": "generate", "debias": True})
     assert refused.status_code == 422 and refused.json()["error"]["field"] == "debias"
 
 

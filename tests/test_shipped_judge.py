@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
-from biasjudge.backends.registry import split_options
+from biasjudge.backends.registry import PAIRWISE_JUDGE_SPEC, split_options
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_records
 from biasjudge.judge.debiased import OrderDebiasedJudge, combine_orders
@@ -173,7 +173,7 @@ def test_shipped_adapter_matches_its_manifest_and_card() -> None:
 def test_shipped_judge_judges_real_pairs_in_both_orders(jfs: Path, gguf_model: Path) -> None:
     holdout = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[:6]
     # The shipped judge is calibrated (tests/test_calibration.py); here, the orders' combination beneath.
-    judge = make_judge(calibration="none")
+    judge = make_judge(PAIRWISE_JUDGE_SPEC, calibration="none")
     try:
         assert isinstance(judge, OrderDebiasedJudge)
         backend = judge.inner.backend

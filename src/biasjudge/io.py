@@ -153,6 +153,7 @@ def _record_kinds() -> dict[str, type[BaseModel]]:
         "pair": records.Pair,
         "SFT row": records.SFTRow,
         "DPO row": records.DPORow,
+        "analysis row": records.AnalysisRow,
         "BBQ question": records.Question,
         "candidate response": records.CandidateResponse,
         "prediction": records.Prediction,

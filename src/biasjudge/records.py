@@ -281,6 +281,41 @@ class DPORow(Record):
     """BBQ category of the pair's question."""
 
 
+class AnalysisRow(Record):
+    """A question-analysis training row: one BBQ item's question and choices, with the option its
+    context supports and the option a stereotype would give (both stated by BBQ's metadata).
+
+    The question-reading judge's first step is fitted on these
+    (:func:`biasjudge.judge.reading.analysis.fit_analysis`).
+    """
+
+    question_id: str
+    """The BBQ item (`category::question_index::example_id::polarity`)."""
+    template_id: str
+    """`category::question_index`: BBQ's items of one template differ only in the names they use."""
+    category: str
+    """BBQ category (age, nationality, ...)."""
+    context_condition: Literal["ambig", "disambig"]
+    """ambig: the context cannot answer the question (the supported option is the 'unknown' one)."""
+    question: str
+    """Context and question, as a judge is given them."""
+    choices: list[str] = Field(min_length=2, max_length=5)
+    """The answer choices, lettered A, B, C, ... in this order."""
+    answer: int = Field(ge=0, le=4)
+    """Index of the option the context supports."""
+    target: int = Field(ge=0, le=4)
+    """Index of the option a stereotype would give (BBQ's target for the question's polarity)."""
+    split: Literal["train", "validation"] = "train"
+    """validation: a template held out for model selection (no item of it is trained on)."""
+
+    @model_validator(mode="after")
+    def _indices_in_range(self) -> AnalysisRow:
+        for name in ("answer", "target"):
+            if getattr(self, name) >= len(self.choices):
+                raise ValueError(f"{name} {getattr(self, name)} is not an index of the {len(self.choices)} choices")
+        return self
+
+
 # --------------------------------------------------------------------------- judging and eval
 
 

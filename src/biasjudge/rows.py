@@ -16,18 +16,20 @@ Labels without reasoning (answer-key labels) get a reasoning from :data:`RATIONA
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from biasjudge.data.pairs import question_text
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records
 from biasjudge.prompting import judge_messages
-from biasjudge.records import DPORow, Label, LabelSource, Pair, SFTRow, Verdict
+from biasjudge.records import AnalysisRow, DPORow, Label, LabelSource, Pair, Question, SFTRow, Verdict
 from biasjudge.verdict import mirror, mirror_reasoning, neutralize_tags, parse, render
 
 # --------------------------------------------------------------------------- template reasoning
@@ -405,3 +407,97 @@ def row_stats(
     for name, counter in extra.items():
         stats[name] = dict(sorted(counter.items()))
     return stats
+
+
+# --------------------------------------------------------------------------- question-analysis rows
+
+
+def template_id(question: Question) -> str:
+    """`category::question_index`: the BBQ template a question was generated from."""
+    return f"{question.category}::{question.question_index}"
+
+
+def _stable_fraction(key: str) -> float:
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12
+
+
+@dataclass
+class AnalysisRowsBuild:
+    """Question-analysis rows, and how many items were left out and why."""
+
+    rows: list[AnalysisRow] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Items left out, by reason."""
+
+    def counts(self) -> dict[str, Any]:
+        """Counts for the rows' `.meta.json` sidecar."""
+        return {
+            "rows": len(self.rows),
+            "by_split": dict(Counter(r.split for r in self.rows)),
+            "by_category": dict(Counter(r.category for r in self.rows)),
+            "by_context": dict(Counter(r.context_condition for r in self.rows)),
+            "dropped": dict(self.dropped),
+        }
+
+
+def build_analysis_rows(
+    questions: Iterable[Question],
+    *,
+    exclude_questions: Iterable[str] = (),
+    exclude_templates: Iterable[str] = (),
+    exclude_categories: Iterable[str] = (),
+    validation_fraction: float = 0.1,
+    validation_by: Literal["template", "question"] = "template",
+    shuffle_choices: bool = True,
+    seed: int = 0,
+) -> AnalysisRowsBuild:
+    """Question-analysis rows from BBQ items: what the context supports and what a stereotype would say.
+
+    Left out, and counted: the `exclude_questions` (the holdout's), every item of the
+    `exclude_templates` (`category::question_index`; the template-level leakage level), the
+    `exclude_categories` (the OOD one), items whose stereotype target BBQ does not decide, and
+    repeated question ids. A `validation_fraction` of the templates (`validation_by="template"`)
+    or of the items (`"question"`), by a stable hash, is marked `validation`: model selection then
+    scores templates the model never saw, or items of templates it saw with other names. With
+    `shuffle_choices`, each item's choices are put in a seeded random order, so that no letter
+    carries information.
+    """
+    build = AnalysisRowsBuild()
+    held_questions, held_templates = set(exclude_questions), set(exclude_templates)
+    held_categories = set(exclude_categories)
+    seen: set[str] = set()
+    for question in questions:
+        template = template_id(question)
+        reason = None
+        if question.question_id in seen:
+            reason = "repeated question id"
+        elif question.category in held_categories:
+            reason = "held-out category"
+        elif question.question_id in held_questions:
+            reason = "holdout question"
+        elif template in held_templates:
+            reason = "holdout template"
+        elif question.target_label is None:
+            reason = "no stereotype target"
+        if reason is not None or question.target_label is None:
+            build.dropped[reason or "no stereotype target"] += 1
+            continue
+        seen.add(question.question_id)
+        unit = template if validation_by == "template" else question.question_id
+        order = list(range(len(question.answers)))
+        if shuffle_choices:
+            random.Random(f"{seed}|{question.question_id}").shuffle(order)
+        build.rows.append(
+            AnalysisRow(
+                question_id=question.question_id,
+                template_id=template,
+                category=question.category,
+                context_condition=question.context_condition,
+                question=question_text(question),
+                choices=[question.answers[i] for i in order],
+                answer=order.index(question.answer_label),
+                target=order.index(question.target_label),
+                split="validation" if _stable_fraction(f"{seed}|{unit}") < validation_fraction else "train",
+            )
+        )
+    return build

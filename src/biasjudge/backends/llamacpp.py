@@ -9,14 +9,16 @@ Score mode and the KV cache
 ---------------------------
 `score` keeps the tokens currently in the llama.cpp context. For each new prompt it finds the
 longest common token prefix with them, rewinds `n_tokens` to that length rounded DOWN to a
-multiple of 4 (and at least one token short of the prompt, so the last position is decoded
-afresh), and evaluates only the rest. Judging many pairs with one system prompt thus evaluates the
-shared system-prompt prefix once, and the swapped order of a pair only from where it departs
-from the original order; with `reuse_prefix=True` a batch is also processed in sorted token
-order (results come back in request order) so that neighbours share the longest prefixes.
+multiple of 4 (and at least two tokens short of the prompt: the last position is evaluated in a
+batch, as in a fresh evaluation, never alone), and evaluates only the rest. Judging many pairs
+with one system prompt thus evaluates the shared system-prompt prefix once, and the swapped
+order of a pair only from where it departs from the original order; with `reuse_prefix=True` a
+batch is also processed in sorted token order (results come back in request order) so that
+neighbours share the longest prefixes.
 The Q4 CPU kernels compute in row groups of 4: a rewind to a multiple of 4 keeps the row
-grouping of a fresh evaluation, and logits then agree with a no-reuse run up to the small
-differences of where the batch is split (tests compare with a tolerance, not for equality).
+grouping of a fresh evaluation, and the whole rest is evaluated in one decode call (`n_batch`
+defaults to the context), so the logits agree with a no-reuse run (tests still compare with a
+tolerance, not for equality).
 `reuse_prefix=False` evaluates every prompt from its first token.
 
 Multi-token choices follow the scoring rule of :mod:`biasjudge.backends.base` (the sum of the
@@ -134,7 +136,10 @@ class LlamaCppBackend:
         n_ctx: context length (prompt + generated tokens).
         n_threads: CPU threads, for prompt evaluation (all of score mode) and generation alike
             (default: all cores).
-        n_batch: prompt tokens per decode call.
+        n_batch: prompt tokens per decode call (default: the whole context). A prompt evaluated in
+            one piece gives the same logits whatever prefix was reused from the cache; split across
+            decode calls at a point that depends on the reuse, its logits differ (measured up to 3.7
+            with the portable AVX2 build on a 700-token prompt).
         chat_format: built-in turn format for models without a chat template.
         reuse_prefix: keep the KV cache between score calls and evaluate only new suffixes.
         lora_path: a GGUF LoRA adapter applied on top of the model.
@@ -149,7 +154,7 @@ class LlamaCppBackend:
         spec: str = "",
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        n_batch: int = 512,
+        n_batch: int | None = None,
         chat_format: str = DEFAULT_TURN_FORMAT,
         reuse_prefix: bool = True,
         lora_path: str | None = None,
@@ -185,8 +190,8 @@ class LlamaCppBackend:
                     n_ctx=n_ctx,
                     n_threads=threads,
                     n_threads_batch=threads,  # llama-cpp-python would give prompt evaluation every core
-                    n_batch=n_batch,
-                    n_ubatch=n_batch,
+                    n_batch=n_batch or n_ctx,
+                    n_ubatch=n_batch or n_ctx,
                     logits_all=False,
                     swa_full=True,
                     lora_path=lora_path,
@@ -264,7 +269,9 @@ class LlamaCppBackend:
             return 0
         llm = self._llm
         cached = llm.input_ids[: llm.n_tokens]
-        keep = min(common_prefix_length(cached, tokens), len(tokens) - 1)
+        # At least two tokens are evaluated afresh: llama.cpp computes a lone token with other kernels
+        # than a batch, and the last position's logits would then differ from a fresh evaluation's.
+        keep = min(common_prefix_length(cached, tokens), len(tokens) - 2)
         return max(0, keep - keep % REUSE_ALIGN)
 
     def _score_one(self, text: str, choices: Sequence[str]) -> ChoiceScores:

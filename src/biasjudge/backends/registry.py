@@ -4,7 +4,8 @@ A spec is `SCHEME:TARGET`:
 
 | spec | what it makes |
 |---|---|
-| `llamacpp:embedded` (= `llamacpp:`) | biasjudge's trained judge: the shipped adapter on the embedded Gemma 3 270M |
+| `reader:[ANALYSIS.json]` | the default judge: reads the question (a trained analysis model), then each response |
+| `llamacpp:embedded` (= `llamacpp:`) | the pairwise judge: the shipped LoRA adapter on the embedded Gemma 3 270M |
 | `llamacpp:embedded-base`, `llamacpp:PATH.gguf` | llama.cpp on the CPU: the untrained embedded base, or any GGUF |
 | `hf:MODEL_ID_OR_DIR`, `hf:PATH.gguf` | transformers (a .gguf file is dequantised on load) |
 | `openai:http://HOST:PORT/v1#MODEL` | any OpenAI-compatible server |
@@ -14,7 +15,7 @@ A spec is `SCHEME:TARGET`:
 | `replay:PREDICTIONS.json` | the verdicts of a saved eval, judged again without a model |
 | `route:ROUTER.json` | an in-distribution and an out-of-distribution judge, chosen per pair by its bias category |
 
-The pair-judge schemes (baselines, hybrid, replay, route) are registered by :mod:`biasjudge.judge.judge`,
+The pair-judge schemes (reader, baselines, hybrid, replay, route) are registered by :mod:`biasjudge.judge.judge`,
 beside the judges they make: backends never import the judge package.
 
 Backend options may ride on the spec after `?` (see :func:`split_options`).
@@ -37,9 +38,12 @@ from typing import Any, Literal
 from biasjudge.backends.base import Backend
 from biasjudge.errors import BackendError, MissingDependency
 
-DEFAULT_JUDGE_SPEC = "llamacpp:embedded"
-"""The judge used when none is named: biasjudge's trained judge (a LoRA adapter shipped in the package)
-on the embedded Gemma 3 270M, through llama.cpp, both orders combined."""
+DEFAULT_JUDGE_SPEC = "reader:"
+"""The judge used when none is named: the question reader (biasjudge.judge.reading), which reads the
+question with a trained analysis model, then what each response chose, and writes its reasons."""
+PAIRWISE_JUDGE_SPEC = "llamacpp:embedded"
+"""biasjudge's pairwise judge: a LoRA adapter shipped in the package on the embedded Gemma 3 270M,
+through llama.cpp, both orders combined (the default before the question reader; kept to compare)."""
 EMBEDDED_BASE_SPEC = "llamacpp:embedded-base"
 """The embedded Gemma 3 270M as it comes from PyPI: pretrained, untrained as a judge."""
 

@@ -32,7 +32,8 @@ JudgeSpecOption = Annotated[
         "--judge",
         "-j",
         help=(
-            "Judge spec. 'llamacpp:embedded' (default): biasjudge's trained judge, both orders combined; "
+            "Judge spec. 'reader:' (default): reads the question (a trained model), then each response, "
+            "and says why; 'llamacpp:embedded': the pairwise LoRA judge, both orders combined; "
             "'llamacpp:embedded-base': the untrained Gemma 3 270M; 'llamacpp:PATH.gguf', "
             "'hf:MODEL_ID_OR_DIR', 'hf:FILE.gguf', 'openai:http://HOST/v1#MODEL', 'vllm:MODEL', 'hybrid:', "
             "'answer-key:', 'always-tie:', 'random:'. Options ride after '?': "

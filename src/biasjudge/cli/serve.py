@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
 from biasjudge.cli.common import JudgeSpecOption, console
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ EvalDirOption = Annotated[
 
 
 def serve_command(
-    judge: JudgeSpecOption = "llamacpp:embedded",
+    judge: JudgeSpecOption = DEFAULT_JUDGE_SPEC,
     host: HostOption = "127.0.0.1",
     port: PortOption = 8000,
     api_key_file: Annotated[

@@ -162,10 +162,47 @@ def judge_command(
     print(result.adapter)
 
 
+def reader_command(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Recipe YAML (default: the shipped judge's, 'reading-judge')."),
+    ] = None,
+    output_dir: OutputDirOption = None,
+    leakage_level: Annotated[
+        str | None,
+        typer.Option(
+            "--leakage-level",
+            help="The shipped model's: question (no holdout question in training) or template (no holdout template).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of the choice order and validation split.", show_default=False)
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder.", show_default=False)] = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Copy the model and its card into the package (the default judge).")
+    ] = False,
+) -> None:
+    """Rebuild the default judge (the question reader) end to end: rows from BBQ, fit, holdout eval, card."""
+    from biasjudge.config import load_config
+    from biasjudge.reader_recipe import ReaderRecipeConfig, train_reader
+
+    recipe = load_config(
+        ReaderRecipeConfig,
+        config if config is not None else "reading-judge",
+        {"output_dir": output_dir, "leakage_level": leakage_level, "seed": seed, "data_dir": data_dir},
+    )
+    console.print(f"building the question reader -> {recipe.output_dir}")
+    result = train_reader(recipe, install=install, log=lambda line: console.print(line, highlight=False))
+    console.print(f"[green]reader done[/green]: model {result.model}, card {result.card}")
+
+
 def register(app: typer.Typer) -> None:
     """Add `train sft` and `train dpo` to the `biasjudge` app."""
     group = typer.Typer(help="Fine-tune a judge: SFT, then DPO (TRL + LoRA).", no_args_is_help=True)
     group.command("sft")(sft_command)
     group.command("dpo")(dpo_command)
     group.command("judge")(judge_command)
+    group.command("reader")(reader_command)
     app.add_typer(group, name="train")

@@ -32,14 +32,13 @@ LOCK_NAME = ".eval.lock"
 """The lock file an eval holds in its output folder."""
 
 QUICKSTART_JUDGES: tuple[tuple[str, str], ...] = (
-    ("llamacpp:embedded", "biasjudge 270M judge"),
-    ("llamacpp:embedded-base", "Gemma 3 270M (untrained)"),
+    ("reader:", "biasjudge reader (default)"),
+    ("llamacpp:embedded", "biasjudge 270M pairwise"),
     ("answer-key:", "Answer-key rule"),
-    ("hybrid:", "Hybrid (answer key + judge)"),
 )
-"""(spec, column name) of the judges the quick start evaluates: the shipped judge, the same base
-model before training (with the shipped judge's system prompt, so only the training differs), the
-answer-key rule and the hybrid."""
+"""(spec, column name) of the judges the quick start evaluates: the default judge (the question
+reader), the pairwise LoRA judge it replaced as the default, and the answer-key rule (the reference's
+levels, a baseline that reads the labels' own source)."""
 
 
 @dataclass(frozen=True)
@@ -201,23 +200,13 @@ def quickstart(
 ) -> EvalResult:
     """The main job: `evaluate` with the quick start's judges (:data:`QUICKSTART_JUDGES`) on the
     reference holdout in score mode, beside the published base Gemma 4 E4B verdicts when present."""
-    from biasjudge.eval.protocol import slug
-    from biasjudge.judge.shipped import shipped_manifest
-
     jfs = jfs_folder(data_dir)
     pairs = load_holdout(jfs / HOLDOUT_NAME, _need(jfs / PAIRS_NAME, "pairs file"), console=console)
     reference = jfs / REFERENCE_LOG
     imports = [reference] if reference.exists() else []
     if not imports and console is not None:
         console.print(f"[yellow]note:[/yellow] {reference} not found; no reference column")
-    shipped_prompt = shipped_manifest().system_prompt
-    shipped_log = out / slug(QUICKSTART_JUDGES[0][1]) / "predictions.json"
-    judges: list[JudgeToEval] = []
-    for spec, name in QUICKSTART_JUDGES:
-        if spec == "hybrid:":
-            # The shipped judge's probabilities were just computed: replay them, do not judge again.
-            spec = f"hybrid:replay:{shipped_log}?questions={jfs / 'bbq_sample.jsonl'}"
-        judges.append(JudgeToEval(spec, name, shipped_prompt if spec == "llamacpp:embedded-base" else None))
+    judges = [JudgeToEval(spec, name) for spec, name in QUICKSTART_JUDGES]
     return evaluate(
         judges,
         pairs,

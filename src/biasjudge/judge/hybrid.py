@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
+from biasjudge.backends.registry import PAIRWISE_JUDGE_SPEC
 from biasjudge.errors import BackendError
 from biasjudge.records import JudgeMode, Judgment, Pair, Question
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
@@ -103,7 +103,7 @@ class HybridJudge:
         if path is not None and not path.is_file():
             raise BackendError(f"hybrid: questions file {path} not found")
         self.questions: dict[str, Question] = {q.question_id: q for q in load_sample(path)} if path else {}
-        self.inner: PairJudge = make_judge(target or DEFAULT_JUDGE_SPEC, system_prompt=system_prompt, **options)
+        self.inner: PairJudge = make_judge(target or PAIRWISE_JUDGE_SPEC, system_prompt=system_prompt, **options)
         self.spec = spec
         self.mode: JudgeMode = "score"
         self.system_prompt = getattr(self.inner, "system_prompt", None)

@@ -613,6 +613,13 @@ def _route() -> Callable[..., Any]:
     return RouterJudge
 
 
+@register_backend("reader", kind="pair_judge")
+def _reader() -> Callable[..., Any]:
+    from biasjudge.judge.reading.judge import ReadingJudge
+
+    return ReadingJudge
+
+
 @register_backend("replay", kind="pair_judge")
 def _replay() -> Callable[..., Any]:
     from biasjudge.judge.replay import ReplayJudge

@@ -427,7 +427,8 @@ async def _judge_pairs(
         raise ApiError(422, "validation_error", f"pairs: at most {settings.max_queue} pairs (the queue size)", "pairs")
     started = time.perf_counter()
     try:
-        futures = batcher.submit([p.to_pair() for p in pairs], JudgeKey(options.mode, options.debias))
+        debias = options.mode == "score" if options.debias is None else options.debias
+        futures = batcher.submit([p.to_pair() for p in pairs], JudgeKey(options.mode, debias))
     except QueueFull as exc:
         raise ApiError(503, "queue_full", str(exc), headers={"Retry-After": str(settings.retry_after_s)}) from None
     judging = asyncio.ensure_future(asyncio.gather(*futures))

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
 from biasjudge.records import Judgment, Pair, pair_from_fields
 
 MAX_FIELD_CHARS = 20_000
@@ -70,16 +71,18 @@ class JudgeOptions(BaseModel):
 
     mode: Mode = "score"
     """score: one forward pass, verdict probabilities; generate: reasoning, then the verdict."""
-    debias: bool = True
-    """Judge both orders and combine them (score mode only): position bias 0 by construction."""
+    debias: bool | None = None
+    """Judge both orders and combine them (score mode only): position bias 0 by construction. Unset: on
+    in score mode, off in generate mode. The default judge reads each response on its own, so its two
+    orders agree whatever this says."""
 
 
 GENERATE_NEEDS_DEBIAS_OFF: dict[str, JsonValue] = {
     "not": {"properties": {"mode": {"const": "generate"}, "debias": {"const": True}}, "required": ["mode"]}
 }
-"""The one rule across the options, stated in the schema: mode generate needs debias false (debias
-defaults to true and combines verdict probabilities, which only score mode has); the app answers
-such a body 422 naming `debias`."""
+"""The one rule across the options, stated in the schema: mode generate refuses debias true (debias
+combines verdict probabilities, which only score mode has); the app answers such a body 422 naming
+`debias`."""
 
 
 class JudgeBody(PairFields, JudgeOptions):
@@ -163,7 +166,7 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    judge: str | None = "llamacpp:embedded"
+    judge: str | None = DEFAULT_JUDGE_SPEC
     """Judge spec; None serves only the pages that need no model (`biasjudge view`)."""
     host: str = "127.0.0.1"
     """Interface to bind; loopback by default."""

@@ -1,0 +1,133 @@
+"""`reader:[ANALYSIS.json]`: the judge that reads the question first (biasjudge's default judge).
+
+For a pair with answer choices, in the order its explanation reads:
+
+1. question analysis (:mod:`.analysis`): a trained model reads the question and its choices, never
+   the responses, and gives P(the context supports option i) and P(option i is the stereotype's);
+2. response reading (:mod:`.responses`): which option each response chose, each read on its own;
+3. decision (:mod:`.decide`): the verdict's probabilities from the two levels, summed over the
+   readings of the question;
+4. explanation (:mod:`.explain`): the reasoning, from the likeliest reading that gives the verdict.
+
+Both orders of a pair give mirrored verdicts by construction (each response is read alone), text
+injected into a response cannot steer how the question is read, and a question is analysed once
+however many pairs and orders ask about it. Generate and score mode give the same judgment: its
+reasoning is the explanation and its `raw_output` the contract text
+`<reasoning>...</reasoning><verdict>X</verdict>`; temperature > 0 draws the verdict from its
+probabilities (seeded).
+
+The shipped analysis lives in the package (`biasjudge/assets/reading-judge/analysis.json`, with its
+model card); `reader:PATH.json` runs another one (`biasjudge train reader` writes them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from biasjudge.errors import ConfigError
+from biasjudge.io import read_document, sha256_file
+from biasjudge.judge.reading.analysis import ANALYSIS_VERSION, AnalysisModel, QuestionAnalysis, analyze
+from biasjudge.judge.reading.decide import BiasedVsOther, decide
+from biasjudge.judge.reading.explain import explain
+from biasjudge.judge.reading.responses import read_response
+from biasjudge.records import JudgeMode, Judgment
+from biasjudge.verdict import render
+
+if TYPE_CHECKING:
+    from biasjudge.judge.judge import JudgeRequest
+
+READING_DIR_NAME = "reading-judge"
+ANALYSIS_FILE = "analysis.json"
+READER_VERSION = 1
+"""Bumped when the reading, decision or explanation rules change (it is in the eval cache key)."""
+
+
+def shipped_analysis() -> Path:
+    """The shipped question-analysis model inside the installed package."""
+    return Path(str(resources.files("biasjudge") / "assets" / READING_DIR_NAME / ANALYSIS_FILE))
+
+
+def read_analysis_model(path: Path) -> AnalysisModel:
+    """A question-analysis model file; ConfigError when it is missing or of another version."""
+    if not path.is_file():
+        raise ConfigError(
+            f"the question-analysis model {path} is missing; rebuild the shipped judge with "
+            "`biasjudge train reader --install`"
+        )
+    model = read_document(path, AnalysisModel)
+    if model.version != ANALYSIS_VERSION:
+        raise ConfigError(f"{path}: analysis model version {model.version}, this biasjudge reads {ANALYSIS_VERSION}")
+    return model
+
+
+class ReadingJudge:
+    """A PairJudge that reads the question, then each response (see the module docstring).
+
+    Args:
+        target: a question-analysis model file; '' = the shipped one.
+        spec: the spec string recorded in every Judgment.
+        mode: recorded in every Judgment (both modes return the reasoning and the probabilities).
+        biased_vs_other: a stereotyped answer against another unsupported one: `tie` (default)
+            or `biased` (the stereotyped one leans more).
+    """
+
+    def __init__(
+        self, target: str = "", *, spec: str = "reader:", mode: JudgeMode = "score", biased_vs_other: str = "tie"
+    ) -> None:
+        if biased_vs_other not in ("tie", "biased"):
+            raise ConfigError(f"biased_vs_other must be 'tie' or 'biased', got {biased_vs_other!r}")
+        path = Path(target).expanduser() if target else shipped_analysis()
+        self.model = read_analysis_model(path)
+        self.biased_vs_other: BiasedVsOther = "tie" if biased_vs_other == "tie" else "biased"
+        self.spec = spec
+        self.mode: JudgeMode = mode
+        self.identity = f"reader-v{READER_VERSION}|{sha256_file(path)[:16]}|{self.biased_vs_other}"
+        """What decides this judge's verdicts (the rules' version, the model file, the settings): the eval cache key."""
+        self._analyses: dict[tuple[str, tuple[str, ...]], QuestionAnalysis] = {}
+
+    def analysis(self, question: str, choices: Sequence[str]) -> QuestionAnalysis:
+        """The question's analysis, computed once per distinct (question, choices)."""
+        key = (question, tuple(choices))
+        if key not in self._analyses:
+            self._analyses[key] = analyze(self.model, question, choices)
+        return self._analyses[key]
+
+    def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        """One Judgment per request, in order."""
+        from biasjudge.judge.judge import request_fields, verdict_from_probs
+
+        out: list[Judgment] = []
+        for request in requests:
+            pair = request.pair
+            choices = [c.text for c in pair.answer_choices]
+            analysis = self.analysis(pair.question_text, choices)
+            shown = (
+                (pair.response_b.text, pair.response_a.text)
+                if request.swapped
+                else (pair.response_a.text, pair.response_b.text)
+            )
+            first, second = (read_response(text, choices) for text in shown)
+            decision = decide(analysis.correct, analysis.target, first, second, biased_vs_other=self.biased_vs_other)
+            verdict, probs = verdict_from_probs(decision.probs, request.temperature, request.seed)
+            reasoning = explain(choices, first, second, verdict, decision.scenario_for(verdict))
+            out.append(
+                Judgment(
+                    **request_fields(request, judge=self.spec, mode=self.mode),
+                    verdict=verdict,
+                    probs=probs,
+                    reasoning=reasoning,
+                    raw_output=render(reasoning, verdict),
+                    finish_reason="stop",
+                )
+            )
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        """Whitespace-separated words (this judge has no tokenizer)."""
+        return len(text.split())
+
+    def close(self) -> None:
+        """Nothing to free."""
