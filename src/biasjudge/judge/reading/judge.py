@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 READING_DIR_NAME = "reading-judge"
 ANALYSIS_FILE = "analysis.json"
-READER_VERSION = 1
+READER_VERSION = 2
 """Bumped when the reading, decision or explanation rules change (it is in the eval cache key)."""
 
 
