@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from biasjudge.cli.main import app
 from biasjudge.io import meta_path, read_records
 from biasjudge.judge.judge import JudgeRequest, make_judge
-from biasjudge.records import AnalysisRow, Pair
 from biasjudge.reader_recipe import ReaderRecipeConfig, train_reader
+from biasjudge.records import AnalysisRow, Pair
 
 
 @pytest.fixture

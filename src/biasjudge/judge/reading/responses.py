@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from biasjudge.data.classify import is_hedged, read_choice
 
-
 LONG_QUOTE = re.compile(r'["\u201c][^"\u201d]{25,}["\u201d]|["\u201c].{25,}["\u201d]\s*$', re.DOTALL)
 """A quotation of 25 characters or more (straight or typographic quote marks, line breaks included),
 or one that closes the response, quote marks of its own inside."""
