@@ -10,7 +10,7 @@ import yaml
 
 from biasjudge.errors import ThinkingModeError
 from biasjudge.train.card import modelfile_template, write_model_card, write_modelfile
-from train_tiny import build_tiny_model, prompt
+from train_tiny import prompt, tiny_model_folder
 
 TOKEN_KEYS = (
     "tokenizer.ggml.tokens",
@@ -23,8 +23,8 @@ TOKEN_KEYS = (
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, gguf_model: Path) -> Path:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-gemma3", gguf_model)
+def tiny_model(gguf_model: Path) -> Path:
+    return tiny_model_folder(gguf_model)
 
 
 @pytest.fixture(scope="session")

@@ -406,6 +406,7 @@ def test_constrained_needs_a_backend_that_holds_a_grammar() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # tests/test_backends_openai.py holds the real model to the same grammar; `make test-all` runs it
 def test_the_contract_grammar_leaves_no_parse_failure_on_the_untrained_model(
     llama_judge: Judge, holdout: list[Pair]
 ) -> None:

@@ -548,6 +548,7 @@ def test_a_request_whose_client_left_is_not_judged() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # the pairwise judge's shared model (the served default is checked above); `make test-all`
 def test_the_served_score_judges_share_one_model(jfs: Path, gguf_model: Path) -> None:
     from biasjudge.io import read_records
     from biasjudge.records import Pair

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from biasjudge.io import write_records
-from train_tiny import build_tiny_model, dpo_rows
+from train_tiny import dpo_rows, tiny_model_folder
 
 pytest.importorskip("trl")
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, gguf_model: Path) -> Path:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-gemma3", gguf_model)
+def tiny_model(gguf_model: Path) -> Path:
+    return tiny_model_folder(gguf_model)
 
 
 def test_label_position_head_matches_trl_fused_head(tiny_model: Path) -> None:

@@ -13,14 +13,14 @@ from biasjudge.errors import ConfigError, ThinkingModeError
 from biasjudge.io import write_records
 from biasjudge.records import ChatMessage
 from biasjudge.train.config import SFTRunConfig, check_trl_keys, load_run_config
-from train_tiny import build_tiny_model, prompt, sft_rows
+from train_tiny import prompt, sft_rows, tiny_model_folder
 
 pytest.importorskip("trl")
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, gguf_model: Path) -> Path:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-gemma3", gguf_model)
+def tiny_model(gguf_model: Path) -> Path:
+    return tiny_model_folder(gguf_model)
 
 
 def _config(tmp_path: Path, model: Path, **trl: Any) -> SFTRunConfig:

@@ -1,7 +1,7 @@
 """Helpers of the train/export tests: a tiny random Gemma 3 with the REAL Gemma 3 tokenizer.
 
-The tokenizer is the embedded 270M GGUF's (loaded offline by transformers, saved once per test
-session); the model is a 2-layer Gemma3ForCausalLM with hidden size 64, so every test runs in seconds.
+The tokenizer is the embedded 270M GGUF's (loaded offline by transformers, saved once per machine
+in biasjudge's cache); the model is a 2-layer Gemma3ForCausalLM with hidden size 64, so every test runs in seconds.
 """
 
 from __future__ import annotations
@@ -9,6 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from biasjudge.records import ChatMessage, DPORow, SFTRow
+
+
+def tiny_model_folder(gguf: Path) -> Path:
+    """The tiny model, built once per machine (converting the real tokenizer takes about 40 s) into
+    biasjudge's cache, under a lock so that two test workers never build it at once."""
+    from filelock import FileLock
+
+    from biasjudge.config import cache_dir
+
+    stat = gguf.stat()
+    folder = cache_dir() / "tests" / f"tiny-gemma3-{stat.st_size}-{stat.st_mtime_ns}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "model.safetensors").is_file():
+            staging = folder.with_name(folder.name + ".staging")
+            build_tiny_model(staging, gguf)
+            staging.rename(folder)
+    return folder
 
 
 def build_tiny_model(folder: Path, gguf: Path) -> Path:
