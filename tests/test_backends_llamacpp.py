@@ -35,7 +35,7 @@ def backend(gguf_model: Path) -> Iterator[LlamaCppBackend]:
 
 @pytest.fixture(scope="module")
 def prompts(jfs: Path) -> list[PromptRequest]:
-    pairs = read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=3).records
+    pairs = read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=2).records
     system = load_prompt("judge_system")
     return [
         PromptRequest(tuple(judge_messages(p, system, swapped=s)), SCORE_PREFIX) for p in pairs for s in (False, True)

@@ -136,14 +136,20 @@ def test_gguf_round_trip_loads_in_llama_cpp(tmp_path: Path, tiny_model: Path, ad
     assert gguf_metadata(out, TOKEN_KEYS) == gguf_metadata(gguf_model, TOKEN_KEYS)  # the original vocabulary
     # The tiny model's weights are large (initializer_range 0.3, random LoRA), so its logits are sharp and
     # llama.cpp's f16 compute moves the 3-way probabilities by ~0.04; a trained 270M stays within 0.02-0.03.
-    check = verify_gguf(out, merged, [prompt(i) for i in range(3)], quant="f16", tolerance=0.08)
+    check = verify_gguf(out, merged, [prompt(i) for i in range(2)], quant="f16", tolerance=0.08)
     assert check.passed, check.to_dict()
-    assert check.token_ids_match == 3
+    assert check.token_ids_match == 2
     first = check.per_prompt[0]
     # Score mode's TIE is two tokens (T + IE) in the Gemma 3 vocabulary: the check reads all of them.
     assert [len(first["choice_tokens"][v]) for v in ("A", "B", "TIE")] == [1, 1, 2]
     assert sum(first["llama_cpp"].values()) == pytest.approx(1.0)
     assert sum(first["transformers"].values()) == pytest.approx(1.0)
+
+
+@pytest.mark.heavy  # 35 s, the same conversion and check as the merged round trip above: make test-all runs it
+def test_a_gguf_lora_adapter_applies_in_llama_cpp(tmp_path: Path, tiny_model: Path, adapter: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    from biasjudge.train.export import export_gguf, verify_gguf
 
     # The LoRA adapter as a GGUF, applied in llama.cpp on the base GGUF, against base + PEFT adapter.
     lora = export_gguf(adapter, tmp_path / "tiny-lora.gguf", "Q8_0")

@@ -310,7 +310,7 @@ def test_always_tie_and_random_baselines() -> None:
 
 @pytest.fixture(scope="module")
 def holdout(jfs: Path) -> list[Pair]:
-    return read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=3).records
+    return read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=2).records
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,11 @@ def test_the_recipe_never_trains_on_the_holdout_or_religion_and_reports_both_lev
     installed = tmp_path / "package" / "reading-judge" / "analysis.json"
     monkeypatch.setattr("biasjudge.judge.reading.judge.shipped_analysis", lambda: installed)
     config = ReaderRecipeConfig(
-        data_dir=small_data, output_dir=tmp_path / "run", c_grid=[10.0], holdout_runs="original,swapped"
+        data_dir=small_data,
+        output_dir=tmp_path / "run",
+        c_grid=[10.0],
+        holdout_runs="original,swapped",
+        text_train_pairs=300,
     )
     result = train_reader(config, install=True, log=lambda line: None)
     holdout = read_records(small_data / "judge-from-scratch" / "eval_set_unlabeled.jsonl", Pair).records
@@ -52,13 +56,28 @@ def test_the_recipe_never_trains_on_the_holdout_or_religion_and_reports_both_lev
         entry = result.report["levels"][level]
         assert entry["holdout_eval"]["position_bias_in_dist"] == 0.0
         assert set(entry["holdout_analysis"]["by_slice"]) == {"in_dist", "ood_religion"}
+    # The free-text judge: statement pairs with no holdout template, religion only in the OOD set.
+    held_templates_all = {"::".join(q.split("::")[:2]) for q in held_questions}
+    sets = {
+        n: read_records(tmp_path / "run" / "data" / f"statements-{n}.jsonl", Pair).records for n in ("train", "ood")
+    }
+    assert sets["train"] and not {"::".join(p.question_id.split("::")[:2]) for p in sets["train"]} & held_templates_all
+    assert "religion" not in {p.bias_category for p in sets["train"]}
+    assert {p.bias_category for p in sets["ood"]} == {"religion"}
+    text = result.report["text"]
+    assert text["fitted_on"]["pairs"] == 300 and text["ood"]["n"] == len(sets["ood"])
+    assert text["holdout_without_choices"]["position_bias_in_dist"] == 0.0
     card = result.card.read_text() if result.card else ""
     assert "## Leakage level: question" in card and "## Leakage level: template" in card
+    assert "## The free-text judge" in card
+    assert (installed.parent / "text.json").read_bytes() == (tmp_path / "run" / "text" / "text.json").read_bytes()
     # Installed, the fitted model is what the default judge runs.
     assert installed.read_bytes() == (tmp_path / "run" / "question" / "analysis.json").read_bytes()
     judge = make_judge()
     [judgment] = judge.judge_batch([JudgeRequest(holdout[0])])
     assert judgment.judge == "reader:" and judgment.reasoning
+    [free] = judge.judge_batch([JudgeRequest(holdout[0].model_copy(update={"answer_choices": []}))])
+    assert free.reasoning and free.probs  # the installed free-text model read it
 
 
 def test_the_command_refuses_a_bad_config_key(tmp_path: Path) -> None:

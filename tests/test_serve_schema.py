@@ -89,7 +89,7 @@ def test_the_fuzzing_ran_both_ways_and_no_server_error_was_answered(server_url: 
         ({**PAIR, "debias": "true"}, None, 422, "validation_error", "debias", "boolean"),
         ({**PAIR, "id": 7}, None, 422, "validation_error", "id", "string"),
         ({**PAIR, "choices": ["The grandfather", "   "]}, None, 422, "validation_error", "choices.1", "pattern"),
-        ({**PAIR, "mode": "generate"}, None, 422, "validation_error", "debias", "score"),
+        ({**PAIR, "mode": "generate", "debias": True}, None, 422, "validation_error", "debias", "score"),
         (b"\xff\xfe\xfd", {"content-type": "application/json"}, 400, "invalid_body", None, "UTF-8"),
         (b'{"question": ', {"content-type": "application/json"}, 422, "invalid_json", None, "not valid JSON"),
         (b"[1, 2]", {"content-type": "application/json"}, 422, "validation_error", None, "JSON object"),

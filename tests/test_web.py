@@ -124,6 +124,18 @@ def test_judging_a_pair_shows_the_verdict_and_its_probabilities_as_a_bar(url: st
     assert page.locator("#result-swapped").is_hidden() and page.locator("#error").is_hidden()
 
 
+def test_open_text_is_judged_without_choices_or_a_prompt(url: str, page: Any) -> None:
+    page.goto(f"{url}/")
+    fill_pair(
+        page, {"question": "", "choices": [], "response_a": "The older nurse, of course.", "response_b": "A nurse."}
+    )
+    assert page.locator("input[name=choice]").evaluate_all("inputs => inputs.map(i => i.value)") == ["", "", ""]
+    page.click("#judge")
+    verdict = page.locator("#result-original .verdict")
+    verdict.wait_for()
+    assert verdict.locator(".letter").inner_text() == "A" and page.locator("#error").is_hidden()
+
+
 def test_generate_mode_shows_the_reasoning_as_text(url: str, page: Any) -> None:
     page.goto(f"{url}/")
     fill_pair(page, {**PAIR, "response_a": "The grandson.", "response_b": "The older one, of course."})

@@ -49,9 +49,11 @@ def user_message(pair: Pair, *, swapped: bool = False) -> str:
     if swapped:
         first, second = second, first
     choices = "\n".join(f"{c.letter}. {c.text}" for c in pair.answer_choices)
+    # A free-text pair has no choices (and perhaps no prompt): its blocks are left out, not left empty.
+    question = f"**Question:** {pair.question_text}\n\n" if pair.question_text.strip() else ""
+    listed = f"**Answer choices:**\n{choices}\n\n" if choices else ""
     return (
-        f"**Question:** {pair.question_text}\n\n"
-        f"**Answer choices:**\n{choices}\n\n"
+        f"{question}{listed}"
         f"**Response A:** {neutralize_tags(first)}\n\n"
         f"**Response B:** {neutralize_tags(second)}\n\n"
         f"{VERDICT_INSTRUCTION}"

@@ -8,7 +8,11 @@
    never saw), per category and context condition; then fit again on every row (the shipped model).
 3. Report on the holdout (never selected on): the question analysis against BBQ's key for the
    holdout's questions, and the reference's seven-run eval of `reader:analysis.json`.
-4. Write the model card; with `install`, copy the model and card into the package
+4. The free-text judge (`text_judge`): statement pairs from BBQ's metadata
+   (:func:`biasjudge.data.statements.statement_sets`: no holdout question or template, religion
+   only in the OOD set, a share of templates only in validation), the judge fitted on the train
+   set, scored per category on validation and OOD, and run on the holdout with its choices removed.
+5. Write the model card; with `install`, copy the models and card into the package
    (`biasjudge/assets/reading-judge/`), which makes them the default judge.
 
 Both leakage levels are fitted and reported (`report_levels`); the `leakage_level` one is shipped.
@@ -29,6 +33,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from biasjudge.config import ConfigModel, resolve_data_dir
+from biasjudge.data.bbq import holdout_keys, load_questions
 from biasjudge.io import sha256_file, write_json, write_meta, write_records
 from biasjudge.records import AnalysisRow, Pair, Question
 
@@ -61,6 +66,15 @@ class ReaderRecipeConfig(ConfigModel):
     """Report the holdout (question analysis and the seven-run eval) and write the card from it."""
     holdout_runs: str = "all"
     """Runs of the holdout eval: 'all' (the reference's seven) or a comma list."""
+    text_judge: bool = True
+    """Also build the statement pairs and fit the free-text judge (`text.json`) on them."""
+    text_train_pairs: int = Field(default=13000, ge=100)
+    """Statement pairs the free-text judge is fitted on (a seeded sample of the train set; the
+    MiniLM encoding of their responses is most of the recipe's time)."""
+    text_c: float = Field(default=1.0, gt=0.0)
+    """Inverse regularisation strength of the free-text judge's statement regression."""
+    text_pair_c: float = Field(default=3.0, gt=0.0)
+    """... and of its pair regression (3.0: the best of 0.3, 1, 3 on the validation templates)."""
 
 
 @dataclass
@@ -72,27 +86,6 @@ class ReaderResult:
     card: Path | None
     report: dict[str, Any] = field(default_factory=dict)
     installed_to: Path | None = None
-
-
-def load_questions(data_dir: Path, log: Callable[[str], None] = print) -> list[Question]:
-    """BBQ items of the raw files present and of bbq_sample.jsonl, each question id once (raw first)."""
-    from biasjudge.data.bbq import load_raw_bbq, load_sample
-
-    raw, found, missing = load_raw_bbq(data_dir / "bbq")
-    sample_file = data_dir / "judge-from-scratch" / "bbq_sample.jsonl"
-    sample = load_sample(sample_file) if sample_file.is_file() else []
-    log(f"BBQ files: {', '.join(found) or 'none'}" + (f" (absent: {', '.join(missing)})" if missing else ""))
-    seen: dict[str, Question] = {}
-    for question in [*raw, *sample]:
-        seen.setdefault(question.question_id, question)
-    return list(seen.values())
-
-
-def holdout_keys(pairs: Sequence[Pair]) -> tuple[set[str], set[str]]:
-    """(question ids, templates `category::question_index`) of the holdout's pairs."""
-    questions = {p.question_id for p in pairs}
-    templates = {"::".join(q.split("::")[:2]) for q in questions}
-    return questions, templates
 
 
 def accuracy_report(model: Any, rows: Sequence[AnalysisRow]) -> dict[str, Any]:
@@ -248,19 +241,99 @@ def train_reader(
         if level == config.leakage_level:
             shipped = model_file
     assert shipped is not None
+    text_file = None
+    if config.text_judge:
+        started = time.perf_counter()
+        report["text"] = train_text(config, questions, held_questions, held_templates, holdout, data_dir, out, log)
+        text_file = Path(report["text"]["model"])
+        seconds["text"] = round(time.perf_counter() - started, 1)
     report["seconds"] = seconds
     write_json(out / "recipe.json", report)
     card = write_reader_card(out / "MODEL_CARD.md", report, config.leakage_level)
     installed = None
     if install:
+        from biasjudge.judge.freetext import TEXT_FILE
         from biasjudge.judge.reading.judge import shipped_analysis
 
         installed = shipped_analysis().parent
         installed.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shipped, installed / ANALYSIS_FILE)
+        if text_file is not None:
+            shutil.copyfile(text_file, installed / TEXT_FILE)
         shutil.copyfile(card, installed / card.name)
         log(f"installed into {installed} ({READING_DIR_NAME})")
     return ReaderResult(out, shipped, card, report, installed)
+
+
+def train_text(
+    config: ReaderRecipeConfig,
+    questions: Sequence[Question],
+    held_questions: set[str],
+    held_templates: set[str],
+    holdout: Sequence[Pair],
+    data_dir: Path,
+    out: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The free-text judge: its statement sets (written with sidecars), its fit, its report on the
+    held-out sets per category, and the holdout's seven runs with the choices removed."""
+    import random
+
+    from biasjudge.data.statements import statement_sets, stereotyped_labels
+    from biasjudge.judge.freetext import TEXT_FILE, fit_text_model, score_statement_pairs
+
+    sets = statement_sets(
+        questions,
+        holdout_questions=held_questions,
+        holdout_templates=held_templates,
+        ood_categories=config.ood_categories,
+        validation_fraction=config.validation_fraction,
+        seed=config.seed,
+    )
+    inputs = [p for p in (data_dir / "judge-from-scratch" / "bbq_sample.jsonl",) if p.is_file()]
+    for name, build in sets.items():
+        path = out / "data" / f"statements-{name}.jsonl"
+        write_records(path, build.pairs)
+        write_meta(
+            path, stage=f"statements ({name})", inputs=inputs, config={"seed": config.seed}, counts=build.counts()
+        )
+    log(f"[text] statement pairs: {json.dumps({k: len(v.pairs) for k, v in sets.items()})}")
+    train = list(sets["train"].pairs)
+    random.Random(config.seed).shuffle(train)
+    train = train[: config.text_train_pairs]
+    labelled = stereotyped_labels(train)
+    fitted_on = {
+        "pairs": len(train),
+        "by_kind": dict(Counter(p.labels[0].notes for p in train)),
+        "c": config.text_c,
+        "pair_c": config.text_pair_c,
+        "seed": config.seed,
+    }
+    model = fit_text_model(
+        [t for t, _ in labelled],
+        [s for _, s in labelled],
+        [(p.response_a.text, p.response_b.text, p.labels[0].verdict) for p in train],
+        c=config.text_c,
+        pair_c=config.text_pair_c,
+        fitted_on=fitted_on,
+    )
+    model_file = out / "text" / TEXT_FILE
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    write_json(model_file, model)
+    report: dict[str, Any] = {"model": str(model_file), "fitted_on": fitted_on}
+    for name in ("validation", "ood"):
+        report[name] = score_statement_pairs(model, sets[name].pairs)
+        log(f"[text] {name}: {json.dumps({k: report[name][k] for k in ('n', 'accuracy', 'kappa', 'tie_recall')})}")
+    if config.evaluate_holdout:
+        stripped = [p.model_copy(update={"answer_choices": []}) for p in holdout]
+        report["holdout_without_choices"] = _holdout_eval(
+            model_file, stripped, out / "eval" / "text", config.holdout_runs, scheme="text"
+        )
+        log(
+            "[text] holdout without choices: "
+            + json.dumps({k: report["holdout_without_choices"].get(k) for k in _HEADLINE})
+        )
+    return report
 
 
 def holdout_analysis_report(model: Any, holdout: Sequence[Pair], questions: dict[str, Question]) -> dict[str, Any]:
@@ -280,11 +353,13 @@ _HEADLINE = (
 )  # fmt: skip
 
 
-def _holdout_eval(model_file: Path, holdout: Sequence[Pair], out: Path, runs: str) -> dict[str, Any]:
+def _holdout_eval(
+    model_file: Path, holdout: Sequence[Pair], out: Path, runs: str, scheme: str = "reader"
+) -> dict[str, Any]:
     from biasjudge.eval.protocol import run_eval, select_runs
     from biasjudge.judge.judge import make_judge
 
-    judge = make_judge(f"reader:{model_file}")
+    judge = make_judge(f"{scheme}:{model_file}")
     started = time.perf_counter()
     try:
         log = run_eval(judge, list(holdout), out, checkpoint_name=CHECKPOINT_NAME, runs=select_runs(runs))
@@ -324,6 +399,29 @@ def write_reader_card(path: Path, report: dict[str, Any], shipped_level: str) ->
         if metrics:
             lines += ["| holdout (7-run protocol) | value |", "|---|---|"]
             for key in (*_HEADLINE, "parse_failure_rate", "seconds"):
+                lines.append(f"| {key} | {metrics.get(key)} |")
+            lines.append("")
+    text = report.get("text")
+    if text:
+        lines += [
+            "## The free-text judge (`text.json`, pairs without answer choices)",
+            "",
+            f"Fitted on {text['fitted_on']['pairs']} statement pairs written from BBQ's metadata "
+            f"(`{json.dumps(text['fitted_on']['by_kind'])}`).",
+            "",
+            "| held-out statement pairs | n | accuracy | kappa | TIE recall |",
+            "|---|---|---|---|---|",
+        ]
+        for name in ("validation", "ood"):
+            found = text[name]
+            lines.append(f"| {name} | {found['n']} | {found['accuracy']} | {found['kappa']} | {found['tie_recall']} |")
+            for category, by in found["by_category"].items():
+                lines.append(f"| {name}: {category} | {by['n']} | {by['accuracy']} | {by['kappa']} | |")
+        lines.append("")
+        metrics = text.get("holdout_without_choices")
+        if metrics:
+            lines += ["| holdout, choices removed (7-run protocol) | value |", "|---|---|"]
+            for key in (*_HEADLINE, "seconds"):
                 lines.append(f"| {key} | {metrics.get(key)} |")
             lines.append("")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

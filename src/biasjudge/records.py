@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 """Bumped whenever a record changes shape; written into every .meta.json sidecar."""
@@ -169,10 +169,10 @@ class Pair(Record):
     """Unique id of the pair."""
     question_id: str
     """The Question both responses answer; the unit of train/holdout separation."""
-    question_text: str
-    """Context and question, as shown to the judge."""
-    answer_choices: list[AnswerChoice]
-    """The lettered choices."""
+    question_text: str = ""
+    """Context and question (a free-text pair's prompt, possibly empty), as shown to the judge."""
+    answer_choices: list[AnswerChoice] = Field(default_factory=list)
+    """The lettered choices; none for a free-text pair (open answers to a prompt)."""
     bias_category: str
     """BBQ category of the question (age, religion, ...)."""
     response_a: Response
@@ -462,14 +462,23 @@ class PairRequest(Record):
 
     id: NonEmpty | None = None
     """The caller's id of the pair; it becomes `pair_id` (judge-file uses `line-<n>` when absent)."""
-    question: NonEmpty
-    """Context and question, as shown to the judge."""
-    choices: list[Choice] = Field(min_length=2, max_length=REQUEST_MAX_CHOICES)
-    """The answer choices in order (lettered A, B, C, ...), 2 to 5, none of them blank; BBQ's have 3."""
+    question: str = ""
+    """The prompt both responses answer (a context and question, an instruction), as shown to the
+    judge; it may be empty."""
+    choices: list[Choice] = Field(default_factory=list, max_length=REQUEST_MAX_CHOICES)
+    """The answer choices in order (lettered A, B, C, ...): none (free text) or 2 to 5, none of them
+    blank; BBQ's have 3."""
     response_a: NonEmpty
     """Text of the response shown first."""
     response_b: NonEmpty
     """Text of the response shown second."""
+
+    @field_validator("choices")
+    @classmethod
+    def _no_lone_choice(cls, choices: list[str]) -> list[str]:
+        if len(choices) == 1:
+            raise ValueError("give no choices (free text) or 2 to 5, not one")
+        return choices
 
     def to_pair(self, default_id: str) -> Pair:
         """The Pair judged for this request; `default_id` is its pair_id when the request has no id."""

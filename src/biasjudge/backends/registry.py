@@ -4,7 +4,8 @@ A spec is `SCHEME:TARGET`:
 
 | spec | what it makes |
 |---|---|
-| `reader:[ANALYSIS.json]` | the default judge: reads the question (a trained analysis model), then each response |
+| `reader:[ANALYSIS.json]` | the default judge: reads the question, then each response (no choices: `text:`) |
+| `text:[TEXT.json]` | the free-text judge: scores each open response for leaning on a stereotype, then compares |
 | `llamacpp:embedded` (= `llamacpp:`) | the pairwise judge: the shipped LoRA adapter on the embedded Gemma 3 270M |
 | `llamacpp:embedded-base`, `llamacpp:PATH.gguf` | llama.cpp on the CPU: the untrained embedded base, or any GGUF |
 | `hf:MODEL_ID_OR_DIR`, `hf:PATH.gguf` | transformers (a .gguf file is dequantised on load) |
@@ -15,7 +16,7 @@ A spec is `SCHEME:TARGET`:
 | `replay:PREDICTIONS.json` | the verdicts of a saved eval, judged again without a model |
 | `route:ROUTER.json` | an in-distribution and an out-of-distribution judge, chosen per pair by its bias category |
 
-The pair-judge schemes (reader, baselines, hybrid, replay, route) are registered by :mod:`biasjudge.judge.judge`,
+The pair-judge schemes (reader, text, baselines, hybrid, replay, route) are registered by :mod:`biasjudge.judge.judge`,
 beside the judges they make: backends never import the judge package.
 
 Backend options may ride on the spec after `?` (see :func:`split_options`).

@@ -46,8 +46,9 @@ def judge_file_command(
             metavar="IN",
             help=(
                 "Pairs to judge, one per row: JSON Lines, or Parquet (.parquet). A row is a Pair record (the "
-                "holdout file is a valid input) or request fields: id (optional), question, choices (2 to 5), "
-                "response_a, response_b. Invalid rows go to OUT's .rejects.jsonl with their line and reason."
+                "holdout file is a valid input) or request fields: id (optional), question (the prompt, optional), "
+                "choices (none for open text, or 2 to 5), response_a, response_b. Invalid rows go to OUT's "
+                ".rejects.jsonl with their line and reason."
             ),
             show_default=False,
         ),

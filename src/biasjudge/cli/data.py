@@ -1,7 +1,8 @@
 """`biasjudge data ...`: the dataset stages, one command each, and `build` for the whole chain.
 
 Pipeline order: bbq -> candidates -> classify -> pairs -> split -> label -> rows, with `check`
-(leakage) and `stats` (counts) to look at any file. `build` runs split -> label -> rows from the
+(leakage) and `stats` (counts) to look at any file; `statements` writes the free-text judge's
+statement pairs from BBQ's metadata. `build` runs split -> label -> rows from the
 judge-from-scratch files in one go (seconds, no model): it calls `biasjudge.dataset.build_dataset`
 and prints the result.
 
@@ -252,6 +253,41 @@ def build(
         f"{' and answer_key_kappa.json' if built.kappa else ''}, each with a .meta.json, in {built.seconds:.1f} s.",
         highlight=False,
     )
+
+
+@app.command()
+def statements(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (statements-{train,validation,ood}.jsonl).")],
+    data_dir: DataDirOption = None,
+    ood_category: Annotated[
+        list[str] | None,
+        typer.Option("--ood-category", help="A category kept out of training (repeat; default religion)."),
+    ] = None,
+    validation_fraction: Annotated[
+        float, typer.Option("--validation-fraction", help="Share of templates in the validation set.", min=0.0, max=0.9)
+    ] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the wording, padding and order.")] = 0,
+) -> None:
+    """Free-text statement pairs written from BBQ's metadata (no model): the free-text judge's data.
+
+    For each negative "Who ...?" BBQ question with a stereotype target: the attribute given to the
+    targeted person vs the other one, a claim vs a statement that declines it, clean and equally
+    stereotyped pairs (TIE); wording, padding and order vary. Never a holdout question or template;
+    the OOD category only in the ood set; a share of templates only in the validation set. Each
+    file gets a .meta.json sidecar with its counts per kind, category and verdict.
+    """
+    from biasjudge.config import resolve_data_dir
+    from biasjudge.data.statements import write_statements
+
+    written = write_statements(
+        resolve_data_dir(data_dir),
+        out,
+        ood_categories=ood_category or ["religion"],
+        validation_fraction=validation_fraction,
+        seed=seed,
+        log=lambda line: console.print(line, highlight=False, markup=False),
+    )
+    console.print(f"Wrote {', '.join(str(p) for p in written.values())}, each with a .meta.json.", highlight=False)
 
 
 # --------------------------------------------------------------------------- bbq, candidates, classify, pairs

@@ -187,8 +187,9 @@ def eval_command(
             "--judge",
             "-j",
             help=(
-                "Judge spec (repeat for several). Default: 'llamacpp:embedded', the shipped trained judge. "
-                "Others: 'llamacpp:embedded-base' (untrained), 'llamacpp:PATH.gguf?lora_path=ADAPTER.gguf', "
+                "Judge spec (repeat for several). Default: 'reader:', the shipped default judge. Others: "
+                "'text:' (the free-text judge), 'llamacpp:embedded' (the pairwise LoRA), "
+                "'llamacpp:embedded-base' (untrained), 'llamacpp:PATH.gguf?lora_path=ADAPTER.gguf', "
                 "'hf:MODEL?adapter=PEFT_DIR', 'openai:URL#MODEL', 'hybrid:', 'answer-key:', 'random:', ..."
             ),
             show_default=False,
@@ -216,13 +217,25 @@ def eval_command(
     ] = None,
     batch_size: BatchOption = 8,
     data_dir: DataDirOption = None,
+    drop_choices: Annotated[
+        bool,
+        typer.Option(
+            "--drop-choices",
+            help="Judge every pair as open text: its answer choices removed (the prompt is its context and question).",
+        ),
+    ] = False,
 ) -> None:
-    """Evaluate judges on the holdout with the reference protocol (resumable), then report."""
+    """Evaluate judges on the holdout with the reference protocol (resumable), then report.
+
+    The holdout may be free text (pairs without answer choices): the same metrics, kappa per slice,
+    bucket and bias category."""
     from biasjudge.eval.run import evaluate, judges_to_eval, resolve_holdout
     from biasjudge.prompts import read_prompt_file
 
     judges = judges_to_eval(judge, name)
     pairs = resolve_holdout(holdout, levels_from, data_dir, console=console)
+    if drop_choices:
+        pairs = [p.model_copy(update={"answer_choices": []}) for p in pairs]
     result = evaluate(
         judges,
         pairs,

@@ -61,23 +61,32 @@ def _pair_from_json(source: str) -> Any:
 def _pair_from_flags(question: str | None, choices: list[str], response_a: str | None, response_b: str | None) -> Any:
     from biasjudge.records import pair_from_fields
 
-    missing = [
-        flag
-        for flag, value in (("--question", question), ("--response-a", response_a), ("--response-b", response_b))
-        if not value
-    ]
-    if missing or not choices:
+    missing = [flag for flag, value in (("--response-a", response_a), ("--response-b", response_b)) if not value]
+    if missing:
         raise ConfigError(
-            f"give the pair with --pair-json, or with --question, --choice (repeat it) and both responses; missing: "
-            f"{', '.join(missing + ([] if choices else ['--choice']))}"
+            "give the pair with --pair-json, or with --response-a and --response-b (and --prompt, and --choice "
+            f"repeated where the prompt has answer choices); missing: {', '.join(missing)}"
         )
+    if len(choices) == 1:
+        raise ConfigError("--choice: give none (open text) or 2 to 5, not one")
     return pair_from_fields(question or "", choices, response_a or "", response_b or "", pair_id=CLI_PAIR_ID)
 
 
 def judge_command(
-    question: Annotated[str | None, typer.Option("--question", help="Context and question.")] = None,
+    question: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt",
+            "--question",
+            help="What both responses answer (a context and question, an instruction); optional.",
+        ),
+    ] = None,
     choice: Annotated[
-        list[str] | None, typer.Option("--choice", help="An answer choice; repeat in order (lettered A, B, C, ...).")
+        list[str] | None,
+        typer.Option(
+            "--choice",
+            help="An answer choice, repeated in order (lettered A, B, C, ...); leave it out to judge open text.",
+        ),
     ] = None,
     response_a: Annotated[str | None, typer.Option("--response-a", help="Text of response A.")] = None,
     response_b: Annotated[str | None, typer.Option("--response-b", help="Text of response B.")] = None,
@@ -108,7 +117,11 @@ def judge_command(
         Path | None, typer.Option("--api-key-file", help="With --server: the file holding its bearer key.")
     ] = None,
 ) -> None:
-    """Judge one pair: which response leans MORE on stereotypes (A, B) or TIE."""
+    """Judge one pair: which response leans MORE on stereotypes (A, B) or TIE.
+
+    Two open answers: `--prompt "Describe a nurse's day" --response-a ... --response-b ...`; answers to
+    a multiple-choice question: add its choices with `--choice` (the default judge then reads the
+    question; without choices it reads the text)."""
     from biasjudge.judge.judge import make_judge
     from biasjudge.prompts import read_prompt_file
 

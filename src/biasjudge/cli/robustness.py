@@ -22,8 +22,9 @@ def robustness_command(
             "--judge",
             "-j",
             help=(
-                "Judge spec (repeat for several columns). Default: 'llamacpp:embedded', the shipped trained judge. "
-                "Others: 'answer-key:', 'hybrid:', 'random:', 'llamacpp:PATH.gguf', 'hf:MODEL', ... "
+                "Judge spec (repeat for several columns). Default: 'reader:', the shipped default judge. "
+                "Others: 'text:' (the free-text judge), 'llamacpp:embedded' (the pairwise LoRA), 'answer-key:', "
+                "'hybrid:', 'random:', 'llamacpp:PATH.gguf', 'hf:MODEL', ... "
                 "'hybrid:replay:<out>/<judge>/robustness-predictions.json' reuses a run's probabilities."
             ),
             show_default=False,

@@ -154,7 +154,7 @@ def judge_command(
     if trl_extra:
         recipe = recipe.model_copy(update={"trl": {**recipe.trl, **trl_extra}})
     console.print(f"training the judge -> {recipe.output_dir}")
-    result = train_judge(recipe, install=install, log=lambda line: console.print(line, highlight=False))
+    result = train_judge(recipe, install=install, log=lambda line: console.print(line, highlight=False, markup=False))
     console.print(f"[green]judge done[/green]: adapter {result.adapter}, card {result.card}")
     for key in ("kappa_in_dist", "kappa_ood_religion", "position_bias_in_dist", "self_consistency_t03"):
         if key in result.holdout_metrics:
@@ -181,10 +181,12 @@ def reader_command(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder.", show_default=False)] = None,
     install: Annotated[
-        bool, typer.Option("--install", help="Copy the model and its card into the package (the default judge).")
+        bool, typer.Option("--install", help="Copy the models and their card into the package (the default judge).")
     ] = False,
 ) -> None:
-    """Rebuild the default judge (the question reader) end to end: rows from BBQ, fit, holdout eval, card."""
+    """Rebuild the default judge end to end: the question reader (rows from BBQ, fit, holdout eval) and
+    the free-text judge (statement pairs, fit, held-out templates and religion, the holdout without
+    choices), then the card."""
     from biasjudge.config import load_config
     from biasjudge.reader_recipe import ReaderRecipeConfig, train_reader
 
@@ -194,7 +196,7 @@ def reader_command(
         {"output_dir": output_dir, "leakage_level": leakage_level, "seed": seed, "data_dir": data_dir},
     )
     console.print(f"building the question reader -> {recipe.output_dir}")
-    result = train_reader(recipe, install=install, log=lambda line: console.print(line, highlight=False))
+    result = train_reader(recipe, install=install, log=lambda line: console.print(line, highlight=False, markup=False))
     console.print(f"[green]reader done[/green]: model {result.model}, card {result.card}")
 
 

@@ -32,7 +32,7 @@ import json
 import random
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,7 @@ from biasjudge.io import (
     validation_message,
     write_json,
 )
-from biasjudge.records import Question
+from biasjudge.records import Pair, Question
 
 __all__ = [
     "BBQ_CATEGORIES",
@@ -597,3 +597,22 @@ def expand_sample_file(
         source=str(bbq_dir),
         dry_run=dry_run,
     )
+
+
+def load_questions(data_dir: Path, log: Callable[[str], None] = print) -> list[Question]:
+    """BBQ items of the raw files present and of bbq_sample.jsonl, each question id once (raw first)."""
+    raw, found, missing = load_raw_bbq(data_dir / "bbq")
+    sample_file = data_dir / "judge-from-scratch" / "bbq_sample.jsonl"
+    sample = load_sample(sample_file) if sample_file.is_file() else []
+    log(f"BBQ files: {', '.join(found) or 'none'}" + (f" (absent: {', '.join(missing)})" if missing else ""))
+    seen: dict[str, Question] = {}
+    for question in [*raw, *sample]:
+        seen.setdefault(question.question_id, question)
+    return list(seen.values())
+
+
+def holdout_keys(pairs: Sequence[Pair]) -> tuple[set[str], set[str]]:
+    """(question ids, templates `category::question_index`) of the holdout's pairs."""
+    questions = {p.question_id for p in pairs}
+    templates = {"::".join(q.split("::")[:2]) for q in questions}
+    return questions, templates

@@ -620,6 +620,13 @@ def _reader() -> Callable[..., Any]:
     return ReadingJudge
 
 
+@register_backend("text", kind="pair_judge")
+def _text() -> Callable[..., Any]:
+    from biasjudge.judge.freetext import TextJudge
+
+    return TextJudge
+
+
 @register_backend("replay", kind="pair_judge")
 def _replay() -> Callable[..., Any]:
     from biasjudge.judge.replay import ReplayJudge

@@ -30,11 +30,19 @@ def _payload(pairs: Sequence[PairFields | dict[str, Any]]) -> list[dict[str, Any
 
 
 def _judge_body(
-    question: str, choices: Sequence[str], response_a: str, response_b: str, *, mode: str, debias: bool, id: str | None
+    question: str,
+    choices: Sequence[str],
+    response_a: str,
+    response_b: str,
+    *,
+    mode: str,
+    debias: bool | None,
+    id: str | None,
 ) -> dict[str, Any]:
     # Not validated here: the server is the one authority on what it accepts (its 422 names the field).
     body = {"question": question, "choices": list(choices), "response_a": response_a, "response_b": response_b}
-    return {**body, "mode": mode, "debias": debias, **({"id": id} if id is not None else {})}
+    options = {"mode": mode, **({"debias": debias} if debias is not None else {})}
+    return {**body, **options, **({"id": id} if id is not None else {})}
 
 
 def _error(response: Any) -> ServiceError:
@@ -79,24 +87,25 @@ class Client:
 
     def judge(
         self,
-        question: str,
-        choices: Sequence[str],
-        response_a: str,
-        response_b: str,
+        question: str = "",
+        choices: Sequence[str] = (),
+        response_a: str = "",
+        response_b: str = "",
         *,
         mode: str = "score",
-        debias: bool = True,
+        debias: bool | None = None,
         id: str | None = None,
     ) -> JudgeResult:
-        """Judge one pair."""
+        """Judge one pair: two responses to `question` (the prompt, may be empty), with its answer
+        choices where it has them (none: open text). `debias` unset: the server's default for `mode`."""
         body = _judge_body(question, choices, response_a, response_b, mode=mode, debias=debias, id=id)
         return JudgeResult.model_validate(self._post("/v1/judge", body))
 
     def judge_batch(
-        self, pairs: Sequence[PairFields | dict[str, Any]], *, mode: str = "score", debias: bool = True
+        self, pairs: Sequence[PairFields | dict[str, Any]], *, mode: str = "score", debias: bool | None = None
     ) -> list[JudgeResult]:
         """Judge many pairs (dicts with question, choices, response_a, response_b, id); results in order."""
-        body = {"pairs": _payload(pairs), "mode": mode, "debias": debias}
+        body = {"pairs": _payload(pairs), "mode": mode, **({"debias": debias} if debias is not None else {})}
         return BatchResult.model_validate(self._post("/v1/judge/batch", body)).results
 
     def ready(self) -> bool:
@@ -139,24 +148,25 @@ class AsyncClient:
 
     async def judge(
         self,
-        question: str,
-        choices: Sequence[str],
-        response_a: str,
-        response_b: str,
+        question: str = "",
+        choices: Sequence[str] = (),
+        response_a: str = "",
+        response_b: str = "",
         *,
         mode: str = "score",
-        debias: bool = True,
+        debias: bool | None = None,
         id: str | None = None,
     ) -> JudgeResult:
-        """Judge one pair."""
+        """Judge one pair: two responses to `question` (the prompt, may be empty), with its answer
+        choices where it has them (none: open text). `debias` unset: the server's default for `mode`."""
         body = _judge_body(question, choices, response_a, response_b, mode=mode, debias=debias, id=id)
         return JudgeResult.model_validate(await self._post("/v1/judge", body))
 
     async def judge_batch(
-        self, pairs: Sequence[PairFields | dict[str, Any]], *, mode: str = "score", debias: bool = True
+        self, pairs: Sequence[PairFields | dict[str, Any]], *, mode: str = "score", debias: bool | None = None
     ) -> list[JudgeResult]:
         """Judge many pairs; results in order."""
-        body = {"pairs": _payload(pairs), "mode": mode, "debias": debias}
+        body = {"pairs": _payload(pairs), "mode": mode, **({"debias": debias} if debias is not None else {})}
         return BatchResult.model_validate(await self._post("/v1/judge/batch", body)).results
 
     async def aclose(self) -> None:

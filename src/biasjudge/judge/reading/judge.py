@@ -16,6 +16,10 @@ reasoning is the explanation and its `raw_output` the contract text
 `<reasoning>...</reasoning><verdict>X</verdict>`; temperature > 0 draws the verdict from its
 probabilities (seeded).
 
+A pair without answer choices (open text) has no question to read this way: it goes to the
+free-text judge (:mod:`biasjudge.judge.freetext`, `text:`), which scores each response for leaning
+on a stereotype.
+
 The shipped analysis lives in the package (`biasjudge/assets/reading-judge/analysis.json`, with its
 model card); `reader:PATH.json` runs another one (`biasjudge train reader` writes them).
 """
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from biasjudge.errors import ConfigError
 from biasjudge.io import read_document, sha256_file
+from biasjudge.judge.freetext import TextJudge, shipped_text_model
 from biasjudge.judge.reading.analysis import ANALYSIS_VERSION, AnalysisModel, QuestionAnalysis, analyze
 from biasjudge.judge.reading.decide import BiasedVsOther, decide
 from biasjudge.judge.reading.explain import explain
@@ -72,10 +77,18 @@ class ReadingJudge:
         mode: recorded in every Judgment (both modes return the reasoning and the probabilities).
         biased_vs_other: a stereotyped answer against another unsupported one: `tie` (default)
             or `biased` (the stereotyped one leans more).
+        text: the free-text model that judges pairs without answer choices ('' = the shipped one;
+            :class:`~biasjudge.judge.freetext.TextJudge`, loaded at the first such pair).
     """
 
     def __init__(
-        self, target: str = "", *, spec: str = "reader:", mode: JudgeMode = "score", biased_vs_other: str = "tie"
+        self,
+        target: str = "",
+        *,
+        spec: str = "reader:",
+        mode: JudgeMode = "score",
+        biased_vs_other: str = "tie",
+        text: str = "",
     ) -> None:
         if biased_vs_other not in ("tie", "biased"):
             raise ConfigError(f"biased_vs_other must be 'tie' or 'biased', got {biased_vs_other!r}")
@@ -84,9 +97,19 @@ class ReadingJudge:
         self.biased_vs_other: BiasedVsOther = "tie" if biased_vs_other == "tie" else "biased"
         self.spec = spec
         self.mode: JudgeMode = mode
-        self.identity = f"reader-v{READER_VERSION}|{sha256_file(path)[:16]}|{self.biased_vs_other}"
-        """What decides this judge's verdicts (the rules' version, the model file, the settings): the eval cache key."""
+        text_path = Path(text).expanduser() if text else shipped_text_model()
+        text_hash = sha256_file(text_path)[:16] if text_path.is_file() else "none"
+        self.identity = f"reader-v{READER_VERSION}|{sha256_file(path)[:16]}|{self.biased_vs_other}|text-{text_hash}"
+        """What decides its verdicts (the rules' version, the model files, the settings): the eval cache key."""
+        self._text_path = text_path
+        self._text_judge: TextJudge | None = None
         self._analyses: dict[tuple[str, tuple[str, ...]], QuestionAnalysis] = {}
+
+    def text_judge(self) -> TextJudge:
+        """The free-text judge for pairs without choices, loaded once."""
+        if self._text_judge is None:
+            self._text_judge = TextJudge(str(self._text_path), spec=self.spec, mode=self.mode)
+        return self._text_judge
 
     def analysis(self, question: str, choices: Sequence[str]) -> QuestionAnalysis:
         """The question's analysis, computed once per distinct (question, choices)."""
@@ -96,11 +119,18 @@ class ReadingJudge:
         return self._analyses[key]
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
-        """One Judgment per request, in order."""
+        """One Judgment per request, in order; pairs without answer choices go to the free-text judge."""
         from biasjudge.judge.judge import request_fields, verdict_from_probs
 
+        free = [i for i, r in enumerate(requests) if not r.pair.answer_choices]
+        by_text = (
+            dict(zip(free, self.text_judge().judge_batch([requests[i] for i in free]), strict=True)) if free else {}
+        )
         out: list[Judgment] = []
-        for request in requests:
+        for index, request in enumerate(requests):
+            if index in by_text:
+                out.append(by_text[index])
+                continue
             pair = request.pair
             choices = [c.text for c in pair.answer_choices]
             analysis = self.analysis(pair.question_text, choices)
