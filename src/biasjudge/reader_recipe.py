@@ -28,7 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,9 @@ from biasjudge.config import ConfigModel, resolve_data_dir
 from biasjudge.data.bbq import holdout_keys, load_questions
 from biasjudge.io import sha256_file, write_json, write_meta, write_records
 from biasjudge.records import AnalysisRow, Pair, Question
+
+if TYPE_CHECKING:
+    from biasjudge.judge.freetext import TextModel
 
 LeakageLevel = Literal["question", "template"]
 LEAKAGE_LEVELS: tuple[LeakageLevel, ...] = ("question", "template")
@@ -136,7 +139,7 @@ def select_c(
 
 def holdout_rows(pairs: Sequence[Pair], questions: dict[str, Question]) -> list[AnalysisRow]:
     """The holdout's questions as analysis rows (their key from BBQ), in the holdout's choice order."""
-    from biasjudge.rows import template_id
+    from biasjudge.data.bbq import template_id
 
     rows: dict[str, AnalysisRow] = {}
     for pair in pairs:
@@ -280,7 +283,7 @@ def train_text(
     import random
 
     from biasjudge.data.statements import statement_sets, stereotyped_labels
-    from biasjudge.judge.freetext import TEXT_FILE, fit_text_model, score_statement_pairs
+    from biasjudge.judge.freetext import TEXT_FILE, fit_text_model
 
     sets = statement_sets(
         questions,
@@ -334,6 +337,42 @@ def train_text(
             + json.dumps({k: report["holdout_without_choices"].get(k) for k in _HEADLINE})
         )
     return report
+
+
+def score_statement_pairs(model: TextModel, pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Accuracy and kappa of the model's likeliest verdicts against the pairs' first labels: overall,
+    per bias category and per pair kind (the label's notes), and the recall of the TIE pairs."""
+    import numpy
+
+    from biasjudge.eval.metrics import cohen_kappa
+    from biasjudge.judge.freetext import EMBEDDING_DIM, N_CUES, features
+
+    texts = list(dict.fromkeys(t for p in pairs for t in (p.response_a.text, p.response_b.text)))
+    index = {t: i for i, t in enumerate(texts)}
+    x = features(texts) if texts else numpy.zeros((0, EMBEDDING_DIM + N_CUES))
+    probs = model.verdict_probs(
+        x[[index[p.response_a.text] for p in pairs]], x[[index[p.response_b.text] for p in pairs]]
+    )
+    truth = [p.labels[0].verdict for p in pairs]
+    predicted = [max(row, key=lambda k: row[k]) for row in probs]
+
+    def summary(indices: Sequence[int]) -> dict[str, Any]:
+        t, p = [truth[i] for i in indices], [predicted[i] for i in indices]
+        return {
+            "n": len(indices),
+            "accuracy": round(sum(a == b for a, b in zip(t, p, strict=True)) / len(indices), 4) if indices else None,
+            "kappa": round(cohen_kappa(t, p), 4) if len(set(t)) > 1 else None,
+        }
+
+    ties = [i for i, t in enumerate(truth) if t == "TIE"]
+    out = summary(range(len(pairs)))
+    out["tie_recall"] = round(sum(predicted[i] == "TIE" for i in ties) / len(ties), 4) if ties else None
+    for field_name, key in (("by_category", lambda p: p.bias_category), ("by_kind", lambda p: p.labels[0].notes)):
+        groups: dict[str, list[int]] = {}
+        for i, pair in enumerate(pairs):
+            groups.setdefault(str(key(pair)), []).append(i)
+        out[field_name] = {name: summary(idx) for name, idx in sorted(groups.items())}
+    return out
 
 
 def holdout_analysis_report(model: Any, holdout: Sequence[Pair], questions: dict[str, Question]) -> dict[str, Any]:

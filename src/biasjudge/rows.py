@@ -25,6 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from biasjudge.data.bbq import stable_fraction, template_id
 from biasjudge.data.pairs import question_text
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records
@@ -412,15 +413,6 @@ def row_stats(
 # --------------------------------------------------------------------------- question-analysis rows
 
 
-def template_id(question: Question) -> str:
-    """`category::question_index`: the BBQ template a question was generated from."""
-    return f"{question.category}::{question.question_index}"
-
-
-def _stable_fraction(key: str) -> float:
-    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12
-
-
 @dataclass
 class AnalysisRowsBuild:
     """Question-analysis rows, and how many items were left out and why."""
@@ -497,7 +489,7 @@ def build_analysis_rows(
                 choices=[question.answers[i] for i in order],
                 answer=order.index(question.answer_label),
                 target=order.index(question.target_label),
-                split="validation" if _stable_fraction(f"{seed}|{unit}") < validation_fraction else "train",
+                split="validation" if stable_fraction(f"{seed}|{unit}") < validation_fraction else "train",
             )
         )
     return build

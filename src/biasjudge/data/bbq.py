@@ -616,3 +616,13 @@ def holdout_keys(pairs: Sequence[Pair]) -> tuple[set[str], set[str]]:
     questions = {p.question_id for p in pairs}
     templates = {"::".join(q.split("::")[:2]) for q in questions}
     return questions, templates
+
+
+def template_id(question: Question) -> str:
+    """`category::question_index`: the BBQ template a question was generated from."""
+    return f"{question.category}::{question.question_index}"
+
+
+def stable_fraction(key: str) -> float:
+    """A number in [0, 1) fixed by `key` (sha256): a split that does not move when rows are added."""
+    return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12

@@ -361,11 +361,11 @@ def statement_sets(
     """The three statement sets (:data:`STATEMENT_SETS`): no holdout question or template in any of
     them, the OOD categories only in `ood`, and a stable `validation_fraction` of the templates
     (`category::question_index`) in `validation`, so that it scores templates never trained on."""
-    from biasjudge.rows import _stable_fraction, template_id
+    from biasjudge.data.bbq import stable_fraction, template_id
 
     ood = set(ood_categories)
     templates = {template_id(q) for q in questions}
-    validation = {t for t in templates if _stable_fraction(f"{seed}|statements|{t}") < validation_fraction}
+    validation = {t for t in templates if stable_fraction(f"{seed}|statements|{t}") < validation_fraction}
     in_dist = [q for q in questions if q.category not in ood]
     held_q, held_t = set(holdout_questions), set(holdout_templates)
 
