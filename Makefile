@@ -57,7 +57,8 @@ test: $(BIN)/biasjudge browser docs
 	# Schemathesis generates no example under pytest-xdist (its tests pass empty there): a run of its own.
 	$(BIN)/python -m pytest -q tests/test_serve_schema.py
 
-# Everything, the heavy real-model checks included (about 3 minutes more than `make test`).
+# Everything, the heavy real-model checks included (the GGUF export round trips, real llama.cpp servers,
+# Ray with the real judge, ...: several minutes more than `make test`).
 test-all: $(BIN)/biasjudge browser docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py
 	$(BIN)/python -m pytest -q tests/test_serve_schema.py

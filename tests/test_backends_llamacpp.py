@@ -96,6 +96,7 @@ def test_prefix_reuse_matches_full_evaluation(
         assert max(abs(pa[c] - pb[c]) for c in CHOICES) < REUSE_TOLERANCE
 
 
+@pytest.mark.heavy  # 27 s; test_judge.test_real_model_score_mode checks order on the real model
 def test_results_come_back_in_request_order(backend: LlamaCppBackend, prompts: list[PromptRequest]) -> None:
     forward = backend.score(prompts, CHOICES)
     backward = backend.score(prompts[::-1], CHOICES)[::-1]

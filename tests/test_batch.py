@@ -224,15 +224,21 @@ def test_a_parquet_file_of_requests_with_null_cells(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # Tools write a missing value as a null cell: a null id is no id, null choices are missing.
-    rows = [REQUEST | {"id": "req"}, REQUEST | {"id": None}, REQUEST | {"id": None, "choices": None}]
+    # Tools write a missing value as a null cell: a null id is no id, null choices are none (open text).
+    rows = [
+        REQUEST | {"id": "req"},
+        REQUEST | {"id": None},
+        REQUEST | {"id": None, "choices": None},
+        REQUEST | {"id": None, "choices": ["only one"]},
+    ]
     source = tmp_path / "requests.parquet"
     pq.write_table(pa.Table.from_pylist(rows), source)
     summary = judge_file(source, tmp_path / "out.jsonl", judge="always-tie:", progress=False)
-    assert [r["pair_id"] for r in _records(tmp_path / "out.jsonl")] == ["req", "line-2"]
+    judged = _records(tmp_path / "out.jsonl")
+    assert [r["pair_id"] for r in judged] == ["req", "line-2", "line-3"]
     [reject] = _records(output_paths(tmp_path / "out.jsonl").rejects)
-    assert (reject["line"], reject["field"], summary.invalid) == (3, "choices", 1)
-    assert json.loads(reject["raw"]) == {k: v for k, v in rows[2].items() if v is not None}
+    assert (reject["line"], reject["field"], summary.invalid) == (4, "choices", 1)
+    assert json.loads(reject["raw"]) == {k: v for k, v in rows[3].items() if v is not None}
 
 
 # --------------------------------------------------------------------------- exactly once
@@ -437,7 +443,7 @@ def ray_runtime() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 27 s; the Ray engine is tested against the local one with fast judges
 def test_ray_gives_the_local_engines_verdicts_with_the_real_judge(
     jfs: Path, tmp_path: Path, gguf_model: Path, ray_runtime: None
 ) -> None:

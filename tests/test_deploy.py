@@ -148,7 +148,7 @@ def served_judge(gguf_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield url
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 40 s; test_serve's served embedded judge covers the same path
 def test_the_client_gives_the_in_process_judges_verdict(served_judge: str, jfs: Path, tmp_path: Path) -> None:
     pair = read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=1).records[0]
     (tmp_path / "pair.json").write_text(pair.model_dump_json())

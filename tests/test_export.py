@@ -126,7 +126,7 @@ def test_merge_gives_the_peft_model_logits(tmp_path: Path, tiny_model: Path, ada
     torch.testing.assert_close(merged_logits, peft_logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 60 s of export; make test keeps the merge and tokenizer checks, make test-all runs it
 def test_gguf_round_trip_loads_in_llama_cpp(tmp_path: Path, tiny_model: Path, adapter: Path, gguf_model: Path) -> None:
     pytest.importorskip("llama_cpp")
     from biasjudge.train.export import export_gguf, gguf_metadata, merge_adapter, verify_gguf

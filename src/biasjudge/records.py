@@ -169,7 +169,7 @@ class Pair(Record):
     """Unique id of the pair."""
     question_id: str
     """The Question both responses answer; the unit of train/holdout separation."""
-    question_text: str = ""
+    question_text: str
     """Context and question (a free-text pair's prompt, possibly empty), as shown to the judge."""
     answer_choices: list[AnswerChoice] = Field(default_factory=list)
     """The lettered choices; none for a free-text pair (open answers to a prompt)."""
