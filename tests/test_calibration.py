@@ -159,7 +159,7 @@ def test_calibration_and_abstention_need_score_mode() -> None:
         make_judge("random:", abstain_below="often")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 13 s on the pairwise judge; the calibration map is tested on fast judges
 def test_the_shipped_judge_applies_its_packaged_calibration(gguf_model: Path, pairs: list[Pair]) -> None:
     from biasjudge.judge.shipped import shipped_dir
 

@@ -198,7 +198,7 @@ def test_eval_with_the_embedded_270m(app: typer.Typer, jfs: Path, gguf_model: Pa
 @pytest.mark.slow
 def test_quickstart_small(app: typer.Typer, shared_data: Path, gguf_model: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["quickstart", "--data-dir", str(shared_data), "--out", str(tmp_path), "--limit", "2"]
+        app, ["quickstart", "--data-dir", str(shared_data), "--out", str(tmp_path), "--limit", "1"]
     )
     _ok(result)
     assert result.stdout.splitlines()[0] == (

@@ -337,7 +337,7 @@ def first_bound(url: str, request: PromptRequest, max_tokens: int, prices: Path,
         backend.close()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 11 s; the teacher labels run the same budget-and-resume path on a real server
 def test_candidates_on_a_real_server_stop_at_the_budget_and_resume_after_a_kill(
     tmp_path: Path, jfs: Path, llama_server: str
 ) -> None:

@@ -478,7 +478,7 @@ def test_cli_refuses_mismatched_names_and_unknown_twins(app: typer.Typer, jfs: P
 # --------------------------------------------------------------------------- the shipped judge
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 36 s on the pairwise judge; the suite runs on fast judges and on reader: in make test
 def test_the_shipped_judge_on_two_pairs(holdout: list[Pair], gguf_model: Path, tmp_path: Path) -> None:
     twins = select_twins("verdict-tag,turn-marker,swap-order")
     judge = make_judge("llamacpp:embedded")

@@ -49,6 +49,7 @@ def test_routing_by_stated_category_is_exact_and_the_classifier_nearly_so(
     assert by_text["sides"]["ood"]["routed_right"] >= 0.75 * by_text["sides"]["ood"]["n"]
 
 
+@pytest.mark.heavy  # 9 s; the router, kept for checkpoints trained apart, is tested by its commands
 def test_an_open_set_router_knows_no_unseen_category_and_still_routes_most_religion_out(
     pool: list[Pair], holdout: list[Pair]
 ) -> None:
