@@ -448,6 +448,10 @@ def pair_from_fields(question: str, choices: Sequence[str], response_a: str, res
     )
 
 
+LONE_CHOICE = "give no choices (free text) or 2 to 5, not one"
+"""Why a request's single choice is refused: none (open text) or 2 to 5."""
+
+
 REQUEST_MAX_CHOICES = 5
 """Most answer choices a request may have (the service's limit, so its requests are valid rows too)."""
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -477,7 +481,7 @@ class PairRequest(Record):
     @classmethod
     def _no_lone_choice(cls, choices: list[str]) -> list[str]:
         if len(choices) == 1:
-            raise ValueError("give no choices (free text) or 2 to 5, not one")
+            raise ValueError(LONE_CHOICE)
         return choices
 
     def to_pair(self, default_id: str) -> Pair:

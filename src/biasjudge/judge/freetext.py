@@ -35,7 +35,6 @@ from pydantic import Field
 
 from biasjudge.errors import ConfigError
 from biasjudge.records import JudgeMode, Judgment, Record
-from biasjudge.verdict import render
 
 if TYPE_CHECKING:
     from biasjudge.judge.judge import JudgeRequest
@@ -364,7 +363,7 @@ class TextJudge:
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """One Judgment per request, in order (each distinct response scored once)."""
-        from biasjudge.judge.judge import request_fields, verdict_from_probs
+        from biasjudge.judge.judge import reasoned_judgment, verdict_from_probs
 
         shown = [
             (r.pair.response_b.text, r.pair.response_a.text)
@@ -385,13 +384,8 @@ class TextJudge:
             verdict, final = verdict_from_probs(row, request.temperature, request.seed)
             reasoning = explain_text(first, second, scores, verdict)
             out.append(
-                Judgment(
-                    **request_fields(request, judge=self.spec, mode=self.mode),
-                    verdict=verdict,
-                    probs=final,
-                    reasoning=reasoning,
-                    raw_output=render(reasoning, verdict),
-                    finish_reason="stop",
+                reasoned_judgment(
+                    request, judge=self.spec, mode=self.mode, verdict=verdict, probs=final, reasoning=reasoning
                 )
             )
         return out

@@ -44,7 +44,7 @@ from biasjudge.errors import BackendError, ConfigError
 from biasjudge.prompting import SCORE_PREFIX, judge_messages, refuse_thinking
 from biasjudge.prompts import load_prompt
 from biasjudge.records import JudgeMode, Judgment, Pair, ParsedVerdict, Verdict
-from biasjudge.verdict import CONTRACT_GRAMMAR, PARSE_FAIL, VERDICTS, ParseMode, parse
+from biasjudge.verdict import CONTRACT_GRAMMAR, PARSE_FAIL, VERDICTS, ParseMode, parse, render
 
 __all__ = [
     "DEFAULT_JUDGE_SPEC",
@@ -185,6 +185,21 @@ def request_fields(request: JudgeRequest, *, judge: str, mode: JudgeMode) -> dic
         "seed": request.seed,
         "judge": judge,
     }
+
+
+def reasoned_judgment(
+    request: JudgeRequest, *, judge: str, mode: JudgeMode, verdict: Verdict, probs: dict[str, float], reasoning: str
+) -> Judgment:
+    """The Judgment of a judge that computes its verdict, probabilities and reasoning without
+    generating text (the question reader, the free-text judge): its raw output is the contract text."""
+    return Judgment(
+        **request_fields(request, judge=judge, mode=mode),
+        verdict=verdict,
+        probs=probs,
+        reasoning=reasoning,
+        raw_output=render(reasoning, verdict),
+        finish_reason="stop",
+    )
 
 
 K = TypeVar("K", bound=Hashable)

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
 
 from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
-from biasjudge.records import Judgment, Pair, pair_from_fields
+from biasjudge.records import LONE_CHOICE, Judgment, Pair, pair_from_fields
 
 MAX_FIELD_CHARS = 20_000
 """Longest question or response text accepted (characters)."""
@@ -65,7 +65,7 @@ class PairFields(BaseModel):
     @classmethod
     def _no_lone_choice(cls, choices: list[str]) -> list[str]:
         if len(choices) == 1:
-            raise ValueError("give no choices (free text) or 2 to 5, not one")
+            raise ValueError(LONE_CHOICE)
         return choices
 
     def to_pair(self) -> Pair:

@@ -39,7 +39,6 @@ from biasjudge.judge.reading.decide import BiasedVsOther, decide
 from biasjudge.judge.reading.explain import explain
 from biasjudge.judge.reading.responses import read_response
 from biasjudge.records import JudgeMode, Judgment
-from biasjudge.verdict import render
 
 if TYPE_CHECKING:
     from biasjudge.judge.judge import JudgeRequest
@@ -120,7 +119,7 @@ class ReadingJudge:
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """One Judgment per request, in order; pairs without answer choices go to the free-text judge."""
-        from biasjudge.judge.judge import request_fields, verdict_from_probs
+        from biasjudge.judge.judge import reasoned_judgment, verdict_from_probs
 
         free = [i for i, r in enumerate(requests) if not r.pair.answer_choices]
         by_text = (
@@ -144,13 +143,8 @@ class ReadingJudge:
             verdict, probs = verdict_from_probs(decision.probs, request.temperature, request.seed)
             reasoning = explain(choices, first, second, verdict, decision.scenario_for(verdict))
             out.append(
-                Judgment(
-                    **request_fields(request, judge=self.spec, mode=self.mode),
-                    verdict=verdict,
-                    probs=probs,
-                    reasoning=reasoning,
-                    raw_output=render(reasoning, verdict),
-                    finish_reason="stop",
+                reasoned_judgment(
+                    request, judge=self.spec, mode=self.mode, verdict=verdict, probs=probs, reasoning=reasoning
                 )
             )
         return out
