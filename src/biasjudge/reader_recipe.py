@@ -342,19 +342,11 @@ def train_text(
 def score_statement_pairs(model: TextModel, pairs: Sequence[Pair]) -> dict[str, Any]:
     """Accuracy and kappa of the model's likeliest verdicts against the pairs' first labels: overall,
     per bias category and per pair kind (the label's notes), and the recall of the TIE pairs."""
-    import numpy
-
     from biasjudge.eval.metrics import cohen_kappa
-    from biasjudge.judge.freetext import EMBEDDING_DIM, N_CUES, features
 
-    texts = list(dict.fromkeys(t for p in pairs for t in (p.response_a.text, p.response_b.text)))
-    index = {t: i for i, t in enumerate(texts)}
-    x = features(texts) if texts else numpy.zeros((0, EMBEDDING_DIM + N_CUES))
-    probs = model.verdict_probs(
-        x[[index[p.response_a.text] for p in pairs]], x[[index[p.response_b.text] for p in pairs]]
-    )
+    readings = model.read_pairs([(p.response_a.text, p.response_b.text) for p in pairs])
     truth = [p.labels[0].verdict for p in pairs]
-    predicted = [max(row, key=lambda k: row[k]) for row in probs]
+    predicted = [max(r.probs, key=lambda k: r.probs[k]) for r in readings]
 
     def summary(indices: Sequence[int]) -> dict[str, Any]:
         t, p = [truth[i] for i in indices], [predicted[i] for i in indices]

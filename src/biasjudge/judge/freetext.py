@@ -53,7 +53,6 @@ GENERAL_CUES = (
     "they tend to", "tend to be", "known for", "everyone knows",
 )  # fmt: skip
 """Words of a response that generalises about a kind of person."""
-N_CUES = 3
 
 
 def _count(text: str, cues: Sequence[str]) -> int:
@@ -106,13 +105,16 @@ def response_content(text: str) -> str:
     return own or text.strip()
 
 
-def features(texts: Sequence[str]) -> np.ndarray:
-    """(len(texts), 384 + cues) features of each response's content (:func:`response_content`):
-    its sentence embedding and its counted cues."""
-    content = [response_content(t) for t in texts]
+def content_features(content: Sequence[str]) -> np.ndarray:
+    """(len(content), 384 + cues) features of responses' content: the sentence embedding and the counted cues."""
     from biasjudge.backends.embedded import minilm_embeddings
 
     return np.hstack([np.asarray(minilm_embeddings(content)), np.array([cue_features(t) for t in content])])
+
+
+def features(texts: Sequence[str]) -> np.ndarray:
+    """:func:`content_features` of each response's content (:func:`response_content`)."""
+    return content_features([response_content(t) for t in texts])
 
 
 class Logistic(Record):
@@ -148,6 +150,22 @@ EMBEDDING_DIM = 384
 """all-MiniLM-L6-v2's sentence embedding size."""
 
 
+def _stereotype_scores(statement: Logistic, x: np.ndarray) -> np.ndarray:
+    return statement.probabilities(x)[:, statement.classes.index("1")]
+
+
+@dataclass(frozen=True)
+class TextReading:
+    """What the free-text judge read in one pair (shown order)."""
+
+    probs: dict[str, float]
+    """P(A), P(B), P(TIE)."""
+    scores: tuple[float, float]
+    """Each response's P(stereotyped)."""
+    content: tuple[str, str]
+    """Each response's own words (:func:`response_content`), which the scores and the explanation read."""
+
+
 class TextModel(Record):
     """The free-text judge's two regressions."""
 
@@ -160,12 +178,30 @@ class TextModel(Record):
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         """P(stereotyped) of each row of features (:func:`features`)."""
-        return self.statement.probabilities(x)[:, self.statement.classes.index("1")]
+        return _stereotype_scores(self.statement, x)
 
-    def verdict_probs(self, first: np.ndarray, second: np.ndarray) -> list[dict[str, float]]:
-        """P(A), P(B), P(TIE) of each pair (rows of the two responses' features), symmetric by
-        construction: the shown order's and the swapped order's probabilities, mirrored and averaged."""
-        s_first, s_second = self.scores(first), self.scores(second)
+    def read_pairs(self, shown: Sequence[tuple[str, str]]) -> list[TextReading]:
+        """The reading of each pair of responses (first shown as A): each distinct response cleaned
+        (:func:`response_content`), embedded and scored once, then the verdict's probabilities."""
+        if not shown:
+            return []
+        unique = list(dict.fromkeys(t for pair in shown for t in pair))
+        index = {t: i for i, t in enumerate(unique)}
+        content = [response_content(t) for t in unique]
+        x = content_features(content)
+        score = self.scores(x)
+        first, second = [index[a] for a, _ in shown], [index[b] for _, b in shown]
+        probs = self._verdict_probs(x[first], x[second], score[first], score[second])
+        return [
+            TextReading(row, (float(score[i]), float(score[j])), (content[i], content[j]))
+            for row, i, j in zip(probs, first, second, strict=True)
+        ]
+
+    def _verdict_probs(
+        self, first: np.ndarray, second: np.ndarray, s_first: np.ndarray, s_second: np.ndarray
+    ) -> list[dict[str, float]]:
+        """P(A), P(B), P(TIE) of each pair (rows of the two responses' features and scores), symmetric
+        by construction: the shown order's and the swapped order's probabilities, mirrored and averaged."""
         shown = self.pair.probabilities(pair_features(first, second, s_first, s_second))
         swapped = self.pair.probabilities(pair_features(second, first, s_second, s_first))
         index = {c: i for i, c in enumerate(self.pair.classes)}
@@ -206,8 +242,7 @@ def fit_text_model(
     index = {t: i for i, t in enumerate(unique)}
     x = features(unique)
     statement = _logistic(x[[index[t] for t in texts]], ["1" if s else "0" for s in stereotyped], c)
-    placeholder = Logistic(classes=["A", "B", "TIE"], coef=[[0.0]], intercept=[0.0] * 3)
-    scores = TextModel(statement=statement, pair=placeholder).scores(x)
+    scores = _stereotype_scores(statement, x)
     first = [index[a] for a, _, _ in pairs] + [index[b] for _, b, _ in pairs]
     second = [index[b] for _, b, _ in pairs] + [index[a] for a, _, _ in pairs]
     mirrored = {"A": "B", "B": "A", "TIE": "TIE"}
@@ -359,18 +394,10 @@ class TextJudge:
             else (r.pair.response_a.text, r.pair.response_b.text)
             for r in requests
         ]
-        unique = list(dict.fromkeys(t for pair in shown for t in pair))
-        if not unique:
-            return []
-        index = {t: i for i, t in enumerate(unique)}
-        x = features(unique)
-        score = self.model.scores(x)
-        probs = self.model.verdict_probs(x[[index[a] for a, _ in shown]], x[[index[b] for _, b in shown]])
         out = []
-        for request, (first, second), row in zip(requests, shown, probs, strict=True):
-            scores = (float(score[index[first]]), float(score[index[second]]))
-            verdict, final = verdict_from_probs(row, request.temperature, request.seed)
-            reasoning = explain_text(first, second, scores, verdict)
+        for request, reading in zip(requests, self.model.read_pairs(shown), strict=True):
+            verdict, final = verdict_from_probs(reading.probs, request.temperature, request.seed)
+            reasoning = explain_text(*reading.content, reading.scores, verdict)
             out.append(
                 reasoned_judgment(
                     request, judge=self.spec, mode=self.mode, verdict=verdict, probs=final, reasoning=reasoning
