@@ -218,3 +218,17 @@ def test_eval_drops_the_choices_and_reports_kappa_per_bias_category(jfs: Path, t
     assert metrics["position_bias_in_dist"] == 0.0 and metrics["parse_failure_rate"] == 0.0
     assert any(key.startswith("kappa_category_") for key in metrics)
     assert all(p["reasoning"] for p in log["detailed"])
+
+
+def test_a_missing_or_other_version_model_file_is_one_error_naming_the_rebuild(tmp_path: Path) -> None:
+    from biasjudge.errors import ConfigError
+    from biasjudge.judge.freetext import shipped_text_model
+    from biasjudge.judge.reading.judge import ReadingJudge
+
+    for make in (TextJudge, ReadingJudge):
+        with pytest.raises(ConfigError, match="missing; rebuild it with `biasjudge train reader --install`"):
+            make(str(tmp_path / "absent.json"))
+    older = tmp_path / "text.json"
+    older.write_text(json.dumps({**json.loads(shipped_text_model().read_text()), "version": 0}))
+    with pytest.raises(ConfigError, match="free-text model version 0, this biasjudge reads 1"):
+        TextJudge(str(older))

@@ -282,7 +282,7 @@ def train_text(
     held-out sets per category, and the holdout's seven runs with the choices removed."""
     import random
 
-    from biasjudge.data.statements import statement_sets, stereotyped_labels
+    from biasjudge.data.statements import statement_sets, stereotyped_labels, write_statement_sets
     from biasjudge.judge.freetext import TEXT_FILE, fit_text_model
 
     sets = statement_sets(
@@ -293,13 +293,12 @@ def train_text(
         validation_fraction=config.validation_fraction,
         seed=config.seed,
     )
-    inputs = [p for p in (data_dir / "judge-from-scratch" / "bbq_sample.jsonl",) if p.is_file()]
-    for name, build in sets.items():
-        path = out / "data" / f"statements-{name}.jsonl"
-        write_records(path, build.pairs)
-        write_meta(
-            path, stage=f"statements ({name})", inputs=inputs, config={"seed": config.seed}, counts=build.counts()
-        )
+    settings = {
+        "ood_categories": config.ood_categories,
+        "validation_fraction": config.validation_fraction,
+        "seed": config.seed,
+    }
+    write_statement_sets(sets, out / "data", data_dir, settings, log=lambda line: None)
     log(f"[text] statement pairs: {json.dumps({k: len(v.pairs) for k, v in sets.items()})}")
     train = list(sets["train"].pairs)
     random.Random(config.seed).shuffle(train)
@@ -401,6 +400,10 @@ def _holdout_eval(
     return metrics
 
 
+def _metrics_table(title: str, metrics: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    return [f"| {title} | value |", "|---|---|", *(f"| {key} | {metrics.get(key)} |" for key in keys), ""]
+
+
 def write_reader_card(path: Path, report: dict[str, Any], shipped_level: str) -> Path:
     """The reading judge's model card: data, the question analysis per level, the holdout eval."""
     lines = [
@@ -428,10 +431,7 @@ def write_reader_card(path: Path, report: dict[str, Any], shipped_level: str) ->
             lines.append("")
         metrics = entry.get("holdout_eval")
         if metrics:
-            lines += ["| holdout (7-run protocol) | value |", "|---|---|"]
-            for key in (*_HEADLINE, "parse_failure_rate", "seconds"):
-                lines.append(f"| {key} | {metrics.get(key)} |")
-            lines.append("")
+            lines += _metrics_table("holdout (7-run protocol)", metrics, (*_HEADLINE, "parse_failure_rate", "seconds"))
     text = report.get("text")
     if text:
         lines += [
@@ -451,9 +451,6 @@ def write_reader_card(path: Path, report: dict[str, Any], shipped_level: str) ->
         lines.append("")
         metrics = text.get("holdout_without_choices")
         if metrics:
-            lines += ["| holdout, choices removed (7-run protocol) | value |", "|---|---|"]
-            for key in (*_HEADLINE, "seconds"):
-                lines.append(f"| {key} | {metrics.get(key)} |")
-            lines.append("")
+            lines += _metrics_table("holdout, choices removed (7-run protocol)", metrics, (*_HEADLINE, "seconds"))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -404,7 +404,6 @@ def write_statements(
     from biasjudge.data.bbq import holdout_keys, load_questions
     from biasjudge.data.holdout import load_pairs
     from biasjudge.errors import ConfigError
-    from biasjudge.io import write_meta, write_records
 
     holdout_file = data_dir / "judge-from-scratch" / "eval_set_unlabeled.jsonl"
     if not holdout_file.is_file():
@@ -421,10 +420,25 @@ def write_statements(
         validation_fraction=validation_fraction,
         seed=seed,
     )
-    inputs = sorted((data_dir / "bbq").glob("*.jsonl")) + [
-        p for p in (data_dir / "judge-from-scratch" / "bbq_sample.jsonl", holdout_file) if p.is_file()
-    ]
     config = {"ood_categories": list(ood_categories), "validation_fraction": validation_fraction, "seed": seed}
+    return write_statement_sets(sets, out, data_dir, config, log)
+
+
+def write_statement_sets(
+    sets: dict[str, StatementsBuild],
+    out: Path,
+    data_dir: Path,
+    config: dict[str, object],
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
+    """Each set as `<out>/statements-<set>.jsonl` with its `.meta.json` sidecar (the BBQ files and
+    the holdout it was built from, `config`, its counts per kind, category and verdict)."""
+    from biasjudge.io import write_meta, write_records
+
+    jfs = data_dir / "judge-from-scratch"
+    inputs = sorted((data_dir / "bbq").glob("*.jsonl")) + [
+        p for p in (jfs / "bbq_sample.jsonl", jfs / "eval_set_unlabeled.jsonl") if p.is_file()
+    ]
     written = {}
     for name, build in sets.items():
         path = out / f"statements-{name}.jsonl"

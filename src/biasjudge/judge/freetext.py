@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -353,16 +353,26 @@ def shipped_text_model() -> Path:
     return shipped_analysis().parent / TEXT_FILE
 
 
-def read_text_model(path: Path) -> TextModel:
-    """A free-text model file; ConfigError when it is missing or of another version."""
+M = TypeVar("M", bound=Record)
+
+
+def read_model_file(path: Path, record: type[M], version: int, what: str) -> M:
+    """One of the default judge's model files (a record with a `version`); ConfigError when it is
+    missing or of another version, naming the command that rebuilds it."""
     from biasjudge.io import read_document
 
     if not path.is_file():
-        raise ConfigError(f"the free-text model {path} is missing; rebuild it with `biasjudge train reader --install`")
-    model = read_document(path, TextModel)
-    if model.version != TEXT_MODEL_VERSION:
-        raise ConfigError(f"{path}: free-text model version {model.version}, this biasjudge reads {TEXT_MODEL_VERSION}")
+        raise ConfigError(f"the {what} {path} is missing; rebuild it with `biasjudge train reader --install`")
+    model = read_document(path, record)
+    found = getattr(model, "version", None)
+    if found != version:
+        raise ConfigError(f"{path}: {what} version {found}, this biasjudge reads {version}")
     return model
+
+
+def read_text_model(path: Path) -> TextModel:
+    """A free-text model file (:func:`read_model_file`)."""
+    return read_model_file(path, TextModel, TEXT_MODEL_VERSION, "free-text model")
 
 
 class TextJudge:

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biasjudge.errors import ConfigError
-from biasjudge.io import read_document, sha256_file
-from biasjudge.judge.freetext import TextJudge, shipped_text_model
+from biasjudge.io import sha256_file
+from biasjudge.judge.freetext import TextJudge, read_model_file, shipped_text_model
 from biasjudge.judge.reading.analysis import ANALYSIS_VERSION, AnalysisModel, QuestionAnalysis, analyze
 from biasjudge.judge.reading.decide import BiasedVsOther, decide
 from biasjudge.judge.reading.explain import explain
@@ -55,16 +55,8 @@ def shipped_analysis() -> Path:
 
 
 def read_analysis_model(path: Path) -> AnalysisModel:
-    """A question-analysis model file; ConfigError when it is missing or of another version."""
-    if not path.is_file():
-        raise ConfigError(
-            f"the question-analysis model {path} is missing; rebuild the shipped judge with "
-            "`biasjudge train reader --install`"
-        )
-    model = read_document(path, AnalysisModel)
-    if model.version != ANALYSIS_VERSION:
-        raise ConfigError(f"{path}: analysis model version {model.version}, this biasjudge reads {ANALYSIS_VERSION}")
-    return model
+    """A question-analysis model file (:func:`~biasjudge.judge.freetext.read_model_file`)."""
+    return read_model_file(path, AnalysisModel, ANALYSIS_VERSION, "question-analysis model")
 
 
 class ReadingJudge:
