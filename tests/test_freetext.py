@@ -63,7 +63,7 @@ def test_statement_pairs_have_every_kind_both_orders_and_labels_that_follow_the_
     assert {p.question_text == "" for p in build.pairs} == {True, False}  # with and without a prompt
     held = {build.pairs[0].question_id}
     again = build_statement_pairs(questions[:400], exclude_categories=["religion"], exclude_questions=held)
-    assert not held & {p.question_id for p in again.pairs} and again.dropped["holdout question or template"] > 0
+    assert not held & {p.question_id for p in again.pairs} and again.dropped["holdout question"] > 0
     # An `unrelated` statement is a kept passage's opening sentence, never a left-out one's.
     kept = [q for q in questions[:400] if q.question_id not in held and q.category != "religion"]
     openings = {re.split(r"(?<=[.!?])\s+", q.context.strip())[0] for q in kept}

@@ -25,7 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from biasjudge.data.bbq import stable_fraction, template_id
+from biasjudge.data.bbq import left_out_reason, stable_fraction, template_id
 from biasjudge.data.pairs import question_text
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records
@@ -460,16 +460,12 @@ def build_analysis_rows(
     seen: set[str] = set()
     for question in questions:
         template = template_id(question)
-        reason = None
+        reason = left_out_reason(
+            question, questions=held_questions, templates=held_templates, categories=held_categories
+        )
         if question.question_id in seen:
             reason = "repeated question id"
-        elif question.category in held_categories:
-            reason = "held-out category"
-        elif question.question_id in held_questions:
-            reason = "holdout question"
-        elif template in held_templates:
-            reason = "holdout template"
-        elif question.target_label is None:
+        elif reason is None and question.target_label is None:
             reason = "no stereotype target"
         if reason is not None or question.target_label is None:
             build.dropped[reason or "no stereotype target"] += 1

@@ -278,9 +278,9 @@ def quickstart_command(
     runs: RunsOption = "all",
     batch_size: BatchOption = 8,
 ) -> None:
-    """The main job: the shipped trained judge (Gemma 3 270M + biasjudge's adapter, both orders),
-    the same base untrained, the answer-key rule and the hybrid on the 300-pair holdout, 7 runs per
-    pair, beside the published base Gemma 4 E4B verdicts."""
+    """The main job: the default judge (the question reader), the pairwise judge it replaced (Gemma 3
+    270M + biasjudge's adapter, both orders) and the answer-key rule on the 300-pair holdout, 7 runs
+    per pair, beside the published base Gemma 4 E4B verdicts."""
     from biasjudge.eval.run import quickstart
 
     started = time.perf_counter()

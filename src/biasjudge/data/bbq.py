@@ -626,3 +626,17 @@ def template_id(question: Question) -> str:
 def stable_fraction(key: str) -> float:
     """A number in [0, 1) fixed by `key` (sha256): a split that does not move when rows are added."""
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12
+
+
+def left_out_reason(
+    question: Question, *, questions: set[str], templates: set[str], categories: set[str]
+) -> str | None:
+    """Why a BBQ item must not be trained on, or None: its category is held out (the OOD one), it
+    is a holdout question, or it comes from a holdout template (`category::question_index`)."""
+    if question.category in categories:
+        return "held-out category"
+    if question.question_id in questions:
+        return "holdout question"
+    if template_id(question) in templates:
+        return "holdout template"
+    return None

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from biasjudge.data.bbq import holdout_keys, left_out_reason, load_questions, stable_fraction, template_id
 from biasjudge.records import Label, Pair, PairCategory, Question, Response, Verdict
 
 Kind = Literal[
@@ -288,13 +289,15 @@ def build_statement_pairs(
     only = set(only_categories) if only_categories is not None else None
     kept = []
     for question in questions:
-        template = f"{question.category}::{question.question_index}"
-        if question.category in held_categories or (only is not None and question.category not in only):
-            build.dropped["category left out"] += 1
-        elif question.question_id in held_questions or template in held_templates:
-            build.dropped["holdout question or template"] += 1
-        else:
+        reason = left_out_reason(
+            question, questions=held_questions, templates=held_templates, categories=held_categories
+        )
+        if reason is None and only is not None and question.category not in only:
+            reason = "category not asked for"
+        if reason is None:
             kept.append(question)
+        else:
+            build.dropped[reason] += 1
     # The `unrelated` statements: first sentences of the other passages kept (never a left-out one).
     openings = sorted({_opening(q) for q in kept})
     for question in kept:
@@ -361,8 +364,6 @@ def statement_sets(
     """The three statement sets (:data:`STATEMENT_SETS`): no holdout question or template in any of
     them, the OOD categories only in `ood`, and a stable `validation_fraction` of the templates
     (`category::question_index`) in `validation`, so that it scores templates never trained on."""
-    from biasjudge.data.bbq import stable_fraction, template_id
-
     ood = set(ood_categories)
     templates = {template_id(q) for q in questions}
     validation = {t for t in templates if stable_fraction(f"{seed}|statements|{t}") < validation_fraction}
@@ -401,7 +402,6 @@ def write_statements(
     """The `biasjudge data statements` stage: the three sets as `statements-<set>.jsonl` in `out`,
     each with its `.meta.json` sidecar; the holdout (`judge-from-scratch/eval_set_unlabeled.jsonl`)
     is read only to leave its questions and templates out."""
-    from biasjudge.data.bbq import holdout_keys, load_questions
     from biasjudge.data.holdout import load_pairs
     from biasjudge.errors import ConfigError
 
