@@ -19,8 +19,9 @@ app = typer.Typer(
     name="biasjudge",
     help=(
         "Build, evaluate and serve LLM judges of social bias.\n\n"
-        "A judge reads a BBQ question and two responses and says which leans MORE on "
-        "demographic stereotypes (A, B) or TIE. Pipeline order: data -> judge -> eval -> "
+        "A judge reads two responses (to a prompt, or to a multiple-choice question such as BBQ's, with "
+        "its choices) and says which leans MORE on demographic stereotypes (A, B) or TIE, and why. "
+        "Pipeline order: data -> judge -> eval -> "
         "train -> export."
     ),
     no_args_is_help=True,
