@@ -8,11 +8,16 @@ torch/transformers/trl are imported only when a command runs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from biasjudge.cli.common import console
+
+if TYPE_CHECKING:
+    from biasjudge.train.config import RunConfigBase
+
+C = TypeVar("C", bound="RunConfigBase")
 
 ConfigOption = Annotated[
     Path,
@@ -49,6 +54,34 @@ def _print_result(kind: str, result: object) -> None:
     print(getattr(result, "adapter_dir", ""))
 
 
+def _run_config(
+    cls: type[C],
+    config: Path,
+    output_dir: Path | None,
+    max_steps: int | None,
+    train_file: Path | None,
+    model: str | None,
+    learning_rate: float | None,
+    no_resume: bool,
+    overrides: dict[str, Any],
+) -> C:
+    """The run config of `train sft` / `train dpo`: the file, then the flags both share, then `overrides`."""
+    from biasjudge.train.config import load_run_config
+
+    return load_run_config(
+        cls,
+        config,
+        overrides={
+            "output_dir": output_dir,
+            "train_file": train_file,
+            "model": model,
+            **overrides,
+            "resume": False if no_resume else None,
+        },
+        trl_overrides={"max_steps": max_steps, "learning_rate": learning_rate},
+    )
+
+
 def sft_command(
     config: ConfigOption,
     output_dir: OutputDirOption = None,
@@ -59,19 +92,11 @@ def sft_command(
     no_resume: NoResumeOption = False,
 ) -> None:
     """Supervised fine-tuning (LoRA; QLoRA on CUDA) on SFT rows; resumes from the newest checkpoint."""
-    from biasjudge.train.config import SFTRunConfig, load_run_config
+    from biasjudge.train.config import SFTRunConfig
     from biasjudge.train.sft import train_sft
 
-    run_config = load_run_config(
-        SFTRunConfig,
-        config,
-        overrides={
-            "output_dir": output_dir,
-            "train_file": train_file,
-            "model": model,
-            "resume": False if no_resume else None,
-        },
-        trl_overrides={"max_steps": max_steps, "learning_rate": learning_rate},
+    run_config = _run_config(
+        SFTRunConfig, config, output_dir, max_steps, train_file, model, learning_rate, no_resume, {}
     )
     console.print(f"training {run_config.model} on {run_config.train_file} -> {run_config.output_dir}")
     _print_result("sft", train_sft(run_config))
@@ -90,20 +115,19 @@ def dpo_command(
     no_resume: NoResumeOption = False,
 ) -> None:
     """Preference tuning (DPO) on DPO rows, continuing from the SFT adapter (the reference model)."""
-    from biasjudge.train.config import DPORunConfig, load_run_config
+    from biasjudge.train.config import DPORunConfig
     from biasjudge.train.dpo import train_dpo
 
-    run_config = load_run_config(
+    run_config = _run_config(
         DPORunConfig,
         config,
-        overrides={
-            "output_dir": output_dir,
-            "train_file": train_file,
-            "model": model,
-            "sft_adapter": sft_adapter,
-            "resume": False if no_resume else None,
-        },
-        trl_overrides={"max_steps": max_steps, "learning_rate": learning_rate},
+        output_dir,
+        max_steps,
+        train_file,
+        model,
+        learning_rate,
+        no_resume,
+        {"sft_adapter": sft_adapter},
     )
     console.print(
         f"DPO on {run_config.train_file} from {run_config.sft_adapter or run_config.model} -> {run_config.output_dir}"

@@ -20,29 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from biasjudge.errors import ConfigError, DataError
+from biasjudge.errors import DataError
 from biasjudge.io import read_records
 from biasjudge.records import DPORow
-from biasjudge.train.common import (
-    DEFAULT_MAX_LENGTH,
-    LOG_FILE,
-    TRL_DEFAULTS,
-    Placement,
-    RowEncoder,
-    RunResult,
-    decide_placement,
-    finish_run,
-    label_position_logits,
-    latest_checkpoint,
-    load_causal_lm,
-    load_tokenizer,
-    lora_config,
-    make_log_callback,
-    require_training_packages,
-    write_run_files,
-)
-from biasjudge.train.config import DPORunConfig, check_trl_keys, require_file
-from biasjudge.train.sft import autocast_for
+from biasjudge.train.common import Placement, RowEncoder, RunResult, label_position_logits, require_training_packages
+from biasjudge.train.config import DPORunConfig
+from biasjudge.train.steps import autocast_for, load_run_model, make_trainer, start_run, train_to_end, trl_arguments
 from biasjudge.verdict import parse
 
 
@@ -200,18 +183,10 @@ def train_dpo(config: DPORunConfig, *, callbacks: Sequence[Any] = ()) -> RunResu
     """
     require_training_packages()
     from datasets import Dataset
-    from peft import PeftModel
     from trl import DPOConfig
 
-    check_trl_keys(config, DPOConfig, source="dpo config")
-    require_file(config.train_file, "train_file")
-    require_file(config.eval_file, "eval_file")
-    if config.sft_adapter is not None and not (Path(config.sft_adapter) / "adapter_config.json").is_file():
-        raise ConfigError(f"key 'sft_adapter': {config.sft_adapter} has no adapter_config.json (an SFT run's adapter/)")
-    placement = decide_placement(config)
-    tokenizer = load_tokenizer(config.tokenizer or config.model)
-    encoder = RowEncoder(tokenizer, config.chat_format, config.target)
-    max_length = int(config.trl.get("max_length") or DEFAULT_MAX_LENGTH)
+    start = start_run(config, DPOConfig, source="dpo config")
+    encoder, max_length = start.encoder, start.max_length
     max_prompt = config.max_prompt_length
 
     train_rows = read_dpo_rows(config.train_file, config.max_rows, split="train")
@@ -220,7 +195,7 @@ def train_dpo(config: DPORunConfig, *, callbacks: Sequence[Any] = ()) -> RunResu
     )
     if not train_data["prompt_ids"]:
         raise DataError(str(config.train_file), None, None, "no usable preference rows")
-    row_counts: dict[str, Any] = {"train": counts, "format": encoder.format_name, "end_of_turn": encoder.end_of_turn}
+    row_counts = start.row_counts(counts)
     eval_rows = (
         read_dpo_rows(config.eval_file, split=None)
         if config.eval_file is not None
@@ -235,44 +210,12 @@ def train_dpo(config: DPORunConfig, *, callbacks: Sequence[Any] = ()) -> RunResu
             eval_dataset = Dataset.from_dict(eval_data)
             row_counts["eval"] = eval_counts
 
-    resumed = latest_checkpoint(config.output_dir) if config.resume else None
-    write_run_files(config, stage="dpo", placement=placement, row_counts=row_counts, resumed_from=resumed)
-
-    model = load_causal_lm(config.model, quantize_4bit=placement.quantize_4bit)
-    if placement.quantize_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model)
-    peft_config = None
-    if config.sft_adapter is not None:
-        model = PeftModel.from_pretrained(model, str(config.sft_adapter), is_trainable=True)
-    else:
-        peft_config = lora_config(config)
-    args_values = {**TRL_DEFAULTS, **config.trl}
-    args_values.update(
-        output_dir=str(config.output_dir),
-        max_length=max_length,
-        bf16=placement.bf16 and placement.device == "cuda",
-        fp16=placement.fp16,
+    model, peft_config, resumed = load_run_model(config, start, stage="dpo", row_counts=row_counts)
+    args = DPOConfig(**trl_arguments(config, start, has_eval=eval_dataset is not None))
+    trainer = make_trainer(
+        _trainer_class(), args, config, start, model, peft_config, train_data, eval_dataset, callbacks, ref_model=None
     )
-    if eval_dataset is None:
-        args_values["eval_strategy"] = "no"
-    elif "eval_strategy" not in args_values:
-        args_values["eval_strategy"] = "steps"
-    args = DPOConfig(**args_values)
-    trainer = _trainer_class()(
-        model=model,
-        ref_model=None,
-        args=args,
-        train_dataset=Dataset.from_dict(train_data),
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[make_log_callback(Path(config.output_dir) / LOG_FILE), *callbacks],
-    )
-    trainer.placement = placement
-    if placement.device == "cpu":
+    if start.placement.device == "cpu":
         unwrapped = trainer.model
         install_label_position_head(unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped)
-    output = trainer.train(resume_from_checkpoint=resumed)
-    return finish_run(trainer, config, dict(output.metrics), row_counts, resumed)
+    return train_to_end(trainer, config, start, row_counts, resumed)

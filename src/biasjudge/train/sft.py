@@ -26,25 +26,9 @@ from typing import Any
 from biasjudge.errors import DataError
 from biasjudge.io import read_records
 from biasjudge.records import SFTRow
-from biasjudge.train.common import (
-    DEFAULT_MAX_LENGTH,
-    LOG_FILE,
-    TRL_DEFAULTS,
-    Placement,
-    RowEncoder,
-    RunResult,
-    decide_placement,
-    finish_run,
-    label_position_logits,
-    latest_checkpoint,
-    load_causal_lm,
-    load_tokenizer,
-    lora_config,
-    make_log_callback,
-    require_training_packages,
-    write_run_files,
-)
-from biasjudge.train.config import SFTRunConfig, check_trl_keys, require_file
+from biasjudge.train.common import Placement, RowEncoder, RunResult, label_position_logits, require_training_packages
+from biasjudge.train.config import SFTRunConfig
+from biasjudge.train.steps import autocast_for, load_run_model, make_trainer, start_run, train_to_end, trl_arguments
 from biasjudge.verdict import parse
 
 
@@ -92,19 +76,6 @@ def encode_sft_rows(
 def read_sft_rows(path: Path, max_rows: int | None = None) -> list[SFTRow]:
     """Read SFT rows (validated), at most `max_rows` of them."""
     return read_records(path, SFTRow, limit=max_rows).records
-
-
-def autocast_for(placement: Placement) -> Any:
-    """The autocast context of a run (bf16 on a CPU with native bf16, the TRL precision on CUDA)."""
-    import contextlib
-
-    import torch
-
-    if placement.bf16:
-        return torch.autocast(placement.device, dtype=torch.bfloat16)
-    if placement.fp16:
-        return torch.autocast(placement.device, dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def _trainer_class() -> type:
@@ -161,20 +132,15 @@ def train_sft(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) -> RunResu
     from datasets import Dataset
     from trl import SFTConfig
 
-    check_trl_keys(config, SFTConfig, source="sft config")
-    require_file(config.train_file, "train_file")
-    require_file(config.eval_file, "eval_file")
-    placement = decide_placement(config)
-    tokenizer = load_tokenizer(config.tokenizer or config.model)
-    encoder = RowEncoder(tokenizer, config.chat_format, config.target)
-    max_length = int(config.trl.get("max_length") or DEFAULT_MAX_LENGTH)
+    start = start_run(config, SFTConfig, source="sft config")
+    encoder, max_length = start.encoder, start.max_length
 
     train_rows = read_sft_rows(config.train_file, config.max_rows)
     train_data, counts = encode_sft_rows(train_rows, encoder, max_length=max_length, source=str(config.train_file))
     if not train_data["input_ids"]:
         raise DataError(str(config.train_file), None, None, f"no usable rows (all longer than {max_length} tokens?)")
     eval_dataset = None
-    row_counts: dict[str, Any] = {"train": counts, "format": encoder.format_name, "end_of_turn": encoder.end_of_turn}
+    row_counts = start.row_counts(counts)
     if config.eval_file is not None:
         eval_data, eval_counts = encode_sft_rows(
             read_sft_rows(config.eval_file), encoder, max_length=max_length, source=str(config.eval_file)
@@ -182,36 +148,9 @@ def train_sft(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) -> RunResu
         eval_dataset = Dataset.from_dict(eval_data)
         row_counts["eval"] = eval_counts
 
-    resumed = latest_checkpoint(config.output_dir) if config.resume else None
-    write_run_files(config, stage="sft", placement=placement, row_counts=row_counts, resumed_from=resumed)
-
-    model = load_causal_lm(config.model, quantize_4bit=placement.quantize_4bit)
-    if placement.quantize_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model)
-    args_values = {**TRL_DEFAULTS, **config.trl}
-    args_values.update(
-        output_dir=str(config.output_dir),
-        completion_only_loss=True,
-        max_length=max_length,
-        bf16=placement.bf16 and placement.device == "cuda",
-        fp16=placement.fp16,
-        eval_strategy=args_values.get("eval_strategy", "steps" if eval_dataset is not None else "no"),
+    model, peft_config, resumed = load_run_model(config, start, stage="sft", row_counts=row_counts)
+    args = SFTConfig(**trl_arguments(config, start, has_eval=eval_dataset is not None, completion_only_loss=True))
+    trainer = make_trainer(
+        _trainer_class(), args, config, start, model, peft_config, train_data, eval_dataset, callbacks
     )
-    if eval_dataset is None:
-        args_values["eval_strategy"] = "no"
-    args = SFTConfig(**args_values)
-    trainer_cls = _trainer_class()
-    trainer = trainer_cls(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_dict(train_data),
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(config),
-        callbacks=[make_log_callback(Path(config.output_dir) / LOG_FILE), *callbacks],
-    )
-    trainer.placement = placement
-    output = trainer.train(resume_from_checkpoint=resumed)
-    return finish_run(trainer, config, dict(output.metrics), row_counts, resumed)
+    return train_to_end(trainer, config, start, row_counts, resumed)
