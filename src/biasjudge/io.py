@@ -1,5 +1,8 @@
 """All file I/O of records: validated reads, atomic writes, resumable appends, meta sidecars.
 
+The file primitives below the records (atomic writes, locks, hashes, side-file names) live in
+:mod:`biasjudge.files` and are exported here too.
+
 Readers name the file, the line and the field of every invalid record. With
 `skip_invalid=True` they go on and hand back the rejects, so a caller can write them to a side
 file: nothing is ever dropped silently (records in = records out + rejects).
@@ -8,12 +11,9 @@ file: nothing is ever dropped silently (records in = records out + rejects).
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,13 @@ from typing import IO, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from biasjudge.errors import ConfigError, DataError
+from biasjudge.errors import DataError
+from biasjudge.files import atomic_open as atomic_open
+from biasjudge.files import folder_lock as folder_lock
+from biasjudge.files import meta_path as meta_path
+from biasjudge.files import rejects_path as rejects_path
+from biasjudge.files import sha256_file as sha256_file
+from biasjudge.files import side_path as side_path
 from biasjudge.records import SCHEMA_VERSION
 
 R = TypeVar("R", bound=BaseModel)
@@ -120,30 +126,64 @@ def read_text(path: str | Path) -> str:
         raise DataError(str(path), line, None, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
+PARQUET_BATCH_ROWS = 1024
+"""Rows per Arrow batch when a Parquet file is read (what is held in memory at once)."""
+
+
+def open_parquet(path: str | Path) -> Any:
+    """pyarrow's ParquetFile of `path`; a file that is not Parquet raises a DataError naming it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(path).to_pylist()
+        return pq.ParquetFile(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(str(path), None, None, f"not a readable Parquet file: {exc}") from None
-    for i, row in enumerate(rows, start=1):
-        yield i, json.dumps(row, default=str), row
+
+
+def iter_parquet_rows(path: str | Path, *, after: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based row number, row) of each row of a Parquet file after row `after`, streamed: one
+    Arrow batch in memory at a time; row groups at or before `after` are skipped unread."""
+    import pyarrow as pa
+
+    handle = open_parquet(path)
+    meta = handle.metadata
+    group, number = 0, 0
+    while group < meta.num_row_groups and number + meta.row_group(group).num_rows <= after:
+        number += meta.row_group(group).num_rows
+        group += 1
+    if group >= meta.num_row_groups:
+        return
+    try:
+        batches = handle.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=list(range(group, meta.num_row_groups)))
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                if number > after:
+                    yield number, row
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(str(path), number + 1, None, f"not a readable Parquet row: {exc}") from None
+
+
+def parse_json_line(path: str | Path, number: int, text: str, has_newline: bool) -> Any:
+    """The JSON value of line `number` of a JSON Lines file, or a DataError (returned, not raised)
+    saying why it is not JSON, and whether the file looks cut off there."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        cut = "; the last line has no newline: was the file cut off?" if not has_newline else ""
+        return DataError(str(path), number, None, f"broken JSON: {exc.msg}{cut}")
 
 
 def _raw_rows(path: Path) -> Iterator[tuple[int, str, Any]]:
     """(line number, raw text, parsed object or a DataError) for each non-blank row."""
     path = check_input_file(path)
     if path.suffix == ".parquet":
-        yield from _parquet_rows(path)
+        for number, row in iter_parquet_rows(path):
+            yield number, json.dumps(row, default=str), row
         return
     for number, text, has_newline in iter_text_lines(path):
-        try:
-            yield number, text, json.loads(text)
-        except json.JSONDecodeError as exc:
-            cut = "; the last line has no newline: was the file cut off?" if not has_newline else ""
-            yield number, text, DataError(str(path), number, None, f"broken JSON: {exc.msg}{cut}")
+        yield number, text, parse_json_line(path, number, text, has_newline)
 
 
 def _record_kinds() -> dict[str, type[BaseModel]]:
@@ -262,27 +302,6 @@ def write_rejects(path: str | Path, rejects: Iterable[Reject], source: str | Pat
     write_json_lines(path, rows)
 
 
-@contextmanager
-def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates 0600; give the file the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _dump(record: BaseModel | dict[str, Any]) -> str:
     if isinstance(record, BaseModel):
         return record.model_dump_json(exclude_none=False)
@@ -353,6 +372,97 @@ def write_json(path: str | Path, obj: BaseModel | dict[str, Any] | list[Any]) ->
         handle.write(text + "\n")
 
 
+_TAIL_BLOCK = 1 << 16
+"""Bytes read at a time when a log's last line is looked up from the end of the file."""
+
+
+def _rfind_newline(handle: IO[bytes], before: int) -> int:
+    """Offset of the last newline byte before offset `before`, or -1; reads backwards in blocks."""
+    end = before
+    while end > 0:
+        start = max(0, end - _TAIL_BLOCK)
+        handle.seek(start)
+        at = handle.read(end - start).rfind(b"\n")
+        if at >= 0:
+            return start + at
+        end = start
+    return -1
+
+
+def _read_span(handle: IO[bytes], start: int, end: int) -> bytes:
+    handle.seek(start)
+    return handle.read(end - start)
+
+
+def _line_number(handle: IO[bytes], offset: int) -> int:
+    """1-based number of the line starting at `offset` (a streaming count; only for error messages)."""
+    handle.seek(0)
+    count = 0
+    while (done := handle.tell()) < offset:
+        count += handle.read(min(_TAIL_BLOCK, offset - done)).count(b"\n")
+    return count + 1
+
+
+def _mend_last_line(handle: IO[bytes], model: type[R]) -> tuple[int, R | None]:
+    """Make a JSONL log whole after a kill, reading only its end: a torn last line (a kill in the
+    middle of a write) is cut off; a whole record that only lacks its newline is kept, and the
+    newline added. Returns (offset of the last newline or -1, the record kept or None)."""
+    size = handle.seek(0, os.SEEK_END)
+    end = _rfind_newline(handle, size)
+    tail = _read_span(handle, end + 1, size)
+    if tail:
+        try:
+            record = model.model_validate_json(tail)
+        except ValidationError:
+            handle.truncate(end + 1)  # a torn last line from a kill: cut it off
+        else:
+            handle.seek(size)
+            handle.write(b"\n")  # a whole record whose newline was not written yet: keep it
+            return size, record
+    return end, None
+
+
+def recover_log(path: str | Path, model: type[R]) -> R | None:
+    """Make a resumable JSONL log whole after a kill and return its last record (None if empty).
+
+    What :class:`JsonlAppender` does on open, in O(1) memory: the file is read from its end (see
+    :func:`_mend_last_line`). An invalid last complete line raises a DataError naming the line.
+    """
+    path = Path(path)
+    with path.open("r+b") as handle:
+        end, record = _mend_last_line(handle, model)
+        if record is not None:
+            return record
+        while end >= 0:  # the last complete non-blank line
+            start = _rfind_newline(handle, end) + 1
+            chunk = _read_span(handle, start, end)
+            if start == 0:
+                chunk = chunk.removeprefix(codecs.BOM_UTF8)
+            if chunk.strip():
+                try:
+                    return model.model_validate_json(chunk)
+                except ValidationError as exc:
+                    loc, msg = validation_message(exc)
+                    raise DataError(str(path), _line_number(handle, start), loc, msg) from None
+            end = start - 1
+    return None
+
+
+def iter_jsonl_records(path: str | Path, model: type[R]) -> Iterator[R]:
+    """The records of a JSON Lines log, one at a time (none when the file does not exist yet); an
+    invalid line raises a DataError naming it. For the logs biasjudge writes itself: no rejects,
+    no sniffing of other record kinds (see :func:`read_records` for input files)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for number, text, _ in iter_text_lines(path):
+        try:
+            yield model.model_validate_json(text)
+        except ValidationError as exc:
+            loc, msg = validation_message(exc)
+            raise DataError(str(path), number, loc, msg) from None
+
+
 class JsonlAppender(Generic[R]):
     """Append-only JSONL file for long, resumable stages.
 
@@ -374,28 +484,9 @@ class JsonlAppender(Generic[R]):
         self._handle = self.path.open("a", encoding="utf-8")
 
     def _recover(self) -> None:
-        data = self.path.read_bytes()
-        complete = data[: data.rfind(b"\n") + 1]
-        if len(complete) < len(data):
-            tail = data[len(complete) :]
-            try:  # a whole record whose newline was not written yet: keep it
-                self.model.model_validate_json(tail)
-                with self.path.open("ab") as handle:
-                    handle.write(b"\n")
-                complete = data + b"\n"
-            except ValidationError:  # a torn last line from a kill: cut it off
-                with self.path.open("r+b") as handle:
-                    handle.truncate(len(complete))
-        for number, chunk in enumerate(complete.split(b"\n"), start=1):
-            if number == 1 and chunk.startswith(codecs.BOM_UTF8):
-                chunk = chunk[len(codecs.BOM_UTF8) :]
-            if not chunk.strip():
-                continue
-            try:
-                record = self.model.model_validate_json(chunk)
-            except ValidationError as exc:
-                loc, msg = validation_message(exc)
-                raise DataError(str(self.path), number, loc, msg) from None
+        with self.path.open("r+b") as handle:
+            _mend_last_line(handle, self.model)
+        for record in iter_jsonl_records(self.path, self.model):
             self.done[self.key(record)] = record
 
     def __contains__(self, key: object) -> bool:
@@ -417,83 +508,6 @@ class JsonlAppender(Generic[R]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@contextmanager
-def folder_lock(folder: str | Path, name: str = ".lock", *, what: str = "another process") -> Iterator[Path]:
-    """Hold an exclusive lock on `folder` (the file `folder/name`) for the block.
-
-    A second process asking for the same lock is refused at once with a ConfigError naming the
-    folder and the process that holds it, so two jobs never interleave lines in one file. The lock
-    is the operating system's (filelock), so a killed job leaves no stale lock behind.
-    """
-    from filelock import FileLock, Timeout
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    lock = FileLock(path, timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        holder = path.with_suffix(".pid")
-        who = holder.read_text().strip() if holder.exists() else "unknown"
-        raise ConfigError(
-            f"{folder}: {what} is already writing here (process {who}); wait for it to finish or use another folder"
-        ) from None
-    try:
-        path.with_suffix(".pid").write_text(f"{os.getpid()}\n")
-        yield path
-    finally:
-        path.with_suffix(".pid").unlink(missing_ok=True)
-        lock.release()
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def side_path(path: str | Path, ending: str) -> Path:
-    """A side file of `path`, unique per data file: `pairs.jsonl` + `.meta.json` -> `pairs.meta.json`.
-
-    A final `.jsonl` or `.json` is dropped (the reference's names: `pairs.meta.json`,
-    `answer_key_kappa.meta.json`); any other suffix is kept, so `pairs.jsonl` and `pairs.parquet`
-    (or `pairs.v2.jsonl`) never share a side file.
-
-    >>> side_path("out/pairs.parquet", ".meta.json"), side_path("out/labels.jsonl", "_teacher.jsonl")
-    (PosixPath('out/pairs.parquet.meta.json'), PosixPath('out/labels_teacher.jsonl'))
-    """
-    path = Path(path)
-    stem = path.name
-    for suffix in (".jsonl", ".json"):
-        if stem.endswith(suffix) and len(stem) > len(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return path.with_name(stem + ending)
-
-
-def meta_path(path: str | Path) -> Path:
-    """The sidecar of an output file, unique per file.
-
-    >>> meta_path("out/pairs.jsonl"), meta_path("out/pairs.parquet"), meta_path("out/pairs.v2.jsonl")
-    (PosixPath('out/pairs.meta.json'), PosixPath('out/pairs.parquet.meta.json'), PosixPath('out/pairs.v2.meta.json'))
-    """
-    return side_path(path, ".meta.json")
-
-
-def rejects_path(source: str | Path, folder: str | Path | None = None) -> Path:
-    """The side file for the rejected rows of input `source` (in `folder`, default beside it).
-
-    >>> rejects_path("data/pairs.jsonl", "out"), rejects_path("data/pairs.parquet", "out")
-    (PosixPath('out/pairs.rejects.jsonl'), PosixPath('out/pairs.parquet.rejects.jsonl'))
-    """
-    side = side_path(source, ".rejects.jsonl")
-    return side if folder is None else Path(folder) / side.name
 
 
 def write_meta(
