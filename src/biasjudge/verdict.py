@@ -15,20 +15,30 @@ Parsing modes:
 A truncated output (no closing verdict tag) fails in both modes. Neither mode ever raises.
 The parser only ever sees generated text; text inside the judged responses reaches the model
 through :func:`neutralize_tags`, so a response cannot plant a verdict tag in the prompt either.
+
+Agreement of two raters over verdicts is here too: :func:`cohen_kappa` (with :func:`confusion`
+and the input checks every metric uses) is the project's one kappa, in scikit-learn's conventions,
+called by `eval.metrics` (which re-exports it) and by the labellers' agreement (`labels.agreement`,
+`labels.answer_key`). It lives in this core module, in plain Python, because a core module is the
+one place both may import: `eval.metrics` may import only records, verdict and errors (and core
+modules no numpy), and `labels` may not import `eval` (eval -> judge -> labels would close a cycle).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, cast
 
+from biasjudge.errors import MetricInputError
 from biasjudge.records import ParsedVerdict, ReadVerdict, Verdict
 
 PARSE_FAIL: Literal["PARSE_FAIL"] = "PARSE_FAIL"
 UNSURE: Literal["UNSURE"] = "UNSURE"
 """The verdict of a judge that abstains (its top probability under `abstain_below`); not a parse failure."""
 VERDICTS: tuple[Verdict, ...] = ("A", "B", "TIE")
+"""The three verdicts, in the order of every table, probability row and kappa label set."""
 
 CONTRACT_GRAMMAR = r"""
 root ::= "<reasoning>" reasoning "</reasoning><verdict>" verdict "</verdict>"
@@ -131,10 +141,119 @@ def mirror_reasoning(text: str) -> str:
     """
 
     def swap(match: re.Match[str]) -> str:
-        letter = "B" if match.group(3) == "A" else "A"
-        return f"{match.group(1)}{match.group(2)}{letter}"
+        letter = cast(Verdict, match.group(3))
+        return f"{match.group(1)}{match.group(2)}{mirror(letter)}"
 
     return _RESPONSE_MENTION_RE.sub(swap, text)
+
+
+# --------------------------------------------------------------------------- agreement of two raters
+
+
+def check_labels(labels: Sequence[str]) -> tuple[str, ...]:
+    """`labels` as a tuple, checked: not empty, no label twice (MetricInputError otherwise)."""
+    labels = tuple(labels)
+    if not labels:
+        raise MetricInputError("labels must not be empty")
+    if len(set(labels)) != len(labels):
+        raise MetricInputError(f"labels must be unique, got {labels!r}")
+    return labels
+
+
+def check_same_length(**named: Sequence[object]) -> None:
+    """MetricInputError naming each input's length when they differ."""
+    lengths = {name: len(values) for name, values in named.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise MetricInputError(f"inputs must have the same length: {listed}")
+
+
+def check_values(name: str, values: Sequence[str | None], allowed: Sequence[str], *, allow_none: bool = False) -> list:
+    """`values` as a list; MetricInputError naming the first one not in `allowed` (None allowed with `allow_none`)."""
+    values = list(values)
+    allowed_set = set(allowed)
+    for i, value in enumerate(values):
+        if value is None and allow_none:
+            continue
+        if value not in allowed_set:
+            raise MetricInputError(f"{name}[{i}] is {value!r}, not one of the labels {tuple(allowed)!r}")
+    return values
+
+
+def check_pair(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Two raters' labels as lists, checked: equally long, each value one of `labels`."""
+    check_same_length(y_true=y_true, y_pred=y_pred)
+    return check_values("y_true", y_true, labels), check_values("y_pred", y_pred, labels)
+
+
+def confusion(y_true: Sequence[str], y_pred: Sequence[str], *, labels: Sequence[str] = VERDICTS) -> list[list[int]]:
+    """Confusion counts (scikit-learn's `confusion_matrix`): row = true label, column = predicted
+    label, both in `labels` order; all zeros for no rows.
+
+    Raises:
+        MetricInputError: lengths differ, or a value is not one of `labels`.
+
+    >>> confusion(["A", "B", "TIE"], ["A", "A", "TIE"])
+    [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    >>> confusion(["A", "B", "TIE"], ["A", "A", "TIE"], labels=("TIE", "B", "A"))
+    [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+    >>> confusion([], [], labels=("A", "B"))
+    [[0, 0], [0, 0]]
+    """
+    labels = check_labels(labels)
+    y_true, y_pred = check_pair(y_true, y_pred, labels)
+    index = {label: i for i, label in enumerate(labels)}
+    counts = [[0] * len(labels) for _ in labels]
+    for t, p in zip(y_true, y_pred, strict=True):
+        counts[index[t]][index[p]] += 1
+    return counts
+
+
+def kappa_from_confusion(counts: Sequence[Sequence[int]]) -> float:
+    """Unweighted Cohen's kappa of a square confusion matrix; NaN where undefined.
+
+    The one kappa formula: :func:`cohen_kappa` applies it to its inputs' counts and
+    `eval.metrics.kappa_interval` to each bootstrap resample's.
+
+    kappa = (p_o - p_e) / (1 - p_e), multiplied through by n**2 to stay in integers:
+    (n * agreements - chance) / (n**2 - chance) with chance = sum_k rows_k * columns_k. Undefined
+    (denominator 0: no rows, or both raters give one and the same label throughout) is then an
+    exact test; a float test such as isclose(p_e, 1) also calls a large sample with a single
+    disagreement undefined. `tests/test_metrics.py` checks it against scikit-learn's `cohen_kappa_score`.
+
+    >>> kappa_from_confusion([[20, 5], [10, 15]])  # Wikipedia's worked example: 0.2 / 0.5
+    0.4
+    >>> kappa_from_confusion([[3, 0], [0, 0]])
+    nan
+    """
+    n = sum(sum(row) for row in counts)
+    agreements = sum(row[i] for i, row in enumerate(counts))
+    columns = [sum(column) for column in zip(*counts, strict=True)]
+    chance = sum(sum(row) * column for row, column in zip(counts, columns, strict=True))
+    denominator = n * n - chance
+    return float("nan") if denominator == 0 else (n * agreements - chance) / denominator
+
+
+def cohen_kappa(y_true: Sequence[str], y_pred: Sequence[str], *, labels: Sequence[str] = VERDICTS) -> float:
+    """Cohen's kappa of two raters over `labels`: (observed - chance agreement) / (1 - chance agreement).
+
+    scikit-learn's `cohen_kappa_score` with fixed `labels` (so a group missing a class still scores
+    comparably). Returns NaN when the inputs are empty, or when kappa is undefined (both raters
+    give one and the same label throughout, so the agreement expected by chance is 1).
+
+    Raises:
+        MetricInputError: lengths differ, or a value is not one of `labels` (filter PARSE_FAIL first).
+
+    Observed 3/4; chance (2*1 + 1*2 + 1*1) / 4**2 = 5/16; kappa = (12 - 5) / (16 - 5) = 7/11:
+
+    >>> round(cohen_kappa(["A", "B", "TIE", "A"], ["A", "B", "TIE", "B"]), 4)
+    0.6364
+    >>> cohen_kappa(["A", "B"], ["B", "A"])
+    -1.0
+    >>> cohen_kappa([], [])
+    nan
+    """
+    return kappa_from_confusion(confusion(y_true, y_pred, labels=labels))
 
 
 # --------------------------------------------------------------------------- inert judged text

@@ -1,6 +1,6 @@
 """Metrics of a bias judge, as pure functions of verdicts (no model, no file, no global state).
 
-Conventions (scikit-learn's `cohen_kappa_score`): `name(y_true, y_pred, *, labels=("A", "B", "TIE"))`,
+Conventions (scikit-learn's `cohen_kappa_score`): `name(y_true, y_pred, *, labels=VERDICTS)`,
 inputs checked first (a :class:`~biasjudge.errors.MetricInputError`, which is also a ValueError,
 names what is wrong), a float back, NaN only where the docstring says so.
 
@@ -22,8 +22,11 @@ matrices, calibration (Brier score, expected calibration error) of score-mode pr
 consistency (JudgeLM's name for the share of pairs whose verdict mirrors under swap: one minus
 position bias, over the same pairs), and agreement between any two judges (:func:`judge_agreement`,
 the humans being one of them).
-Confusion counts and the Brier score are scikit-learn's; kappa is one formula of a confusion matrix
-(:func:`_kappa_from_confusion`) shared by :func:`cohen_kappa` and its bootstrap.
+The Brier score is scikit-learn's. Kappa and confusion counts are :mod:`biasjudge.verdict`'s
+(:func:`~biasjudge.verdict.cohen_kappa`, :func:`~biasjudge.verdict.confusion`, re-exported here),
+the project's one kappa, which the labellers' agreement (`labels`, which may not import `eval`) calls
+too; its one formula of a confusion matrix (:func:`~biasjudge.verdict.kappa_from_confusion`) also
+scores each resample of :func:`kappa_interval`.
 A prediction's verdict is taken as it is: the judge settled it by its one truncation rule
 (:func:`biasjudge.judge.judge.settle_truncation`; a generation cut before its verdict closed is
 already PARSE_FAIL). Generations that hit the token cap are counted in `n_truncated`; score-mode
@@ -38,14 +41,27 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.metrics import brier_score_loss, confusion_matrix
+from sklearn.metrics import brier_score_loss
 
 from biasjudge.errors import MetricInputError
 from biasjudge.records import EvalLog, Pair, Prediction
-from biasjudge.verdict import PARSE_FAIL, UNSURE, mirror
+from biasjudge.verdict import (
+    PARSE_FAIL,
+    UNSURE,
+    VERDICTS,
+    check_labels,
+    check_pair,
+    check_same_length,
+    check_values,
+    cohen_kappa,
+    confusion,
+    kappa_from_confusion,
+    mirror,
+)
 
-LABELS: tuple[str, ...] = ("A", "B", "TIE")
-"""The verdict labels every metric works over by default."""
+LABELS: tuple[str, ...] = VERDICTS
+"""Alias of :data:`biasjudge.verdict.VERDICTS`, the labels every metric works over by default; kept
+for `cli/eval.py`, which imports it from here."""
 
 SLICES: dict[str, str] = {"in_dist": "in_dist", "ood_religion": "ood_religion"}
 """Metric-key suffix -> eval_slice."""
@@ -96,39 +112,7 @@ def whitespace_tokens(text: str) -> int:
     return len(text.split())
 
 
-# --------------------------------------------------------------------------- input checks
-
-
-def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
-    labels = tuple(labels)
-    if not labels:
-        raise MetricInputError("labels must not be empty")
-    if len(set(labels)) != len(labels):
-        raise MetricInputError(f"labels must be unique, got {labels!r}")
-    return labels
-
-
-def _check_values(name: str, values: Sequence[str | None], allowed: Sequence[str], *, allow_none: bool = False) -> list:
-    values = list(values)
-    allowed_set = set(allowed)
-    for i, value in enumerate(values):
-        if value is None and allow_none:
-            continue
-        if value not in allowed_set:
-            raise MetricInputError(f"{name}[{i}] is {value!r}, not one of the labels {tuple(allowed)!r}")
-    return values
-
-
-def _check_same_length(**named: Sequence[object]) -> None:
-    lengths = {name: len(values) for name, values in named.items()}
-    if len(set(lengths.values())) > 1:
-        listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())
-        raise MetricInputError(f"inputs must have the same length: {listed}")
-
-
-def _check_pair(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> tuple[list[str], list[str]]:
-    _check_same_length(y_true=y_true, y_pred=y_pred)
-    return _check_values("y_true", y_true, labels), _check_values("y_pred", y_pred, labels)
+# --------------------------------------------------------------------------- helpers
 
 
 def _nan_to_none(value: float | None) -> float | None:
@@ -140,67 +124,11 @@ def _nan_to_none(value: float | None) -> float | None:
 # --------------------------------------------------------------------------- agreement
 
 
-def _confusion_matrix(y_true: Sequence[str], y_pred: Sequence[str], labels: tuple[str, ...]) -> np.ndarray:
-    """scikit-learn's confusion counts over checked inputs; zeros for no rows (scikit-learn refuses
-    empty inputs, but an empty slice is an ordinary case here)."""
-    if not y_true:
-        return np.zeros((len(labels), len(labels)), dtype=np.int64)
-    return confusion_matrix(list(y_true), list(y_pred), labels=list(labels))
-
-
-def _kappa_from_confusion(counts: np.ndarray) -> np.ndarray:
-    """Unweighted Cohen's kappa of a confusion matrix or a stack of them (..., k, k); NaN where undefined.
-
-    The module's one kappa formula: :func:`cohen_kappa` applies it to one matrix and
-    :func:`kappa_interval` to all bootstrap resamples at once (scikit-learn's `cohen_kappa_score`
-    once per resample took 0.9 s per 1000-resample interval against 5 ms, and compute_metrics draws
-    18 intervals on the reference holdout). `tests/test_metrics.py` checks it against
-    `cohen_kappa_score`.
-
-    kappa = (p_o - p_e) / (1 - p_e), multiplied through by n**2 to stay in integers:
-    (n * agreements - chance) / (n**2 - chance) with chance = sum_k rows_k * columns_k. Undefined
-    (denominator 0: no rows, or both raters give one and the same label throughout) is then an
-    exact test; a float test such as isclose(p_e, 1) also calls a large sample with a single
-    disagreement undefined.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    n = counts.sum(axis=(-2, -1))
-    agreements = np.trace(counts, axis1=-2, axis2=-1)
-    chance = (counts.sum(axis=-1) * counts.sum(axis=-2)).sum(axis=-1)
-    numerator = np.asarray(n * agreements - chance, dtype=float)
-    denominator = np.asarray(n * n - chance, dtype=float)
-    out = np.full(numerator.shape, np.nan)
-    return np.divide(numerator, denominator, out=out, where=denominator != 0)
-
-
-def cohen_kappa(y_true: Sequence[str], y_pred: Sequence[str], *, labels: Sequence[str] = LABELS) -> float:
-    """Cohen's kappa of two raters over `labels`: (observed - chance agreement) / (1 - chance agreement).
-
-    Returns NaN when the inputs are empty, or when kappa is undefined (both raters give one and
-    the same label throughout, so the agreement expected by chance is 1).
-
-    Raises:
-        MetricInputError: lengths differ, or a value is not one of `labels` (filter PARSE_FAIL first).
-
-    Observed 3/4; chance (2*1 + 1*2 + 1*1) / 4**2 = 5/16; kappa = (12 - 5) / (16 - 5) = 7/11:
-
-    >>> round(cohen_kappa(["A", "B", "TIE", "A"], ["A", "B", "TIE", "B"]), 4)
-    0.6364
-    >>> cohen_kappa(["A", "B"], ["B", "A"])
-    -1.0
-    >>> cohen_kappa([], [])
-    nan
-    """
-    labels = _check_labels(labels)
-    y_true, y_pred = _check_pair(y_true, y_pred, labels)
-    return float(_kappa_from_confusion(_confusion_matrix(y_true, y_pred, labels)))
-
-
 def kappa_interval(
     y_true: Sequence[str],
     y_pred: Sequence[str],
     *,
-    labels: Sequence[str] = LABELS,
+    labels: Sequence[str] = VERDICTS,
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -226,8 +154,8 @@ def kappa_interval(
     >>> kappa_interval(["A"], ["A"])
     (nan, nan)
     """
-    labels = _check_labels(labels)
-    y_true, y_pred = _check_pair(y_true, y_pred, labels)
+    labels = check_labels(labels)
+    y_true, y_pred = check_pair(y_true, y_pred, labels)
     if n_resamples < 1:
         raise MetricInputError(f"n_resamples must be at least 1, got {n_resamples}")
     if not 0.0 < confidence < 1.0:
@@ -244,7 +172,9 @@ def kappa_interval(
     rows = rng.integers(0, n, size=(n_resamples, n))
     flat = codes[rows] + (np.arange(n_resamples) * k * k)[:, None]
     counts = np.bincount(flat.ravel(), minlength=n_resamples * k * k).reshape(n_resamples, k, k)
-    kappas = _kappa_from_confusion(counts)
+    # Each resample scored by the one kappa formula (plain Python, a few microseconds a matrix:
+    # about 7 ms per 1000-resample interval; scikit-learn's `cohen_kappa_score` per resample took 0.9 s).
+    kappas = np.array([kappa_from_confusion(matrix) for matrix in counts.tolist()])
     kappas = kappas[~np.isnan(kappas)]
     if kappas.size == 0:
         return float("nan"), float("nan")
@@ -253,28 +183,10 @@ def kappa_interval(
     return float(low), float(high)
 
 
-def confusion(y_true: Sequence[str], y_pred: Sequence[str], *, labels: Sequence[str] = LABELS) -> list[list[int]]:
-    """Confusion counts (scikit-learn's): row = true label, column = predicted label, both in `labels` order.
-
-    Raises:
-        MetricInputError: lengths differ, or a value is not one of `labels`.
-
-    >>> confusion(["A", "B", "TIE"], ["A", "A", "TIE"])
-    [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
-    >>> confusion(["A", "B", "TIE"], ["A", "A", "TIE"], labels=("TIE", "B", "A"))
-    [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
-    >>> confusion([], [], labels=("A", "B"))
-    [[0, 0], [0, 0]]
-    """
-    labels = _check_labels(labels)
-    y_true, y_pred = _check_pair(y_true, y_pred, labels)
-    return [[int(c) for c in row] for row in _confusion_matrix(y_true, y_pred, labels)]
-
-
 # --------------------------------------------------------------------------- judge behaviour
 
 
-def position_bias(original: Sequence[str], swapped: Sequence[str], *, labels: Sequence[str] = LABELS) -> float:
+def position_bias(original: Sequence[str], swapped: Sequence[str], *, labels: Sequence[str] = VERDICTS) -> float:
     """Share of pairs whose swapped verdict is not the mirror (A<->B, TIE<->TIE) of the original.
 
     `swapped[i]` is the verdict in the order the judge saw the pair (responses exchanged). Pairs
@@ -293,10 +205,10 @@ def position_bias(original: Sequence[str], swapped: Sequence[str], *, labels: Se
     >>> position_bias(["A"], ["PARSE_FAIL"])
     nan
     """
-    labels = _check_labels(labels)
-    _check_same_length(original=original, swapped=swapped)
-    original = _check_values("original", original, (*labels, PARSE_FAIL, UNSURE))
-    swapped = _check_values("swapped", swapped, (*labels, PARSE_FAIL, UNSURE))
+    labels = check_labels(labels)
+    check_same_length(original=original, swapped=swapped)
+    original = check_values("original", original, (*labels, PARSE_FAIL, UNSURE))
+    swapped = check_values("swapped", swapped, (*labels, PARSE_FAIL, UNSURE))
     compared = flips = 0
     for first, second in zip(original, swapped, strict=True):
         if PARSE_FAIL in (first, second) or UNSURE in (first, second):
@@ -306,7 +218,7 @@ def position_bias(original: Sequence[str], swapped: Sequence[str], *, labels: Se
     return float("nan") if compared == 0 else flips / compared
 
 
-def self_consistency(runs: Sequence[Sequence[str | None]], *, labels: Sequence[str] = LABELS) -> float:
+def self_consistency(runs: Sequence[Sequence[str | None]], *, labels: Sequence[str] = VERDICTS) -> float:
     """Share of pairs on which every run gives the same verdict.
 
     `runs[r][i]` is run r's verdict on pair i; None marks a missing prediction. Pairs with a
@@ -320,12 +232,12 @@ def self_consistency(runs: Sequence[Sequence[str | None]], *, labels: Sequence[s
     >>> self_consistency([["A", "B", "TIE"], ["A", "B", "A"], ["A", "PARSE_FAIL", "A"]])
     0.5
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     if len(runs) < 2:
         raise MetricInputError(f"self-consistency needs at least 2 runs, got {len(runs)}")
-    _check_same_length(**{f"runs[{r}]": run for r, run in enumerate(runs)})
+    check_same_length(**{f"runs[{r}]": run for r, run in enumerate(runs)})
     allowed = (*labels, PARSE_FAIL, UNSURE)
-    checked = [_check_values(f"runs[{r}]", run, allowed, allow_none=True) for r, run in enumerate(runs)]
+    checked = [check_values(f"runs[{r}]", run, allowed, allow_none=True) for r, run in enumerate(runs)]
     compared = consistent = 0
     for verdicts in zip(*checked, strict=True):
         if any(v is None or v in (PARSE_FAIL, UNSURE) for v in verdicts):
@@ -335,7 +247,7 @@ def self_consistency(runs: Sequence[Sequence[str | None]], *, labels: Sequence[s
     return float("nan") if compared == 0 else consistent / compared
 
 
-def parse_failure_rate(verdicts: Sequence[str], *, labels: Sequence[str] = LABELS) -> float:
+def parse_failure_rate(verdicts: Sequence[str], *, labels: Sequence[str] = VERDICTS) -> float:
     """Share of verdicts that are PARSE_FAIL (an abstention, UNSURE, is not one). NaN when `verdicts` is empty.
 
     Raises:
@@ -344,8 +256,8 @@ def parse_failure_rate(verdicts: Sequence[str], *, labels: Sequence[str] = LABEL
     >>> parse_failure_rate(["A", "PARSE_FAIL", "TIE", "B", "UNSURE"])
     0.2
     """
-    labels = _check_labels(labels)
-    verdicts = _check_values("verdicts", verdicts, (*labels, PARSE_FAIL, UNSURE))
+    labels = check_labels(labels)
+    verdicts = check_values("verdicts", verdicts, (*labels, PARSE_FAIL, UNSURE))
     if not verdicts:
         return float("nan")
     return sum(v == PARSE_FAIL for v in verdicts) / len(verdicts)
@@ -356,7 +268,7 @@ def verbosity_bias(
     length_a: Sequence[int],
     length_b: Sequence[int],
     *,
-    labels: Sequence[str] = LABELS,
+    labels: Sequence[str] = VERDICTS,
 ) -> float:
     """Mean of (length of the chosen response - length of the other) over A and B verdicts.
 
@@ -371,9 +283,9 @@ def verbosity_bias(
     >>> verbosity_bias(["A", "B", "TIE"], [10, 4, 7], [6, 8, 1])
     4.0
     """
-    labels = _check_labels(labels)
-    _check_same_length(verdicts=verdicts, length_a=length_a, length_b=length_b)
-    verdicts = _check_values("verdicts", verdicts, (*labels, PARSE_FAIL))
+    labels = check_labels(labels)
+    check_same_length(verdicts=verdicts, length_a=length_a, length_b=length_b)
+    verdicts = check_values("verdicts", verdicts, (*labels, PARSE_FAIL))
     diffs = [
         (a - b) if v == "A" else (b - a)
         for v, a, b in zip(verdicts, length_a, length_b, strict=True)
@@ -399,7 +311,7 @@ def _prob_matrix(probs: Sequence[Mapping[str, float]], labels: tuple[str, ...]) 
 
 
 def brier_score(
-    y_true: Sequence[str], probs: Sequence[Mapping[str, float]], *, labels: Sequence[str] = LABELS
+    y_true: Sequence[str], probs: Sequence[Mapping[str, float]], *, labels: Sequence[str] = VERDICTS
 ) -> float:
     """Multi-class Brier score: mean over rows of sum_k (p_k - [y = k])^2; 0 is perfect, 2 the worst.
 
@@ -416,13 +328,13 @@ def brier_score(
     >>> brier_score(["A", "TIE"], [{"A": 1.0, "B": 0.0, "TIE": 0.0}, {"A": 0.5, "B": 0.0, "TIE": 0.5}])
     0.25
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     if len(labels) < 2:
         # One label is always certain and always right; scikit-learn would read one column as
         # the positive-class probability of a binary problem instead.
         raise MetricInputError(f"brier_score needs at least 2 labels, got {labels!r}")
-    _check_same_length(y_true=y_true, probs=probs)
-    y_true = _check_values("y_true", y_true, labels)
+    check_same_length(y_true=y_true, probs=probs)
+    y_true = check_values("y_true", y_true, labels)
     if not y_true:
         return float("nan")
     p = _prob_matrix(probs, labels)
@@ -436,7 +348,7 @@ def expected_calibration_error(
     y_true: Sequence[str],
     probs: Sequence[Mapping[str, float]],
     *,
-    labels: Sequence[str] = LABELS,
+    labels: Sequence[str] = VERDICTS,
     n_bins: int = 10,
 ) -> float:
     """Top-label expected calibration error: bins of equal width over the top probability,
@@ -454,11 +366,11 @@ def expected_calibration_error(
     >>> expected_calibration_error(["A", "B"], [{"A": 0.9, "B": 0.1}, {"A": 0.8, "B": 0.2}])
     0.45
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     if n_bins < 1:
         raise MetricInputError(f"n_bins must be at least 1, got {n_bins}")
-    _check_same_length(y_true=y_true, probs=probs)
-    y_true = _check_values("y_true", y_true, labels)
+    check_same_length(y_true=y_true, probs=probs)
+    y_true = check_values("y_true", y_true, labels)
     if not y_true:
         return float("nan")
     p = _prob_matrix(probs, labels)
@@ -755,7 +667,7 @@ class Agreement:
     agreement: float | None
     """Share of those pairs with the same verdict."""
     confusion: list[list[int]]
-    """Counts, rows: the first judge's verdict, columns: the second's, in LABELS order."""
+    """Counts, rows: the first judge's verdict, columns: the second's, in VERDICTS order."""
 
 
 def judge_agreement(
@@ -854,13 +766,13 @@ def kappa_at_coverage(
     >>> {c: round(k, 3) for c, k in kappa_at_coverage(y, p, (100, 75)).items()}  # the unsure 4th pair left out
     {100: 0.636, 75: 1.0}
     """
-    _check_same_length(y_true=y_true, probs=probs)
-    y_true = _check_values("y_true", y_true, LABELS)
+    check_same_length(y_true=y_true, probs=probs)
+    y_true = check_values("y_true", y_true, VERDICTS)
     if not y_true:
         return {c: float("nan") for c in coverages}
-    p = _prob_matrix(probs, LABELS)
+    p = _prob_matrix(probs, VERDICTS)
     order = np.argsort(-p.max(axis=1), kind="stable")
-    pred = [LABELS[i] for i in p.argmax(axis=1)]
+    pred = [VERDICTS[i] for i in p.argmax(axis=1)]
     out = {}
     for c in coverages:
         if not 0 < c <= 100:
@@ -885,9 +797,9 @@ def _calibration_metrics(holdout: Sequence[Pair], runs: _Runs) -> dict[str, floa
             if pred is None or not pred.probs or pair.human_verdict is None or scored_verdict(pred) == PARSE_FAIL:
                 continue
             y_true.append(pair.human_verdict)
-            probs.append({k: v for k, v in pred.probs.items() if k in LABELS})
+            probs.append({k: v for k, v in pred.probs.items() if k in VERDICTS})
             if pred.uncalibrated_probs:
-                raw.append({k: v for k, v in pred.uncalibrated_probs.items() if k in LABELS})
+                raw.append({k: v for k, v in pred.uncalibrated_probs.items() if k in VERDICTS})
         out[f"brier_score{key}"] = _nan_to_none(brier_score(y_true, probs)) if y_true else None
         out[f"ece{key}"] = _nan_to_none(expected_calibration_error(y_true, probs)) if y_true else None
         if raw and len(raw) == len(y_true):
@@ -959,7 +871,7 @@ def confusion_by_slice(
     *,
     checkpoint: str,
     run_type: str = "original",
-    labels: Sequence[str] = LABELS,
+    labels: Sequence[str] = VERDICTS,
 ) -> dict[str, list[list[int]]]:
     """Confusion matrix (rows: human, columns: judge, PARSE_FAIL left out) per eval slice.
 

@@ -23,7 +23,6 @@ from biasjudge.errors import DataError
 from biasjudge.eval.metrics import (
     AGREEMENT_SLICES,
     BUCKETS,
-    LABELS,
     SLICES,
     Agreement,
     TokenCounter,
@@ -37,6 +36,7 @@ from biasjudge.eval.robustness import RESULT_NAME as ROBUSTNESS_FILE
 from biasjudge.eval.robustness import RobustnessFile, read_results, robustness_rows, robustness_table
 from biasjudge.io import atomic_open, read_document
 from biasjudge.records import EvalLog, Pair
+from biasjudge.verdict import VERDICTS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -370,8 +370,8 @@ def confusion_figure(confusions: Mapping[str, Mapping[str, list[list[int]]]]) ->
             for r, row in enumerate(matrix):
                 for c, count in enumerate(row):
                     ax.text(c, r, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
-            ax.set_xticks(range(len(LABELS)), LABELS)
-            ax.set_yticks(range(len(LABELS)), LABELS)
+            ax.set_xticks(range(len(VERDICTS)), VERDICTS)
+            ax.set_yticks(range(len(VERDICTS)), VERDICTS)
             ax.set_xlabel("judge")
             ax.set_ylabel("human")
             ax.set_title(f"{name}\n{slice_name}", fontsize=9)
@@ -397,9 +397,9 @@ def confidence_rows(logs: Sequence[EvalLog], holdout: Sequence[Pair]) -> Confide
                 continue
             labels, probs, raw = out.setdefault(pred.checkpoint_name, {}).setdefault(pair.eval_slice, ([], [], []))
             labels.append(pair.human_verdict)
-            probs.append({k: pred.probs[k] for k in LABELS if k in pred.probs})
+            probs.append({k: pred.probs[k] for k in VERDICTS if k in pred.probs})
             if pred.uncalibrated_probs:
-                raw.append({k: pred.uncalibrated_probs[k] for k in LABELS if k in pred.uncalibrated_probs})
+                raw.append({k: pred.uncalibrated_probs[k] for k in VERDICTS if k in pred.uncalibrated_probs})
     return out
 
 

@@ -12,10 +12,10 @@ reads (the format is told from the first record):
   counted as unlabelled, not guessed.
 
 :func:`agreement_report` scores every two label sets on the pairs both labelled: n, raw agreement,
-Cohen's kappa over A/B/TIE (scikit-learn's `cohen_kappa_score`, the fixed label set so a group
-missing a class still scores comparably), the confusion of verdicts, and the same per pair
-category (or BBQ category, or eval slice). Two sets with no pair in common are reported with
-n = 0 and kappa None, never left out.
+Cohen's kappa over A/B/TIE (the project's one kappa, :func:`biasjudge.verdict.cohen_kappa`, over
+the fixed label set so a group missing a class still scores comparably), the confusion of
+verdicts, and the same per pair category (or BBQ category, or eval slice). Two sets with no pair
+in common are reported with n = 0 and kappa None, never left out.
 
 :func:`flip_report` compares two *versions* of one labelling (a rerun of a teacher, a new prompt,
 a human's second pass) the way the reference's `scripts/compare_dryruns.py` does: identical,
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,9 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from biasjudge.errors import ConfigError, DataError
 from biasjudge.io import ReadResult, iter_text_lines, read_records, write_json
 from biasjudge.records import LabelSource, PairCategory, Verdict
-
-KAPPA_LABELS: tuple[Verdict, ...] = ("A", "B", "TIE")
-"""The label set of every kappa here."""
+from biasjudge.verdict import VERDICTS, cohen_kappa, confusion
 
 GroupBy = Literal["pair_category", "bias_category", "eval_slice", "none"]
 """What the per-group rows of a report are split by (`none`: the overall row only)."""
@@ -215,8 +212,11 @@ def parse_named_path(text: str) -> tuple[str | None, Path]:
 
 
 def kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
-    """Cohen's kappa of two raters over A/B/TIE; None when undefined (no items, or both raters
-    give one and the same label throughout).
+    """Cohen's kappa of two raters over A/B/TIE (:func:`biasjudge.verdict.cohen_kappa`); None when
+    undefined (no items, or both raters give one and the same label throughout).
+
+    The labels' one conversion of the kappa's NaN to None (their reports are JSON, as
+    `eval.metrics`' are); `answer_key` scores with this too.
 
     >>> round(kappa(["A", "B", "TIE", "A"], ["A", "B", "TIE", "B"]) or 0, 4)
     0.6364
@@ -225,13 +225,7 @@ def kappa(a: Sequence[str], b: Sequence[str]) -> float | None:
     """
     if len(a) != len(b):
         raise ConfigError(f"kappa needs two equally long label lists, got {len(a)} and {len(b)}")
-    if not a:
-        return None
-    from sklearn.metrics import cohen_kappa_score
-
-    with warnings.catch_warnings():  # one class on both sides: 0/0, reported as None
-        warnings.simplefilter("ignore")
-        value = float(cohen_kappa_score(list(a), list(b), labels=list(KAPPA_LABELS)))
+    value = cohen_kappa(a, b)
     return None if math.isnan(value) else value
 
 
@@ -356,9 +350,7 @@ def compare_two(
     vb = [b.labels[p].verdict for p in shared]
     by_group: dict[str, tuple[list[str], list[str]]] = {}
     by_conf: dict[str, tuple[list[str], list[str]]] = {}
-    confusion: dict[str, dict[str, int]] = {x: dict.fromkeys(KAPPA_LABELS, 0) for x in KAPPA_LABELS}
     for pid, x, y in zip(shared, va, vb, strict=True):
-        confusion[x][y] += 1
         if by != "none":
             ga, gb = by_group.setdefault(_group_of(pid, by, lookup, groups), ([], []))
             ga.append(x)
@@ -376,7 +368,9 @@ def compare_two(
         n_shared=len(shared),
         overall=_cell("all", va, vb),
         groups=[_cell(g, *by_group[g]) for g in sorted(by_group)],
-        confusion=confusion,
+        confusion={
+            x: dict(zip(VERDICTS, row, strict=True)) for x, row in zip(VERDICTS, confusion(va, vb), strict=True)
+        },
         confidence_agreement={k: _cell(k, *by_conf[k]) for k in sorted(by_conf)},
     )
 
@@ -390,7 +384,7 @@ def _summary(label_set: LabelSet) -> LabelSetSummary:
         source=label_set.source,
         n=len(label_set),
         n_unlabelled=label_set.n_unlabelled,
-        verdicts={v: sum(e.verdict == v for e in entries) for v in KAPPA_LABELS},
+        verdicts={v: sum(e.verdict == v for e in entries) for v in VERDICTS},
         confidence=dict(sorted(Counter(str(e.confidence) for e in entries).items())),
     )
 
@@ -674,7 +668,6 @@ def save_report(report: BaseModel, path: str | Path) -> Path:
 
 
 __all__ = [
-    "KAPPA_LABELS",
     "AgreementCell",
     "AgreementReport",
     "Flip",

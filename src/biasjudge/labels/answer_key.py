@@ -32,17 +32,13 @@ unclear 3.
 
 from __future__ import annotations
 
-import math
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from biasjudge.config import ConfigModel
+from biasjudge.labels.agreement import kappa
 from biasjudge.records import BiasLevel, Label, Pair, Verdict
-
-KAPPA_LABELS: tuple[Verdict, ...] = ("A", "B", "TIE")
-"""Label set of every kappa here (fixed, so a bucket missing a class still scores comparably)."""
 
 LABELLER_PREFIX = "answer_key"
 """`Label.labeller` of answer-key labels is `answer_key:<unclear_vs_biased>`."""
@@ -172,17 +168,6 @@ class KappaTable:
         return {"config": self.config, "cells": [asdict(c) for c in self.cells]}
 
 
-def _kappa(human: Sequence[str], rule: Sequence[str]) -> float | None:
-    if not human:
-        return None
-    from sklearn.metrics import cohen_kappa_score
-
-    with warnings.catch_warnings():  # one class on both sides: 0/0, reported as None
-        warnings.simplefilter("ignore")
-        value = float(cohen_kappa_score(list(human), list(rule), labels=list(KAPPA_LABELS)))
-    return None if math.isnan(value) else value
-
-
 def _cell(slice_: str, bucket: str, subset: KappaSubset, pairs: list[Pair], config: AnswerKeyConfig) -> KappaCell:
     human: list[str] = []
     rule: list[str] = []
@@ -193,7 +178,7 @@ def _cell(slice_: str, bucket: str, subset: KappaSubset, pairs: list[Pair], conf
         human.append(pair.human_verdict)
         rule.append(verdict)
     agreement = sum(h == r for h, r in zip(human, rule, strict=True)) / len(human) if human else None
-    return KappaCell(slice_, bucket, subset, len(pairs), len(human), _kappa(human, rule), agreement)
+    return KappaCell(slice_, bucket, subset, len(pairs), len(human), kappa(human, rule), agreement)
 
 
 def _known(pair: Pair) -> bool:

@@ -35,10 +35,10 @@ from typing import Literal
 from biasjudge.errors import ConfigError
 from biasjudge.judge.reading.responses import ResponseReading
 from biasjudge.records import Verdict
+from biasjudge.verdict import VERDICTS
 
 Level = Literal["correct", "biased", "other", "none"]
 BiasedVsOther = Literal["tie", "biased"]
-VERDICT_ORDER: tuple[Verdict, ...] = ("A", "B", "TIE")
 
 
 def level_of(choice: int | None, correct: int, target: int) -> Level:
@@ -132,7 +132,7 @@ def decide(
     if len(correct) not in (len(target), len(target) + 1):
         raise ConfigError(f"{len(correct)} correct-option and {len(target)} target probabilities")
     same = first.choice is not None and first.choice == second.choice
-    probs: dict[str, float] = dict.fromkeys(VERDICT_ORDER, 0.0)
+    probs: dict[str, float] = dict.fromkeys(VERDICTS, 0.0)
     scenarios: dict[str, Scenario] = {}
     for c, p_c in enumerate(correct):
         for t, p_t in enumerate(target):
