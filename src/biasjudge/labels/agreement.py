@@ -26,7 +26,6 @@ exits 0 / 1 / 2 on them).
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -37,7 +36,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.errors import ConfigError, DataError
-from biasjudge.io import ReadResult, iter_text_lines, read_records, write_json
+from biasjudge.io import ReadResult, iter_text_lines, parse_json_line, read_records, write_json
 from biasjudge.records import LabelSource, PairCategory, Verdict
 from biasjudge.verdict import VERDICTS, cohen_kappa, confusion
 
@@ -116,12 +115,11 @@ def _sniff(path: Path) -> LabelFormat:
     else:
         keys = set()
         line = None
-        for number, text, _ in iter_text_lines(path):
+        for number, text, has_newline in iter_text_lines(path):
             line = number
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(str(path), number, None, f"broken JSON: {exc.msg}") from None
+            obj = parse_json_line(path, number, text, has_newline)
+            if isinstance(obj, DataError):
+                raise obj
             if not isinstance(obj, dict):
                 raise DataError(str(path), number, None, "expected a JSON object")
             keys = set(obj)
