@@ -29,7 +29,8 @@ from typing import Any
 from biasjudge.config import resolve_data_dir
 from biasjudge.eval.metrics import cohen_kappa
 from biasjudge.io import read_records
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import Judgment, Pair
 
 RESULTS = Path(__file__).resolve().parent / "results" / "constrained.json"

@@ -31,7 +31,8 @@ from typing import Any
 
 from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import Pair
 
 RESULTS = Path(__file__).resolve().parent / "results" / "default_judges.json"

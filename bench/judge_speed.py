@@ -36,7 +36,8 @@ from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
 from biasjudge.backends.llamacpp import LlamaCppBackend
 from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records
-from biasjudge.judge.judge import Judge, JudgeRequest
+from biasjudge.judge.judge import Judge
+from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.prompting import SCORE_PREFIX
 from biasjudge.records import Pair
 from biasjudge.verdict import VERDICTS

@@ -52,8 +52,9 @@ import numpy as np
 from biasjudge.backends.embedded import embedded_gguf_path
 from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records, write_json
-from biasjudge.judge import shipped
-from biasjudge.judge.judge import JudgeRequest, PairJudge, make_judge
+from biasjudge.judge import registry
+from biasjudge.judge.protocol import JudgeRequest, PairJudge
+from biasjudge.judge.registry import make_judge
 from biasjudge.judge.shipped import ADAPTER_FILE, shipped_dir, shipped_manifest
 from biasjudge.prompting import SCORE_PREFIX
 from biasjudge.records import Judgment, Pair
@@ -108,7 +109,7 @@ def llama_server(log_path: Path, threads: int) -> Iterator[tuple[str, list[str]]
 
 def served_judge(url: str, concurrency: int) -> PairJudge:
     """The shipped judge's recipe through `openai:` (the construction deploy/client.py uses too)."""
-    return shipped.served_judge(f"openai:{url}#{SERVED_NAME}", shipped_manifest(), concurrency=concurrency)
+    return registry.served_judge(f"openai:{url}#{SERVED_NAME}", shipped_manifest(), concurrency=concurrency)
 
 
 def judge_pairs(judge: PairJudge, pairs: list[Pair], clients: int) -> tuple[float, list[float], list[Judgment | None]]:

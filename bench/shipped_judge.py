@@ -37,7 +37,9 @@ from biasjudge.backends.llamacpp import LlamaCppBackend
 from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records
 from biasjudge.judge.debiased import OrderDebiasedJudge
-from biasjudge.judge.judge import Judge, JudgeRequest, make_judge
+from biasjudge.judge.judge import Judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.prompting import SCORE_PREFIX
 from biasjudge.records import Pair
 

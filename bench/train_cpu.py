@@ -31,7 +31,7 @@ from biasjudge.backends.embedded import embedded_gguf_path
 from biasjudge.config import resolve_data_dir
 from biasjudge.eval.protocol import run_eval, select_runs
 from biasjudge.io import read_records, write_json, write_records
-from biasjudge.judge.judge import make_judge
+from biasjudge.judge.registry import make_judge
 from biasjudge.labels.answer_key import label_pairs
 from biasjudge.prompts import load_prompt
 from biasjudge.records import Pair

@@ -25,8 +25,8 @@ import httpx
 
 from biasjudge.errors import BiasJudgeError
 from biasjudge.io import read_document
-from biasjudge.judge import shipped
-from biasjudge.judge.judge import JudgeRequest, PairJudge
+from biasjudge.judge import registry
+from biasjudge.judge.protocol import JudgeRequest, PairJudge
 from biasjudge.judge.shipped import read_manifest, shipped_manifest
 from biasjudge.records import Pair, pair_from_fields
 
@@ -50,7 +50,7 @@ def served_judge(url: str, model: str, manifest_path: Path | None = None, *, ret
         raise BiasJudgeError(f"{manifest_path}: no adapter manifest there")
     # One request at a time: llama.cpp's server answers them in turn and reuses the KV cache of the
     # last prompt, which the next request (the same prompt + `T`, or the other order) extends.
-    return shipped.served_judge(f"openai:{url.rstrip('/')}#{model}", manifest, max_retries=retries, concurrency=1)
+    return registry.served_judge(f"openai:{url.rstrip('/')}#{model}", manifest, max_retries=retries, concurrency=1)
 
 
 def check_server(url: str, model: str) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-import biasjudge.judge.judge  # noqa: F401  (registers the pair-judge schemes once, up front)
 from biasjudge.backends import registry
 from biasjudge.config import resolve_data_dir
 

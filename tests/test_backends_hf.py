@@ -15,7 +15,7 @@ from biasjudge.backends.base import GenerationParams, PromptRequest
 from biasjudge.backends.hf import HFBackend
 from biasjudge.backends.llamacpp import LlamaCppBackend
 from biasjudge.io import read_records
-from biasjudge.judge.judge import verdict_from_logprobs
+from biasjudge.judge.protocol import verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Pair

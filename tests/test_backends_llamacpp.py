@@ -12,7 +12,7 @@ from biasjudge.backends.base import GenerationParams, PromptRequest
 from biasjudge.backends.llamacpp import LlamaCppBackend, common_prefix_length, jinja_chat_template
 from biasjudge.errors import BackendError, ThinkingModeError
 from biasjudge.io import read_records
-from biasjudge.judge.judge import verdict_from_logprobs
+from biasjudge.judge.protocol import verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX, TURN_FORMATS, judge_messages, render_builtin
 from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Pair

@@ -19,7 +19,8 @@ from biasjudge.backends.openai import OpenAIBackend, retry_after_seconds
 from biasjudge.errors import BackendError
 from biasjudge.eval.protocol import prediction_from
 from biasjudge.io import read_records
-from biasjudge.judge.judge import Judge, verdict_from_logprobs
+from biasjudge.judge.judge import Judge
+from biasjudge.judge.protocol import verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.prompts import load_prompt
 from biasjudge.records import ChatMessage, Judgment, Pair
@@ -366,7 +367,8 @@ def test_empty_and_zero_token_choices_are_backend_errors() -> None:
 def test_the_contract_grammar_reaches_llama_cpps_server(server: str, jfs: Path) -> None:
     """Constrained generate mode through the real llama.cpp server (`grammar_field=grammar`): the
     untrained 270M, which never writes the contract freely, writes it every time."""
-    from biasjudge.judge.judge import Judge, JudgeRequest
+    from biasjudge.judge.judge import Judge
+    from biasjudge.judge.protocol import JudgeRequest
     from biasjudge.verdict import parse
 
     pairs = read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=2).records

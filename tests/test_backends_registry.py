@@ -12,15 +12,21 @@ from biasjudge.backends.registry import (
     PAIRWISE_JUDGE_SPEC,
     SCHEMES,
     make_backend,
-    parse_spec,
     register_backend,
-    scheme_kind,
 )
+from biasjudge.config import JudgeSpec
 from biasjudge.errors import BackendError, MissingDependency
+from biasjudge.judge.registry import PAIR_JUDGES, scheme_kind
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    parsed = JudgeSpec.parse(spec)
+    return parsed.scheme, parsed.target
 
 
 def test_builtin_schemes_are_registered() -> None:
-    assert {"llamacpp", "hf", "openai", "vllm", "answer-key", "always-tie", "random"} <= set(SCHEMES)
+    assert {"llamacpp", "hf", "openai", "vllm"} <= set(SCHEMES)
+    assert {"answer-key", "always-tie", "random"} <= set(PAIR_JUDGES)
     assert DEFAULT_JUDGE_SPEC == "reader:" and scheme_kind(DEFAULT_JUDGE_SPEC) == "pair_judge"
     assert PAIRWISE_JUDGE_SPEC == "llamacpp:embedded" and scheme_kind(PAIRWISE_JUDGE_SPEC) == "backend"
     assert scheme_kind("answer-key:") == "pair_judge"

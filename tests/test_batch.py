@@ -110,7 +110,8 @@ def test_the_holdout_file_is_judged_row_by_row_with_its_line(jfs: Path, tmp_path
     assert [r["pair_id"] for r in records] == [p.pair_id for p in pairs]
     assert [r["line"] for r in records] == list(range(1, 301))
     # The verdicts are the judge's own, judged apart from the job.
-    from biasjudge.judge.judge import JudgeRequest, make_judge
+    from biasjudge.judge.protocol import JudgeRequest
+    from biasjudge.judge.registry import make_judge
 
     direct = make_judge(_key(jfs)).judge_batch([JudgeRequest(pair=p) for p in pairs])
     assert [r["verdict"] for r in records] == [j.verdict for j in direct]

@@ -28,7 +28,8 @@ from biasjudge.eval.calibration import (
 from biasjudge.eval.protocol import judge_identity
 from biasjudge.io import read_records
 from biasjudge.judge.calibration import CalibratedJudge, Calibration, read_calibration
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import EvalLog, Pair, Prediction
 from biasjudge.verdict import UNSURE, VERDICTS
 

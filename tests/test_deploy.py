@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from biasjudge.io import read_records
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.judge.shipped import ADAPTER_FILE, shipped_dir
 from biasjudge.records import Judgment, Pair
 from llama_server import free_port, llama_server_process

@@ -17,7 +17,8 @@ from biasjudge.data.bbq import load_sample
 from biasjudge.data.statements import PAIR_KINDS, build_statement_pairs, predicate, statement_kind
 from biasjudge.io import meta_path, read_records
 from biasjudge.judge.freetext import TextJudge, named_difference
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import Pair, PairRequest, pair_from_fields
 from biasjudge.serve.app import create_app
 from biasjudge.serve.client import Client

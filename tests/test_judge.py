@@ -13,7 +13,8 @@ from biasjudge.errors import BackendError, ConfigError, ThinkingModeError
 from biasjudge.eval.protocol import prediction_from
 from biasjudge.io import read_records
 from biasjudge.judge import Judge, JudgeRequest, PairJudge, make_judge
-from biasjudge.judge.judge import REASONING_PREFIX, settle_truncation, verdict_from_logprobs
+from biasjudge.judge.judge import REASONING_PREFIX, settle_truncation
+from biasjudge.judge.protocol import verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX
 from biasjudge.records import AnswerChoice, Judgment, Pair, Prediction, Response
 

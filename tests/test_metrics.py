@@ -75,7 +75,7 @@ def test_verbosity_with_the_embedded_gemma_tokenizer_reproduces_the_reference(
     reference: tuple[dict, list[Pair]], gguf_model: Path
 ) -> None:
     """The embedded Gemma 3 270M's tokenizer counts the reference's responses as its Gemma 4 one did."""
-    from biasjudge.judge.judge import make_judge
+    from biasjudge.judge.registry import make_judge
 
     stored, holdout = reference
     judge = make_judge("llamacpp:embedded")

@@ -29,7 +29,9 @@ from biasjudge.eval.protocol import (
 )
 from biasjudge.eval.report import read_log
 from biasjudge.io import read_records
-from biasjudge.judge.judge import Judge, JudgeRequest, make_judge
+from biasjudge.judge.judge import Judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import EvalLog, Judgment, Pair
 
 
@@ -107,7 +109,7 @@ def test_rerun_recomputes_nothing(tmp_path: Path, holdout: list[Pair]) -> None:
     before = (tmp_path / CACHE_NAME).read_bytes()
 
     class Refuses:
-        spec, mode, system_prompt = "random:", "score", None
+        spec, mode, system_prompt, identity = "random:", "score", None, ""
 
         def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
             raise AssertionError("a cached judgment was recomputed")
@@ -153,14 +155,14 @@ SLOW_EVAL = textwrap.dedent(
     import sys, time
     from biasjudge.eval.protocol import run_eval
     from biasjudge.io import read_records
-    from biasjudge.judge.judge import make_judge
+    from biasjudge.judge.registry import make_judge
     from biasjudge.records import Pair
 
     class Slow:
         # random: with a pause per batch, so the test can kill it half way.
         def __init__(self):
             self.inner = make_judge("random:")
-            self.spec, self.mode = self.inner.spec, self.inner.mode
+            self.spec, self.mode, self.identity = self.inner.spec, self.inner.mode, self.inner.identity
         def judge_batch(self, requests):
             time.sleep(0.02)
             return self.inner.judge_batch(requests)
@@ -228,7 +230,7 @@ def test_torn_last_cache_line_is_recovered(tmp_path: Path, holdout: list[Pair]) 
 class Truncating:
     """A generate-mode judge whose every third output hit the token cap after a verdict."""
 
-    spec, mode, system_prompt = "fake:truncating", "generate", "sys"
+    spec, mode, system_prompt, identity = "fake:truncating", "generate", "sys", ""
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         return [

@@ -13,13 +13,14 @@ from hypothesis import strategies as st
 
 from biasjudge.errors import ConfigError
 from biasjudge.io import read_records
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.judge.reading.analysis import analyze, split_question
 from biasjudge.judge.reading.decide import decide, level_of, verdict_of_levels
 from biasjudge.judge.reading.entities import anonymize
 from biasjudge.judge.reading.explain import conclusion_of, explain, implied_verdict, is_unknown_option
 from biasjudge.judge.reading.judge import ReadingJudge, read_analysis_model, shipped_analysis
 from biasjudge.judge.reading.responses import ResponseReading, read_response
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import Pair, pair_from_fields
 from biasjudge.verdict import mirror, parse
 

@@ -20,7 +20,7 @@ from biasjudge.eval.report import (
     write_reports,
 )
 from biasjudge.io import read_records
-from biasjudge.judge.judge import make_judge
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import EvalLog, Pair
 
 REFERENCE_FILE = Path("eval-results") / "base_gemma4_e4b_verdicts.json"

@@ -39,7 +39,8 @@ from biasjudge.eval.robustness import (
     wilson_interval,
 )
 from biasjudge.eval.run import resolve_holdout
-from biasjudge.judge.judge import JudgeRequest, PairJudge, make_judge
+from biasjudge.judge.protocol import JudgeRequest, PairJudge
+from biasjudge.judge.registry import make_judge
 from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
 from biasjudge.records import Judgment, Pair
 from biasjudge.verdict import VERDICTS, mirror
@@ -367,7 +368,7 @@ class _Counting:
     """A PairJudge passing requests on, counting them, and dying after `die_after` calls."""
 
     def __init__(self, inner: PairJudge, die_after: int | None = None) -> None:
-        self.inner, self.spec, self.mode = inner, inner.spec, inner.mode
+        self.inner, self.spec, self.mode, self.identity = inner, inner.spec, inner.mode, inner.identity
         self.die_after, self.calls, self.requests = die_after, 0, 0
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from biasjudge.io import read_records, write_json
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.judge.router import RouterConfig, fit_router, read_router, routing_report
 from biasjudge.records import AD_HOC_UNKNOWN, Pair
 

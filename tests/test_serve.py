@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from biasjudge.judge.judge import JudgeRequest, make_judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.records import Judgment
 from biasjudge.serve.app import create_app
 from biasjudge.serve.batcher import JudgeKey
@@ -42,6 +43,7 @@ class RecordingJudge:
     """
 
     mode = "score"
+    identity = ""
 
     def __init__(
         self, key: JudgeKey, delay: float = 0.0, fail: bool = False, gate: threading.Event | None = None

@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 
 from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
-from biasjudge.backends.registry import PAIRWISE_JUDGE_SPEC, split_options
+from biasjudge.backends.registry import PAIRWISE_JUDGE_SPEC
+from biasjudge.config import JudgeSpec
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_records
 from biasjudge.judge.debiased import OrderDebiasedJudge, combine_orders
-from biasjudge.judge.judge import Judge, JudgeRequest, make_judge
+from biasjudge.judge.judge import Judge
+from biasjudge.judge.protocol import JudgeRequest
+from biasjudge.judge.registry import make_judge
 from biasjudge.judge.shipped import (
     ADAPTER_FILE,
     CARD_FILE,
@@ -122,12 +125,13 @@ def test_order_debiasing_needs_score_mode() -> None:
 
 
 def test_spec_options_ride_after_a_question_mark() -> None:
-    assert split_options("llamacpp:x.gguf?lora_path=a.gguf&n_ctx=1024&reuse_prefix=false") == (
+    spec = JudgeSpec.parse("llamacpp:x.gguf?lora_path=a.gguf&n_ctx=1024&reuse_prefix=false")
+    assert (spec.base, spec.backend_options) == (
         "llamacpp:x.gguf",
         {"lora_path": "a.gguf", "n_ctx": 1024, "reuse_prefix": False},
     )
     with pytest.raises(BackendError, match="key=value"):
-        split_options("llamacpp:x.gguf?lora_path")
+        JudgeSpec.parse("llamacpp:x.gguf?lora_path")
     with pytest.raises(BackendError, match="not understood"):
         make_judge("answer-key:?no_such_option=1")
 
@@ -407,7 +411,7 @@ def test_a_changed_model_file_is_judged_again_not_read_from_the_cache(tmp_path: 
 
 def test_a_choice_floored_in_either_order_is_reported_in_the_shown_orders_names() -> None:
     from biasjudge.backends.base import ChoiceScores
-    from biasjudge.judge.judge import JudgeRequest
+    from biasjudge.judge.protocol import JudgeRequest
 
     class FlooringWhenSwapped(PositionBiasedBackend):
         """Floors 'A' only in the swapped order (the server did not list it there)."""

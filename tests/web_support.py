@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from biasjudge.judge.judge import JudgeRequest
+from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.records import Judgment
 from biasjudge.serve.batcher import JudgeKey
 
@@ -72,6 +72,7 @@ class StandInJudge:
     generate mode gives :data:`REASONING` and no probabilities.
     """
 
+    identity = ""
     PROBS: ClassVar[dict[str, dict[str, float]]] = {
         "A": {"A": 0.62, "B": 0.28, "TIE": 0.10},
         "B": {"A": 0.15, "B": 0.75, "TIE": 0.10},

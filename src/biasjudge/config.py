@@ -1,4 +1,5 @@
-"""Configs as files: a YAML file gives values, command-line flags override them.
+"""Configs as files: a YAML file gives values, command-line flags override them; and the judge
+spec (:class:`JudgeSpec`), a judge's config written as one string.
 
 A config class is a pydantic model whose fields carry help text (attribute docstrings).
 Unknown keys and bad values raise :class:`ConfigError` naming the file and the key.
@@ -7,13 +8,14 @@ Unknown keys and bad values raise :class:`ConfigError` naming the file and the k
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from biasjudge.errors import ConfigError
+from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_text, validation_message
 
 C = TypeVar("C", bound=BaseModel)
@@ -95,3 +97,123 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
         if candidate.is_dir():
             return candidate
     return here.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- judge specs
+
+JUDGE_OPTIONS = ("parse_mode", "max_tokens", "score_with_reasoning", "batch_size", "constrained")
+"""Options of a model judge (:class:`biasjudge.judge.judge.Judge`), not of its backend."""
+BACKEND_PREFIX, JUDGE_PREFIX = "backend.", "judge."
+"""Where a name is both a backend's and the judge's option (`batch_size`), `backend.batch_size=`
+sends it to the backend; a bare name goes to the judge, as it always did."""
+
+
+def option_value(text: str) -> Any:
+    """An option's value as a spec gives it: `true`/`false` are booleans, numbers int or float.
+
+    >>> option_value("false"), option_value("2048"), option_value("0.5"), option_value("a.gguf")
+    (False, 2048, 0.5, 'a.gguf')
+    """
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge spec, parsed once at the edge: `SCHEME:TARGET?key=value&key=value`.
+
+    The options keep the order they were written in, so that `str(spec)` gives the string back
+    (the eval cache and every Judgment record it); typed views split them into the judge's options
+    and the rest, the backend's (or a pair judge's), of which :func:`biasjudge.judge.make_judge`
+    takes the wrappers' (`order`, `calibration`, `abstain_below`).
+
+    >>> spec = JudgeSpec.parse("llamacpp:model.gguf?lora_path=a.gguf&batch_size=4&backend.batch_size=2&order=both")
+    >>> spec.scheme, spec.target, spec.backend_options, spec.judge_options
+    ('llamacpp', 'model.gguf', {'lora_path': 'a.gguf', 'batch_size': 2, 'order': 'both'}, {'batch_size': 4})
+    >>> str(spec.with_options(order="single"))
+    'llamacpp:model.gguf?lora_path=a.gguf&batch_size=4&backend.batch_size=2&order=single'
+    """
+
+    scheme: str
+    """The registered scheme (`reader`, `llamacpp`, `hf`, `answer-key`, ...), lower case."""
+    target: str = ""
+    """What follows the colon: a model, a file, a URL, or nothing."""
+    options: tuple[tuple[str, str], ...] = ()
+    """The `?key=value` options as written, in order."""
+
+    @classmethod
+    def parse(cls, text: str | JudgeSpec) -> JudgeSpec:
+        """The spec of `text`; a string without `SCHEME:`, an option without `=` or a `judge.` option
+        that does not exist raises BackendError (whether the scheme exists is the registries' to say)."""
+        if isinstance(text, JudgeSpec):
+            return text
+        base, sep, query = text.partition("?")
+        scheme, colon, target = base.partition(":")
+        if not colon:
+            hint = " (for a GGUF file, write 'llamacpp:PATH.gguf')" if text.endswith(".gguf") else ""
+            raise BackendError(f"a judge spec must look like SCHEME:TARGET, got {text!r}{hint}")
+        options: list[tuple[str, str]] = []
+        for item in query.split("&") if sep else ():
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise BackendError(f"judge spec {text!r}: options after '?' must be key=value, got {item!r}")
+            options.append((key.strip(), value.strip()))
+        spec = cls(scheme.strip().lower(), target.strip(), tuple(options))
+        split_judge_options(spec.values())  # a `judge.` option that does not exist fails here
+        return spec
+
+    def __str__(self) -> str:
+        query = "&".join(f"{key}={value}" for key, value in self.options)
+        return f"{self.scheme}:{self.target}" + (f"?{query}" if query else "")
+
+    @property
+    def base(self) -> str:
+        """`SCHEME:TARGET`, without options."""
+        return f"{self.scheme}:{self.target}"
+
+    def with_options(self, **values: Any) -> JudgeSpec:
+        """This spec with each option set (replaced where written, else added at the end)."""
+        options = dict(self.options)
+        options.update({key: str(value) for key, value in values.items()})
+        return JudgeSpec(self.scheme, self.target, tuple(options.items()))
+
+    def values(self) -> dict[str, Any]:
+        """Every option, typed (see :func:`option_value`), under the name it was written with."""
+        return {key: option_value(value) for key, value in self.options}
+
+    @property
+    def backend_options(self) -> dict[str, Any]:
+        """Options for the backend's constructor (or the pair judge's, for a pair-judge scheme), and
+        the wrappers' (:data:`biasjudge.judge.registry.WRAPPER_OPTIONS`)."""
+        return split_judge_options(self.values())[0]
+
+    @property
+    def judge_options(self) -> dict[str, Any]:
+        """Options of the model judge (:data:`JUDGE_OPTIONS`)."""
+        return split_judge_options(self.values())[1]
+
+
+def split_judge_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(backend options, judge options) of a flat set of options, as :class:`JudgeSpec` routes its
+    own: `backend.`/`judge.` prefixes first, then the names of :data:`JUDGE_OPTIONS`; every other
+    name is the backend's."""
+    backend: dict[str, Any] = {}
+    judge: dict[str, Any] = {}
+    for key, value in options.items():
+        if key.startswith(BACKEND_PREFIX):
+            backend[key.removeprefix(BACKEND_PREFIX)] = value
+        elif key.startswith(JUDGE_PREFIX) or key in JUDGE_OPTIONS:
+            name = key.removeprefix(JUDGE_PREFIX)
+            if name not in JUDGE_OPTIONS:
+                raise BackendError(f"judge option {name!r} does not exist; a judge takes: {', '.join(JUDGE_OPTIONS)}")
+            judge[name] = value
+        else:
+            backend[key] = value
+    return backend, judge

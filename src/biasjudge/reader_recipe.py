@@ -173,7 +173,8 @@ def train_reader(
     """Run the whole recipe (see the module docstring) and return what it wrote."""
     from biasjudge.data.holdout import load_pairs
     from biasjudge.judge.reading.analysis import fit_analysis
-    from biasjudge.judge.reading.judge import ANALYSIS_FILE, READING_DIR_NAME
+    from biasjudge.judge.reading.judge import ANALYSIS_FILE
+    from biasjudge.judge.shipped import READING_DIR_NAME
     from biasjudge.rows import build_analysis_rows
     from biasjudge.train.common import git_commit
 
@@ -387,7 +388,7 @@ def _holdout_eval(
     model_file: Path, holdout: Sequence[Pair], out: Path, runs: str, scheme: str = "reader"
 ) -> dict[str, Any]:
     from biasjudge.eval.protocol import run_eval, select_runs
-    from biasjudge.judge.judge import make_judge
+    from biasjudge.judge.registry import make_judge
 
     judge = make_judge(f"{scheme}:{model_file}")
     started = time.perf_counter()

@@ -197,7 +197,7 @@ def _evaluate(
     adapter: Path, pairs: Sequence[Pair], out: Path, runs: str, name: str, calibration: Path | None = None
 ) -> Any:
     from biasjudge.eval.protocol import run_eval, select_runs
-    from biasjudge.judge.judge import make_judge
+    from biasjudge.judge.registry import make_judge
 
     options: dict[str, Any] = {"calibration": str(calibration)} if calibration is not None else {}
     judge = make_judge("llamacpp:embedded-base", lora_path=str(adapter), **options)

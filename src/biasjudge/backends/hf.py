@@ -39,8 +39,8 @@ from biasjudge.backends.base import (
     check_choices,
     continuation_tokens,
     files_identity,
+    import_optional,
 )
-from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
 from biasjudge.prompting import (
     DEFAULT_TURN_FORMAT,

@@ -47,15 +47,15 @@ from biasjudge.backends.base import (
     check_choices,
     continuation_tokens,
     files_identity,
+    import_optional,
 )
 from biasjudge.backends.llamacpp_build import ensure_llama_runs
-from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
 from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_format, render_prompt, turn_format
 
 EMBEDDED_TARGETS = ("", "embedded", "embedded-base")
 """Targets that name the embedded base GGUF. (`llamacpp:embedded` as a judge spec is the shipped
-trained judge: :func:`biasjudge.judge.judge.make_judge` adds its adapter and prompt.)"""
+trained judge: :func:`biasjudge.judge.registry.make_judge` adds its adapter and prompt.)"""
 REUSE_ALIGN = 4
 """Rewind points are rounded down to a multiple of this (the Q4 kernels' row-group size)."""
 

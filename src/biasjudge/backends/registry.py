@@ -16,28 +16,25 @@ A spec is `SCHEME:TARGET`:
 | `replay:PREDICTIONS.json` | the verdicts of a saved eval, judged again without a model |
 | `route:ROUTER.json` | an in-distribution and an out-of-distribution judge, chosen per pair by its bias category |
 
-The pair-judge schemes (reader, text, baselines, hybrid, replay, route) are registered by :mod:`biasjudge.judge.judge`,
-beside the judges they make: backends never import the judge package.
+Backends are registered here (:func:`register_backend`); the pair-judge schemes (reader, text,
+baselines, hybrid, replay, route) in :mod:`biasjudge.judge.registry`, beside the judges they make:
+backends never import the judge package. A spec string is parsed once into a
+:class:`~biasjudge.config.JudgeSpec`; options ride on it after `?`.
 
-Backend options may ride on the spec after `?` (see :func:`split_options`).
-
-A factory is registered with :func:`register_backend` and imports its module only when called, so
-naming a backend never costs the import of another one. Model schemes make a
-:class:`~biasjudge.backends.base.Backend`; baseline schemes make a pair judge directly
-(:func:`biasjudge.judge.judge.make_judge` takes both).
+A factory imports its module only when called, so naming a backend never costs the import of
+another one. :func:`biasjudge.judge.make_judge` takes specs of both kinds.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 from biasjudge.backends.base import Backend
-from biasjudge.errors import BackendError, MissingDependency
+from biasjudge.config import JudgeSpec
+from biasjudge.errors import BackendError
 
 DEFAULT_JUDGE_SPEC = "reader:"
 """The judge used when none is named: the question reader (biasjudge.judge.reading), which reads the
@@ -48,26 +45,21 @@ through llama.cpp, both orders combined (the default before the question reader;
 EMBEDDED_BASE_SPEC = "llamacpp:embedded-base"
 """The embedded Gemma 3 270M as it comes from PyPI: pretrained, untrained as a judge."""
 
-SchemeKind = Literal["backend", "pair_judge"]
-
 
 @dataclass(frozen=True)
 class _Scheme:
     name: str
-    kind: SchemeKind
     loader: Callable[[], Callable[..., Any]]
     """Imports the backend module and returns its constructor `(target, *, spec, **options)`."""
 
 
 _REGISTRY: dict[str, _Scheme] = {}
 SCHEMES: tuple[str, ...] = ()
-"""Registered schemes, in registration order (kept up to date by register_backend)."""
+"""Registered backend schemes, in registration order (kept up to date by register_backend)."""
 
 
-def register_backend(
-    scheme: str, *, kind: SchemeKind = "backend"
-) -> Callable[[Callable[[], Callable[..., Any]]], Callable[[], Callable[..., Any]]]:
-    """Register a lazy factory for `scheme`.
+def register_backend(scheme: str) -> Callable[[Callable[[], Callable[..., Any]]], Callable[[], Callable[..., Any]]]:
+    """Register a lazy factory for the backend scheme `scheme`.
 
     The decorated function takes no argument, imports its module and returns the constructor,
     which is called as `constructor(target, spec=spec, **options)`::
@@ -80,108 +72,61 @@ def register_backend(
 
     def decorate(loader: Callable[[], Callable[..., Any]]) -> Callable[[], Callable[..., Any]]:
         global SCHEMES
-        _REGISTRY[scheme] = _Scheme(scheme, kind, loader)
+        _REGISTRY[scheme] = _Scheme(scheme, loader)
         SCHEMES = tuple(_REGISTRY)
         return loader
 
     return decorate
 
 
-def import_optional(module: str, package: str, extra: str | None, feature: str = "") -> ModuleType:
-    """Import an optional heavy package, or raise MissingDependency with the pip command."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingDependency(package, extra, feature) from None
+def is_backend(spec: str | JudgeSpec) -> bool:
+    """Whether `spec` names a model backend (rather than a pair judge, or nothing known)."""
+    return JudgeSpec.parse(spec).scheme in _REGISTRY
 
 
-def _option_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+def unknown_scheme(spec: JudgeSpec | str, known: Sequence[str]) -> BackendError:
+    """The error for a scheme nobody registered, listing the `known` ones."""
+    scheme = JudgeSpec.parse(spec).scheme
+    listed = ", ".join(f"'{s}:'" for s in known)
+    return BackendError(f"unknown backend scheme '{scheme}:' in {str(spec)!r}; known schemes: {listed}")
 
 
-def split_options(spec: str) -> tuple[str, dict[str, Any]]:
-    """(spec without options, options) for `SCHEME:TARGET?key=value&key=value`.
-
-    Options ride on the spec so that every command naming a judge can carry them, e.g.
-    `llamacpp:embedded-base?lora_path=runs/judge/adapter.gguf` or `hf:google/gemma-3-270m?adapter=runs/sft/adapter`.
-    Values `true`/`false` become booleans, numbers become int or float.
-
-    >>> split_options("llamacpp:model.gguf?lora_path=a.gguf&n_ctx=2048")
-    ('llamacpp:model.gguf', {'lora_path': 'a.gguf', 'n_ctx': 2048})
-    """
-    base, sep, query = spec.partition("?")
-    if not sep:
-        return spec, {}
-    options: dict[str, Any] = {}
-    for item in query.split("&"):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise BackendError(f"judge spec {spec!r}: options after '?' must be key=value, got {item!r}")
-        options[key.strip()] = _option_value(value.strip())
-    return base, options
-
-
-def parse_spec(spec: str) -> tuple[str, str]:
-    """Split `SCHEME:TARGET`; an unknown or missing scheme raises BackendError listing the known ones."""
-    scheme, sep, target = split_options(spec)[0].partition(":")
-    scheme = scheme.strip().lower()
-    if not sep or scheme not in _REGISTRY:
-        known = ", ".join(f"'{s}:'" for s in SCHEMES)
-        what = f"unknown backend scheme '{scheme}:'" if sep else "a judge spec must look like SCHEME:TARGET"
-        hint = " (for a GGUF file, write 'llamacpp:PATH.gguf')" if spec.endswith(".gguf") and not sep else ""
-        raise BackendError(f"{what} in {spec!r}{hint}; known schemes: {known}")
-    return scheme, target.strip()
-
-
-def scheme_kind(spec: str) -> SchemeKind:
-    """'backend' for a model scheme, 'pair_judge' for a baseline."""
-    return _REGISTRY[parse_spec(spec)[0]].kind
-
-
-def _construct(spec: str, options: dict[str, Any]) -> Any:
-    scheme, target = parse_spec(spec)
-    options = {**split_options(spec)[1], **options}
-    constructor = _REGISTRY[scheme].loader()
+def construct(kind: str, constructor: Callable[..., Any], spec: JudgeSpec, options: dict[str, Any]) -> Any:
+    """`constructor(target, spec=str(spec), **options)`, after checking that it takes each option
+    (an unknown one raises BackendError naming the options it takes)."""
     params = inspect.signature(constructor).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         accepted = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n != "spec"]
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise BackendError(
-                f"option(s) {', '.join(unknown)} not understood by the '{scheme}:' backend; "
+                f"option(s) {', '.join(unknown)} not understood by the '{spec.scheme}:' {kind}; "
                 f"it takes: {', '.join(accepted) or 'no options'}"
             )
-    return constructor(target, spec=spec, **options)
+    return constructor(spec.target, spec=str(spec), **options)
 
 
-def make_backend(spec: str, **options: Any) -> Backend:
-    """Create the model backend named by `spec`; `options` go to its constructor.
+def make_backend(spec: str | JudgeSpec, **options: Any) -> Backend:
+    """Create the model backend named by `spec`; its backend options and `options` go to its constructor.
 
     Raises:
         BackendError: unknown scheme (the message lists the known ones), an option the backend
-            does not take, a baseline spec (those judge pairs: use make_judge), or a model that
-            cannot be loaded.
+            does not take, a pair-judge spec (answer-key:, reader:, ...: those judge whole pairs,
+            use :func:`biasjudge.judge.make_judge`), or a model that cannot be loaded.
         MissingDependency: the backend's optional package is not installed (says what to pip-install).
     """
-    if scheme_kind(spec) != "backend":
-        raise BackendError(f"{spec!r} is a baseline that judges whole pairs, not prompts; use make_judge")
-    backend: Backend = _construct(spec, options)
+    parsed = JudgeSpec.parse(spec)
+    return build_backend(parsed, {**parsed.backend_options, **options})
+
+
+def build_backend(spec: JudgeSpec, options: dict[str, Any]) -> Backend:
+    """The backend of `spec` made with exactly `options` (make_backend adds the spec's own); the
+    backend records `str(spec)`."""
+    if spec.scheme not in _REGISTRY:
+        error = unknown_scheme(spec, SCHEMES)
+        raise BackendError(f"{error}; pair judges (answer-key:, reader:, ...) are made by make_judge")
+    backend: Backend = construct("backend", _REGISTRY[spec.scheme].loader(), spec, options)
     return backend
-
-
-def make_pair_judge(spec: str, *, mode: str = "score", **options: Any) -> Any:
-    """Create the baseline named by `spec` (a PairJudge); used by judge.make_judge."""
-    if scheme_kind(spec) != "pair_judge":
-        raise BackendError(f"{spec!r} is a model backend, not a baseline")
-    return _construct(spec, {"mode": mode, **options})
 
 
 # --------------------------------------------------------------------------- built-in schemes

@@ -30,8 +30,8 @@ from biasjudge.backends.base import (
     PromptRequest,
     check_choices,
     continuation_tokens,
+    import_optional,
 )
-from biasjudge.backends.registry import import_optional
 from biasjudge.errors import BackendError
 from biasjudge.prompting import (
     DEFAULT_TURN_FORMAT,

@@ -109,7 +109,7 @@ def metrics_command(
     if tokenizer is None:
         metrics = log_metrics(log, pairs, source=predictions, stored_fallback=False)
     else:
-        from biasjudge.judge.judge import make_judge
+        from biasjudge.judge.registry import make_judge
 
         counter = make_judge(tokenizer)
         try:
@@ -229,7 +229,8 @@ def eval_command(
 
     The holdout may be free text (pairs without answer choices): the same metrics, kappa per slice,
     bucket and bias category."""
-    from biasjudge.eval.run import evaluate, judges_to_eval, resolve_holdout
+    from biasjudge.eval.protocol import judges_to_eval
+    from biasjudge.eval.run import evaluate, resolve_holdout
     from biasjudge.prompts import read_prompt_file
 
     judges = judges_to_eval(judge, name)

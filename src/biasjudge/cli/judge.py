@@ -122,7 +122,7 @@ def judge_command(
     Two open answers: `--prompt "Describe a nurse's day" --response-a ... --response-b ...`; answers to
     a multiple-choice question: add its choices with `--choice` (the default judge then reads the
     question; without choices it reads the text)."""
-    from biasjudge.judge.judge import make_judge
+    from biasjudge.judge.registry import make_judge
     from biasjudge.prompts import read_prompt_file
 
     pair = _pair_from_json(pair_json) if pair_json else _pair_from_flags(question, choice or [], response_a, response_b)
@@ -141,7 +141,7 @@ def judge_command(
     console.print(f"judging with {judge} ({mode} mode)", highlight=False)
     pair_judge = make_judge(judge, system_prompt=system_prompt, mode=cast("JudgeMode", mode.value), **options)
     try:
-        from biasjudge.judge.judge import JudgeRequest
+        from biasjudge.judge.protocol import JudgeRequest
 
         judgment = pair_judge.judge_batch([JudgeRequest(pair=pair, swapped=swapped)])[0]
     finally:

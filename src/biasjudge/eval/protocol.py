@@ -32,7 +32,7 @@ from biasjudge.prompting import user_message
 from biasjudge.records import EvalLog, Judgment, Pair, Prediction, Record
 
 if TYPE_CHECKING:
-    from biasjudge.judge.judge import PairJudge
+    from biasjudge.judge.protocol import PairJudge
 
 CACHE_NAME = "cache.jsonl"
 PREDICTIONS_NAME = "predictions.json"
@@ -143,6 +143,29 @@ class CacheEntry(Record):
         )
 
 
+@dataclass(frozen=True)
+class JudgeToEval:
+    """One column of an evaluation."""
+
+    spec: str
+    """The judge spec (see biasjudge.backends.registry)."""
+    name: str
+    """Column name; the judge's log goes to `<out>/<slug(name)>/`."""
+    system_prompt: str | None = None
+    """A system prompt for this judge only (default: the eval's)."""
+
+
+def judges_to_eval(specs: Sequence[str] | None, names: Sequence[str] | None) -> list[JudgeToEval]:
+    """The columns of `--judge SPEC` (repeated; default: the shipped judge) named by `--name`
+    (one per judge, or none: each column is named by its spec)."""
+    from biasjudge.judge import DEFAULT_JUDGE_SPEC
+
+    chosen, named = list(specs or [DEFAULT_JUDGE_SPEC]), list(names or [])
+    if named and len(named) != len(chosen):
+        raise ConfigError(f"--name given {len(named)} times for {len(chosen)} --judge; give one per judge or none")
+    return [JudgeToEval(spec, column) for spec, column in zip(chosen, named or chosen, strict=True)]
+
+
 def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:
     """Hash of what the judge reads for one pair in one order (system prompt + user message)."""
     digest = hashlib.sha256()
@@ -154,35 +177,10 @@ def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:
 
 def judge_identity(judge: PairJudge) -> str:
     """Everything besides the spec, the mode and the prompt that changes a judge's verdicts, as one
-    string for the eval cache key: the model files' fingerprint (a backend's `identity`), how its
-    prompts are rendered (`render_format`: chat template hash or built-in format), and the judge's
-    own settings (parse mode, max tokens, score with reasoning).
-
-    Wrappers (order-debiased, hybrid) are unwrapped through their `inner` judge, a router through
-    its `members`. How a wrapper judges is in its spec (`?order=single`, `hybrid:...`), which the
-    cache key holds already.
-    """
-    parts: list[str] = []
-    current: Any = judge
-    while current is not None:
-        for holder in (current, getattr(current, "backend", None)):
-            if holder is None:
-                continue
-            if getattr(holder, "identity", None):
-                parts.append(str(holder.identity))
-            if getattr(holder, "render_format", None):
-                parts.append(f"format={holder.render_format}")
-        if hasattr(current, "parse_mode"):
-            parts.append(
-                f"parse={current.parse_mode},max_tokens={current.max_tokens},"
-                f"with_reasoning={current.score_with_reasoning}"
-            )
-            if getattr(current, "mode", None) == "generate" and getattr(current, "constrained", False):
-                parts.append("constrained=contract-grammar")  # score mode never generates a verdict
-        for member in getattr(current, "members", ()):  # a router: each member's identity
-            parts.append(f"[{judge_identity(member)}]")
-        current = getattr(current, "inner", None)
-    return "|".join(parts)
+    string for the eval cache key: the judge's :attr:`~biasjudge.judge.protocol.PairJudge.identity`
+    (a wrapper's includes its inner judge's; how a wrapper judges is in its spec, which the cache
+    key holds already)."""
+    return judge.identity
 
 
 def _stale_entries(entries: Iterable[CacheEntry], checkpoint_name: str, todo: set[tuple[str, str]]) -> int:
@@ -268,7 +266,7 @@ def run_eval(
         The EvalLog written to `out_dir/predictions.json`, metrics included (verbosity bias in the
         judge's own tokens, via `judge.count_tokens`).
     """
-    from biasjudge.judge.judge import JudgeRequest
+    from biasjudge.judge.protocol import JudgeRequest
 
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")

@@ -51,8 +51,8 @@ from biasjudge.verdict import PARSE_FAIL, mirror
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from biasjudge.eval.run import JudgeToEval
-    from biasjudge.judge.judge import PairJudge
+    from biasjudge.eval.protocol import JudgeToEval
+    from biasjudge.judge.protocol import PairJudge
     from biasjudge.records import JudgeMode
 
 TwinFamily = Literal["injection", "benign", "length"]
@@ -604,7 +604,7 @@ def run_robustness(
 
     from biasjudge.eval.protocol import CacheEntry, judge_identity, prediction_from, prompt_hash
     from biasjudge.io import JsonlAppender, write_json
-    from biasjudge.judge.judge import JudgeRequest
+    from biasjudge.judge.protocol import JudgeRequest
     from biasjudge.progress import progress_bar
     from biasjudge.records import EvalLog
 
@@ -823,7 +823,7 @@ def robustness(
     """
     from biasjudge.eval.protocol import slug
     from biasjudge.io import atomic_open, folder_lock, write_json
-    from biasjudge.judge.judge import make_judge
+    from biasjudge.judge.registry import make_judge
 
     if mode not in ("score", "generate"):
         raise ConfigError(f"mode must be 'score' or 'generate', got {mode!r}")

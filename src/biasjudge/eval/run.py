@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biasjudge.errors import ConfigError, DataError
+from biasjudge.eval.protocol import JudgeToEval
 from biasjudge.io import check_input_file, folder_lock
 
 if TYPE_CHECKING:
@@ -39,29 +40,6 @@ QUICKSTART_JUDGES: tuple[tuple[str, str], ...] = (
 """(spec, column name) of the judges the quick start evaluates: the default judge (the question
 reader), the pairwise LoRA judge it replaced as the default, and the answer-key rule (the reference's
 levels, a baseline that reads the labels' own source)."""
-
-
-@dataclass(frozen=True)
-class JudgeToEval:
-    """One column of an evaluation."""
-
-    spec: str
-    """The judge spec (see biasjudge.backends.registry)."""
-    name: str
-    """Column name; the judge's log goes to `<out>/<slug(name)>/`."""
-    system_prompt: str | None = None
-    """A system prompt for this judge only (default: the eval's)."""
-
-
-def judges_to_eval(specs: Sequence[str] | None, names: Sequence[str] | None) -> list[JudgeToEval]:
-    """The columns of `--judge SPEC` (repeated; default: the shipped judge) named by `--name`
-    (one per judge, or none: each column is named by its spec)."""
-    from biasjudge.judge import DEFAULT_JUDGE_SPEC
-
-    chosen, named = list(specs or [DEFAULT_JUDGE_SPEC]), list(names or [])
-    if named and len(named) != len(chosen):
-        raise ConfigError(f"--name given {len(named)} times for {len(chosen)} --judge; give one per judge or none")
-    return [JudgeToEval(spec, column) for spec, column in zip(chosen, named or chosen, strict=True)]
 
 
 def jfs_folder(data_dir: Path | None) -> Path:
@@ -148,7 +126,7 @@ def evaluate(
     """
     from biasjudge.eval.protocol import run_eval, select_runs, slug
     from biasjudge.eval.report import write_reports
-    from biasjudge.judge.judge import make_judge
+    from biasjudge.judge.registry import make_judge
 
     if mode not in ("score", "generate"):
         raise ConfigError(f"mode must be 'score' or 'generate', got {mode!r}")

@@ -21,7 +21,7 @@ from biasjudge.records import BiasLevel, JudgeMode, Judgment, Pair, ParsedVerdic
 from biasjudge.verdict import PARSE_FAIL, VERDICTS, mirror
 
 if TYPE_CHECKING:
-    from biasjudge.judge.judge import JudgeRequest
+    from biasjudge.judge.protocol import JudgeRequest
 
 
 def _one_hot(verdict: ParsedVerdict) -> dict[str, float] | None:
@@ -32,6 +32,9 @@ def _one_hot(verdict: ParsedVerdict) -> dict[str, float] | None:
 
 class _Baseline:
     """Shared plumbing: a baseline decides a verdict for a pair in its original order."""
+
+    identity = ""
+    """A baseline's spec says all that changes its verdicts."""
 
     def __init__(self, *, spec: str, mode: JudgeMode = "score") -> None:
         self.spec = spec

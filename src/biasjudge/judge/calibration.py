@@ -11,7 +11,7 @@ calibration split (never the holdout) and compared there:
 
 Fitting lives in :mod:`biasjudge.eval.calibration` (it scores the fit with the eval's metrics). A
 :class:`Calibration` is a small JSON file (`calibration.json`, beside the shipped adapter) that
-:func:`biasjudge.judge.judge.make_judge` applies wherever the judge runs (CLI, eval, service)
+:func:`biasjudge.judge.registry.make_judge` applies wherever the judge runs (CLI, eval, service)
 through :class:`CalibratedJudge`, which also abstains: with `abstain_below=P`, a verdict whose top
 calibrated probability is under P becomes `UNSURE`, its probabilities kept.
 """
@@ -29,7 +29,8 @@ from pydantic import Field
 
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_document
-from biasjudge.records import JudgeMode, Judgment, Record
+from biasjudge.judge.protocol import JudgeRequest, JudgeWrapper, PairJudge, verdict_from_probs
+from biasjudge.records import Judgment, Record
 from biasjudge.verdict import PARSE_FAIL, UNSURE, VERDICTS
 
 CALIBRATION_FILE = "calibration.json"
@@ -107,7 +108,7 @@ def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
 # --------------------------------------------------------------------------- the judge
 
 
-class CalibratedJudge:
+class CalibratedJudge(JudgeWrapper):
     """A PairJudge whose score-mode probabilities go through a calibration map, and which abstains.
 
     With a calibration, each request is judged by `inner` at temperature 0; its probabilities are
@@ -125,7 +126,7 @@ class CalibratedJudge:
 
     def __init__(
         self,
-        inner: Any,
+        inner: PairJudge,
         calibration: Calibration | None,
         *,
         abstain_below: float | None = None,
@@ -135,22 +136,16 @@ class CalibratedJudge:
             raise ConfigError("calibration and abstention read verdict probabilities: they need --mode score")
         if abstain_below is not None and not 0.0 < abstain_below <= 1.0:
             raise ConfigError(f"abstain_below must be in (0, 1], got {abstain_below}")
-        self.inner = inner
+        super().__init__(inner, spec=spec)
         self.calibration = calibration
         self.abstain_below = abstain_below
-        self.spec: str = spec or inner.spec
-        self.mode: JudgeMode = "score"
-        self.system_prompt = getattr(inner, "system_prompt", None)
         parts = [f"calibration={calibration.digest}" if calibration else "calibration=none"]
         if abstain_below is not None:
             parts.append(f"abstain_below={abstain_below:g}")
-        self.identity = ",".join(parts)
-        """What this wrapper changes, for the eval cache key (see eval.protocol.judge_identity)."""
+        self.own_identity = ",".join(parts)
 
-    def judge_batch(self, requests: Sequence[Any]) -> list[Judgment]:
+    def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """Judge each request with the inner judge, then calibrate its probabilities and abstain below the threshold."""
-        from biasjudge.judge.judge import JudgeRequest, verdict_from_probs
-
         requests = list(requests)
         if self.calibration is None:  # abstention alone: the inner judge's verdicts, as it drew them
             return [self._abstain(r, j.model_copy(update={"judge": self.spec})) for r, j in zip(
@@ -176,7 +171,7 @@ class CalibratedJudge:
             out.append(self._abstain(request, calibrated))
         return out
 
-    def _abstain(self, request: Any, judged: Judgment) -> Judgment:
+    def _abstain(self, request: JudgeRequest, judged: Judgment) -> Judgment:
         """UNSURE for a T=0 verdict whose top probability is under the threshold."""
         if (
             self.abstain_below is None
@@ -187,11 +182,3 @@ class CalibratedJudge:
         ):
             return judged
         return judged.model_copy(update={"verdict": UNSURE})
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text`, counted by the inner judge."""
-        return int(self.inner.count_tokens(text))
-
-    def close(self) -> None:
-        """Close the inner judge."""
-        self.inner.close()

@@ -22,14 +22,12 @@ forward passes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from biasjudge.errors import ConfigError
-from biasjudge.judge.judge import Judge, JudgeRequest, request_fields, verdict_from_probs
-from biasjudge.records import JudgeMode, Judgment, Verdict
-from biasjudge.verdict import PARSE_FAIL, VERDICTS, as_verdict
-
-MIRRORED: dict[str, str] = {"A": "B", "B": "A", "TIE": "TIE"}
+from biasjudge.judge.protocol import JudgeRequest, JudgeWrapper, PairJudge, request_fields, verdict_from_probs
+from biasjudge.records import Judgment, Verdict
+from biasjudge.verdict import PARSE_FAIL, VERDICTS, as_verdict, mirror
 
 
 def combine_orders(original: dict[str, float], swapped: dict[str, float]) -> dict[str, float]:
@@ -38,10 +36,10 @@ def combine_orders(original: dict[str, float], swapped: dict[str, float]) -> dic
     >>> combine_orders({"A": 0.8, "B": 0.1, "TIE": 0.1}, {"A": 0.6, "B": 0.2, "TIE": 0.2})
     {'A': 0.5, 'B': 0.35, 'TIE': 0.15000000000000002}
     """
-    return {v: (original[v] + swapped[MIRRORED[v]]) / 2 for v in VERDICTS}
+    return {v: (original[v] + swapped[mirror(v)]) / 2 for v in VERDICTS}
 
 
-class OrderDebiasedJudge:
+class OrderDebiasedJudge(JudgeWrapper):
     """A PairJudge that judges both orders of each pair with `inner` and combines the probabilities.
 
     Args:
@@ -49,13 +47,10 @@ class OrderDebiasedJudge:
         spec: the spec string recorded in every Judgment (default: the inner judge's spec).
     """
 
-    def __init__(self, inner: Judge, *, spec: str | None = None) -> None:
+    def __init__(self, inner: PairJudge, *, spec: str | None = None) -> None:
         if inner.mode != "score":
             raise ConfigError("order debiasing combines verdict probabilities: it needs --mode score")
-        self.inner = inner
-        self.spec = spec or inner.spec
-        self.mode: JudgeMode = "score"
-        self.system_prompt = inner.system_prompt
+        super().__init__(inner, spec=spec)
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """One Judgment per request, in order; both orders of each pair are scored once per batch."""
@@ -69,7 +64,7 @@ class OrderDebiasedJudge:
             single: Verdict | None = as_verdict(shown.verdict)
             # Choices floored in either order, named as the shown order names them.
             other = original if request.swapped else swapped
-            floored = sorted({*shown.floored_choices, *(MIRRORED[c] for c in other.floored_choices)})
+            floored = sorted({*shown.floored_choices, *(mirror(cast(Verdict, c)) for c in other.floored_choices)})
             common = {
                 **request_fields(request, judge=self.spec, mode=self.mode),
                 "single_order_verdict": single,
@@ -81,18 +76,10 @@ class OrderDebiasedJudge:
                 continue
             combined = combine_orders(original.probs, swapped.probs)
             if request.swapped:
-                combined = {v: combined[MIRRORED[v]] for v in VERDICTS}
+                combined = {v: combined[mirror(v)] for v in VERDICTS}
             verdict, probs = verdict_from_probs(combined, request.temperature, request.seed)
             out.append(Judgment(verdict=verdict, probs=probs, **common))
         return out
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text`, counted by the inner judge."""
-        return self.inner.count_tokens(text)
-
-    def close(self) -> None:
-        """Close the inner judge."""
-        self.inner.close()
 
 
 def single_order_view(judge: Any, spec: str) -> Any | None:

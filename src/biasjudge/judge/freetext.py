@@ -36,7 +36,7 @@ from biasjudge.errors import ConfigError
 from biasjudge.records import JudgeMode, Judgment, Record
 
 if TYPE_CHECKING:
-    from biasjudge.judge.judge import JudgeRequest
+    from biasjudge.judge.protocol import JudgeRequest
 
 TEXT_MODEL_VERSION = 1
 TEXT_FILE = "text.json"
@@ -348,9 +348,9 @@ def explain_text(first: str, second: str, scores: tuple[float, float], verdict: 
 
 def shipped_text_model() -> Path:
     """The shipped free-text model inside the installed package."""
-    from biasjudge.judge.reading.judge import shipped_analysis
+    from biasjudge.judge.shipped import shipped_reading_dir
 
-    return shipped_analysis().parent / TEXT_FILE
+    return shipped_reading_dir() / TEXT_FILE
 
 
 M = TypeVar("M", bound=Record)
@@ -396,7 +396,7 @@ class TextJudge:
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """One Judgment per request, in order (each distinct response scored once)."""
-        from biasjudge.judge.judge import reasoned_judgment, verdict_from_probs
+        from biasjudge.judge.protocol import reasoned_judgment, verdict_from_probs
 
         shown = [
             (r.pair.response_b.text, r.pair.response_a.text)

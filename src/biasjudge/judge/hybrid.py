@@ -26,17 +26,15 @@ model alone. Every Judgment's `reasoning` names the evidence used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from biasjudge.backends.registry import PAIRWISE_JUDGE_SPEC
 from biasjudge.errors import BackendError
+from biasjudge.judge.protocol import JudgeRequest, JudgeWrapper, PairJudge, verdict_from_probs
 from biasjudge.records import JudgeMode, Judgment, Pair, Question
-from biasjudge.verdict import PARSE_FAIL, VERDICTS
-
-if TYPE_CHECKING:
-    from biasjudge.judge.judge import JudgeRequest, PairJudge
+from biasjudge.verdict import PARSE_FAIL, VERDICTS, mirror
 
 DECISIVE = 0.90
 """Prior weight of the answer key's verdict where its evidence is unambiguous."""
@@ -73,7 +71,7 @@ def evidence(pair: Pair, question: Question) -> tuple[str, dict[str, float]]:
     return described + ": the answer key cannot decide", {v: 1 / 3 for v in VERDICTS}
 
 
-class HybridJudge:
+class HybridJudge(JudgeWrapper):
     """A PairJudge: answer-key evidence times the inner model judge's probabilities (module docstring).
 
     Args:
@@ -81,7 +79,8 @@ class HybridJudge:
         spec: this judge's spec string.
         mode: must be `score` (the combination needs probabilities).
         questions: a BBQ questions file (bbq_sample.jsonl layout); default: the data folder's.
-        options: passed to the inner judge (`make_judge`).
+        build: makes the inner judge from its spec (:func:`biasjudge.judge.registry.make_judge`).
+        options: passed to the inner judge.
     """
 
     def __init__(
@@ -92,10 +91,10 @@ class HybridJudge:
         mode: JudgeMode = "score",
         questions: str | None = None,
         system_prompt: str | None = None,
+        build: Callable[..., PairJudge],
         **options: Any,
     ) -> None:
         from biasjudge.data.bbq import load_sample
-        from biasjudge.judge.judge import make_judge
 
         if mode != "score":
             raise BackendError("hybrid: combines probabilities, so it runs in score mode only")
@@ -103,15 +102,11 @@ class HybridJudge:
         if path is not None and not path.is_file():
             raise BackendError(f"hybrid: questions file {path} not found")
         self.questions: dict[str, Question] = {q.question_id: q for q in load_sample(path)} if path else {}
-        self.inner: PairJudge = make_judge(target or PAIRWISE_JUDGE_SPEC, system_prompt=system_prompt, **options)
-        self.spec = spec
-        self.mode: JudgeMode = "score"
-        self.system_prompt = getattr(self.inner, "system_prompt", None)
+        inner = build(target or PAIRWISE_JUDGE_SPEC, system_prompt=system_prompt, **options)
+        super().__init__(inner, spec=spec, mode="score")
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """Judge each request: the answer-key prior times the inner judge's probabilities, renormalised."""
-        from biasjudge.judge.judge import verdict_from_probs
-
         inner = self.inner.judge_batch(requests)
         out: list[Judgment] = []
         for request, judged in zip(requests, inner, strict=True):
@@ -122,7 +117,7 @@ class HybridJudge:
                 continue
             described, prior = evidence(request.pair, question)
             if request.swapped:
-                prior = {"A": prior["B"], "B": prior["A"], "TIE": prior["TIE"]}
+                prior = {v: prior[mirror(v)] for v in VERDICTS}
             joint: dict[str, float] = {v: prior[v] * judged.probs.get(v, 0.0) for v in VERDICTS}
             total = sum(joint.values())
             if total <= 0:
@@ -141,11 +136,3 @@ class HybridJudge:
                 )
             )
         return out
-
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text`, counted by the inner judge."""
-        return self.inner.count_tokens(text)
-
-    def close(self) -> None:
-        """Close the inner judge."""
-        self.inner.close()

@@ -27,114 +27,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
-
-import numpy as np
+from typing import Any, TypeVar
 
 from biasjudge.backends.base import Backend, Generation, GenerationParams, PromptRequest, floored_choices
-from biasjudge.backends.registry import (
-    DEFAULT_JUDGE_SPEC,
-    make_backend,
-    make_pair_judge,
-    register_backend,
-    scheme_kind,
-)
 from biasjudge.errors import BackendError, ConfigError
+from biasjudge.judge.protocol import JudgeRequest, flag, request_fields, verdict_from_logprobs
 from biasjudge.prompting import SCORE_PREFIX, judge_messages, refuse_thinking
 from biasjudge.prompts import load_prompt
-from biasjudge.records import JudgeMode, Judgment, Pair, ParsedVerdict, Verdict
-from biasjudge.verdict import CONTRACT_GRAMMAR, PARSE_FAIL, VERDICTS, ParseMode, parse, render
+from biasjudge.records import JudgeMode, Judgment, Pair, ParsedVerdict
+from biasjudge.verdict import CONTRACT_GRAMMAR, PARSE_FAIL, VERDICTS, ParseMode, parse
 
-__all__ = [
-    "DEFAULT_JUDGE_SPEC",
-    "JUDGE_OPTIONS",
-    "Judge",
-    "JudgeRequest",
-    "PairJudge",
-    "make_judge",
-    "settle_truncation",
-    "verdict_from_logprobs",
-]
+__all__ = ["Judge", "settle_truncation"]
 
 REASONING_PREFIX = "<reasoning>"
 """Forced start of the model's turn when reasoning is generated before scoring."""
 REASONING_STOPS = ("</reasoning>", "<verdict>")
 """Where reasoning generation stops in score-with-reasoning mode (the stop text is not kept)."""
-JUDGE_OPTIONS = ("parse_mode", "max_tokens", "score_with_reasoning", "batch_size", "constrained")
-"""Options of :class:`Judge` that :func:`make_judge` takes apart from the backend's options."""
-
-
-@dataclass(frozen=True)
-class JudgeRequest:
-    """One judging of one pair: which order, and how to sample."""
-
-    pair: Pair
-    swapped: bool = False
-    """Show response_b's text first (labels A/B stay in place)."""
-    temperature: float = 0.0
-    """0: greedy (generate) / argmax (score)."""
-    seed: int | None = None
-    """Seed of the draw when temperature > 0."""
-
-
-@runtime_checkable
-class PairJudge(Protocol):
-    """Anything that judges pairs: a model :class:`Judge` or a baseline."""
-
-    spec: str
-    mode: JudgeMode
-
-    def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
-        """One Judgment per request, in order."""
-        ...
-
-    def count_tokens(self, text: str) -> int:
-        """Length of `text` in the judge's tokens (for the verbosity metric)."""
-        ...
-
-    def close(self) -> None:
-        """Free the model."""
-        ...
-
-
-def verdict_from_logprobs(
-    logprobs: dict[str, float], temperature: float = 0.0, seed: int | None = None
-) -> tuple[Verdict, dict[str, float]]:
-    """(verdict, probabilities renormalised over A/B/TIE) from the choices' log-probabilities.
-
-    Temperature 0 takes the argmax (ties go to the first of A, B, TIE); T > 0 draws from
-    softmax(log p / T) with `numpy.random.default_rng(seed)`.
-
-    >>> verdict_from_logprobs({"A": -1.0, "B": -2.0, "TIE": -3.0})[0]
-    'A'
-    """
-    values = np.array([logprobs[v] for v in VERDICTS], dtype=np.float64)
-    probs = np.exp(values - values.max())
-    probs /= probs.sum()
-    if temperature <= 0:
-        index = int(np.argmax(probs))
-    else:
-        tempered = np.exp((values - values.max()) / temperature)
-        tempered /= tempered.sum()
-        index = int(np.random.default_rng(seed).choice(len(VERDICTS), p=tempered))
-    return VERDICTS[index], {v: float(p) for v, p in zip(VERDICTS, probs, strict=True)}
-
-
-def verdict_from_probs(
-    probs: dict[str, float], temperature: float = 0.0, seed: int | None = None
-) -> tuple[Verdict, dict[str, float]]:
-    """:func:`verdict_from_logprobs` for probabilities (a zero probability is never drawn).
-
-    Judges that combine probabilities (order-debiased, hybrid, replayed) decide with this.
-
-    >>> verdict, probs = verdict_from_probs({"A": 0.2, "B": 0.0, "TIE": 0.6})
-    >>> verdict, round(probs["A"], 6), probs["B"]
-    ('TIE', 0.25, 0.0)
-    """
-    return verdict_from_logprobs({v: math.log(p) if p > 0 else -math.inf for v, p in probs.items()}, temperature, seed)
-
-
 TRUNCATED = "length"
 """The finish_reason of a generation that stopped on its token cap."""
 
@@ -173,33 +81,6 @@ def settle_truncation(judgment: Judgment) -> Judgment:
     if parse(judgment.raw_output, "lenient")[0] == judgment.verdict:
         return judgment  # the verdict tag closed before the cap: the verdict stands
     return judgment.model_copy(update={"verdict": PARSE_FAIL})
-
-
-def request_fields(request: JudgeRequest, *, judge: str, mode: JudgeMode) -> dict[str, Any]:
-    """The Judgment fields that describe the request itself (pair, order, sampling, judge)."""
-    return {
-        "pair_id": request.pair.pair_id,
-        "mode": mode,
-        "swapped": request.swapped,
-        "temperature": request.temperature,
-        "seed": request.seed,
-        "judge": judge,
-    }
-
-
-def reasoned_judgment(
-    request: JudgeRequest, *, judge: str, mode: JudgeMode, verdict: Verdict, probs: dict[str, float], reasoning: str
-) -> Judgment:
-    """The Judgment of a judge that computes its verdict, probabilities and reasoning without
-    generating text (the question reader, the free-text judge): its raw output is the contract text."""
-    return Judgment(
-        **request_fields(request, judge=judge, mode=mode),
-        verdict=verdict,
-        probs=probs,
-        reasoning=reasoning,
-        raw_output=render(reasoning, verdict),
-        finish_reason="stop",
-    )
 
 
 K = TypeVar("K", bound=Hashable)
@@ -255,7 +136,7 @@ class Judge:
         self.score_with_reasoning = score_with_reasoning
         self.batch_size = batch_size
         supported = bool(getattr(backend, "supports_grammar", False))
-        wanted = _flag("constrained", constrained)
+        wanted = flag("constrained", constrained)
         if wanted and not supported:
             raise ConfigError(f"{backend.spec}: this backend cannot hold generation to a grammar (constrained=false)")
         self.constrained = supported if wanted is None else wanted
@@ -263,6 +144,19 @@ class Judge:
         refuse_thinking(self.system_prompt, "system prompt")
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def identity(self) -> str:
+        """The model files' fingerprint (the backend's `identity`), how prompts are rendered (its
+        `render_format`: chat template hash or built-in format) and this judge's settings."""
+        parts = [str(part) for part in (getattr(self.backend, "identity", None),) if part]
+        render_format = getattr(self.backend, "render_format", None)
+        if render_format:
+            parts.append(f"format={render_format}")
+        parts.append(f"parse={self.parse_mode},max_tokens={self.max_tokens},with_reasoning={self.score_with_reasoning}")
+        if self.mode == "generate" and self.constrained:
+            parts.append("constrained=contract-grammar")  # score mode never generates a verdict
+        return "|".join(parts)
 
     def judge(
         self, pair: Pair, *, swapped: bool = False, temperature: float = 0.0, seed: int | None = None
@@ -449,18 +343,6 @@ def _cut_reasoning(text: str) -> str:
     return text[len(REASONING_PREFIX) :] if text.startswith(REASONING_PREFIX) else ""
 
 
-def _flag(name: str, value: bool | str | None) -> bool | None:
-    """A yes/no option as a spec gives it (`?constrained=false`) or as Python does; None stays None."""
-    if value is None or isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
 def _sampling_key(request: JudgeRequest) -> tuple[float, int | None]:
     # The seed only matters when sampling.
     return (request.temperature, request.seed) if request.temperature > 0 else (0.0, None)
@@ -468,182 +350,3 @@ def _sampling_key(request: JudgeRequest) -> tuple[float, int | None]:
 
 def _prompt_key(prompt: PromptRequest) -> tuple[tuple[tuple[str, str], ...], str]:
     return tuple((m.role, m.content) for m in prompt.messages), prompt.assistant_prefix
-
-
-def make_judge(
-    spec: str = DEFAULT_JUDGE_SPEC,
-    *,
-    system_prompt: str | None = None,
-    mode: JudgeMode = "score",
-    **backend_options: Any,
-) -> PairJudge:
-    """A judge from a spec string: a baseline as it is, or `Judge(make_backend(spec, ...))`.
-
-    `backend_options` (and options after `?` in the spec) go to the backend's constructor, except
-    the :data:`JUDGE_OPTIONS` (`parse_mode`, `max_tokens`, `score_with_reasoning`, `batch_size`),
-    which go to :class:`Judge`, and `order` (`both` or `single`, see below). Baselines ignore them,
-    and the system prompt: they read no prompt.
-
-    Trained adapters: `llamacpp:embedded` (the default) is biasjudge's shipped judge, i.e. the
-    embedded base with the packaged adapter (`lora_path`) and the system prompt it was trained
-    with; a `lora_path` with a manifest beside it (`<adapter>.json`, written by
-    `biasjudge train judge`) brings its prompt likewise. A different `system_prompt` is refused
-    (ConfigError). Such judges combine both orders of every pair (`order=both`, an
-    :class:`~biasjudge.judge.debiased.OrderDebiasedJudge`) unless `order=single`.
-
-    Confidence (score mode): `calibration=PATH` maps the probabilities through a fitted
-    calibration (`biasjudge calibrate`); the shipped judge applies its own `calibration.json`
-    unless `calibration=none`. `abstain_below=P` turns a verdict whose top probability is under P
-    into UNSURE. Both wrap the judge in a :class:`~biasjudge.judge.calibration.CalibratedJudge`.
-    """
-    from biasjudge.backends.registry import split_options
-
-    base_spec, spec_options = split_options(spec)
-    for name in ("order", "calibration", "abstain_below"):
-        if backend_options.get(name) is not None and name not in spec_options:
-            # These change verdicts: keep them in the spec, which the eval cache keys on.
-            spec = f"{spec}{'&' if '?' in spec else '?'}{name}={backend_options[name]}"
-    options = {**spec_options, **backend_options}
-    calibration = options.pop("calibration", None)
-    abstain_below = options.pop("abstain_below", None)
-    judge = _make_uncalibrated(spec, base_spec, options, system_prompt, mode)
-    return _with_confidence(judge, spec, calibration, abstain_below)
-
-
-def _with_confidence(judge: PairJudge, spec: str, calibration: Any, abstain_below: Any) -> PairJudge:
-    """`judge` with its calibration (the shipped one's by default) and abstention, when it has any."""
-    from biasjudge.judge.calibration import CALIBRATION_FILE, CalibratedJudge, read_calibration
-
-    path: Any = calibration
-    if calibration is None and _is_shipped(spec) and judge.mode == "score":
-        from biasjudge.judge.shipped import shipped_dir
-
-        shipped = shipped_dir() / CALIBRATION_FILE
-        path = shipped if shipped.is_file() else None
-    elif str(calibration).lower() == "none":
-        path = None
-    if path is None and abstain_below is None:
-        return judge
-    try:
-        threshold = None if abstain_below is None else float(abstain_below)
-    except ValueError:
-        raise ConfigError(f"abstain_below must be a probability, got {abstain_below!r}") from None
-    return CalibratedJudge(judge, read_calibration(path) if path is not None else None, abstain_below=threshold)
-
-
-def _is_shipped(spec: str) -> bool:
-    from biasjudge.backends.registry import parse_spec
-
-    try:
-        scheme, target = parse_spec(spec)
-    except ConfigError:
-        return False
-    return scheme == "llamacpp" and target in SHIPPED_TARGETS
-
-
-def _make_uncalibrated(
-    spec: str, base_spec: str, options: dict[str, Any], system_prompt: str | None, mode: JudgeMode
-) -> PairJudge:
-    from biasjudge.backends.registry import parse_spec
-
-    judge_options = {k: options.pop(k) for k in JUDGE_OPTIONS if k in options}
-    order = options.pop("order", None)
-    if order not in (None, "both", "single"):
-        raise ConfigError(f"order must be 'both' or 'single', got {order!r}")
-    if scheme_kind(spec) == "pair_judge":
-        baseline: PairJudge = make_pair_judge(base_spec, mode=mode, **options)
-        if hasattr(baseline, "spec"):
-            baseline.spec = spec
-        return baseline
-    scheme, target = parse_spec(spec)
-    if scheme == "llamacpp" and "adapter" in options:
-        options["lora_path"] = options.pop("adapter")  # one option name for an adapter on every backend
-    manifest = None
-    if scheme == "llamacpp" and target in SHIPPED_TARGETS:
-        from biasjudge.judge.shipped import shipped_manifest
-
-        manifest = shipped_manifest()
-        options.setdefault("lora_path", str(manifest.adapter))
-    elif options.get("lora_path"):
-        from pathlib import Path
-
-        from biasjudge.judge.shipped import read_manifest
-
-        manifest = read_manifest(Path(str(options["lora_path"])))
-    if manifest is not None:
-        from biasjudge.judge.shipped import check_system_prompt
-
-        system_prompt = check_system_prompt(manifest, system_prompt)
-        order = order or manifest.order
-        # Judge in the turn format the adapter was trained with (recorded in its manifest).
-        options.setdefault("chat_format", manifest.chat_format)
-    backend = make_backend(base_spec, **options)
-    backend.spec = spec
-    judge = Judge(backend, system_prompt=system_prompt, mode=mode, **judge_options)
-    if (order or "single") == "single":
-        return judge
-    from biasjudge.judge.debiased import OrderDebiasedJudge
-
-    return OrderDebiasedJudge(judge)
-
-
-SHIPPED_TARGETS = ("", "embedded")
-"""`llamacpp:` targets that name the shipped trained judge (`embedded-base` is the bare model)."""
-
-
-# Pair-judge schemes are registered here, not in backends.registry: they judge whole pairs, and
-# backends never import the judge package.
-@register_backend("answer-key", kind="pair_judge")
-def _answer_key() -> Callable[..., Any]:
-    from biasjudge.judge.baselines import AnswerKeyJudge
-
-    return AnswerKeyJudge
-
-
-@register_backend("always-tie", kind="pair_judge")
-def _always_tie() -> Callable[..., Any]:
-    from biasjudge.judge.baselines import AlwaysTieJudge
-
-    return AlwaysTieJudge
-
-
-@register_backend("random", kind="pair_judge")
-def _random() -> Callable[..., Any]:
-    from biasjudge.judge.baselines import RandomJudge
-
-    return RandomJudge
-
-
-@register_backend("hybrid", kind="pair_judge")
-def _hybrid() -> Callable[..., Any]:
-    from biasjudge.judge.hybrid import HybridJudge
-
-    return HybridJudge
-
-
-@register_backend("route", kind="pair_judge")
-def _route() -> Callable[..., Any]:
-    from biasjudge.judge.router import RouterJudge
-
-    return RouterJudge
-
-
-@register_backend("reader", kind="pair_judge")
-def _reader() -> Callable[..., Any]:
-    from biasjudge.judge.reading.judge import ReadingJudge
-
-    return ReadingJudge
-
-
-@register_backend("text", kind="pair_judge")
-def _text() -> Callable[..., Any]:
-    from biasjudge.judge.freetext import TextJudge
-
-    return TextJudge
-
-
-@register_backend("replay", kind="pair_judge")
-def _replay() -> Callable[..., Any]:
-    from biasjudge.judge.replay import ReplayJudge
-
-    return ReplayJudge

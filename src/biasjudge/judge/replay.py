@@ -18,7 +18,7 @@ from biasjudge.records import EvalLog, JudgeMode, Judgment, Verdict
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
 
 if TYPE_CHECKING:
-    from biasjudge.judge.judge import JudgeRequest
+    from biasjudge.judge.protocol import JudgeRequest
 
 
 class ReplayJudge:
@@ -62,7 +62,7 @@ class ReplayJudge:
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """Answer each request from the log's probabilities; a pair or order it lacks is PARSE_FAIL."""
-        from biasjudge.judge.judge import request_fields, verdict_from_probs
+        from biasjudge.judge.protocol import request_fields, verdict_from_probs
 
         out: list[Judgment] = []
         for request in requests:

@@ -24,10 +24,10 @@ pickle): the TF-IDF vocabulary and idf, the regression's coefficients.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -35,10 +35,8 @@ from pydantic import Field
 from biasjudge.backends.embedded import minilm_embeddings
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_document, sha256_file
+from biasjudge.judge.protocol import JudgeRequest, PairJudge, flag
 from biasjudge.records import AD_HOC_UNKNOWN, JudgeMode, Judgment, Pair, Record
-
-if TYPE_CHECKING:
-    from biasjudge.judge.judge import JudgeRequest, PairJudge
 
 Features = Literal["minilm", "tfidf"]
 FEATURES: tuple[Features, ...] = ("minilm", "tfidf")
@@ -328,7 +326,8 @@ class RouterJudge:
         mode: the members' mode (score or generate).
         use_metadata: route by a pair's stated category where it has one (default); false: always
             by the classifier.
-        options: passed to both members (`make_judge`).
+        build: makes each member from its spec (:func:`biasjudge.judge.registry.make_judge`).
+        options: passed to both members.
     """
 
     def __init__(
@@ -339,23 +338,25 @@ class RouterJudge:
         mode: JudgeMode = "score",
         use_metadata: bool | str = True,
         system_prompt: str | None = None,
+        build: Callable[..., PairJudge],
         **options: Any,
     ) -> None:
-        from biasjudge.judge.judge import _flag, make_judge
-
         if not target:
             raise BackendError("route: needs a router file: route:ROUTER.json (write one with `biasjudge route fit`)")
         self.config = read_router(target)
-        self.use_metadata = bool(_flag("use_metadata", use_metadata))
+        self.use_metadata = bool(flag("use_metadata", use_metadata))
         self.spec = spec
         self.mode: JudgeMode = mode
-        self.in_dist: PairJudge = make_judge(self.config.in_dist, mode=mode, system_prompt=system_prompt, **options)
-        self.ood: PairJudge = make_judge(self.config.ood, mode=mode, system_prompt=system_prompt, **options)
+        self.in_dist: PairJudge = build(self.config.in_dist, mode=mode, system_prompt=system_prompt, **options)
+        self.ood: PairJudge = build(self.config.ood, mode=mode, system_prompt=system_prompt, **options)
         self.members = (self.in_dist, self.ood)
-        """Both judges (the eval cache key reads each one's identity)."""
         self.system_prompt = getattr(self.in_dist, "system_prompt", None)
-        self.identity = f"router={sha256_file(target)[:16]},use_metadata={self.use_metadata}"
-        """The router file's hash, for the eval cache key (see eval.protocol.judge_identity)."""
+        self.own_identity = f"router={sha256_file(target)[:16]},use_metadata={self.use_metadata}"
+
+    @property
+    def identity(self) -> str:
+        """The router file's hash and settings, then each member's identity in brackets."""
+        return "|".join([self.own_identity, *(f"[{member.identity}]" for member in self.members)])
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """Route every request, judge each member's share in one batch, and answer in order."""

@@ -20,12 +20,9 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from biasjudge.errors import ConfigError
-
-if TYPE_CHECKING:
-    from biasjudge.judge.judge import PairJudge
 
 SHIPPED_DIR_NAME = "embedded-judge"
 ADAPTER_FILE = "adapter.gguf"
@@ -112,6 +109,15 @@ def shipped_dir() -> Path:
     return Path(str(resources.files("biasjudge") / "assets" / SHIPPED_DIR_NAME))
 
 
+READING_DIR_NAME = "reading-judge"
+"""Folder of the default judge's model files (question analysis, free-text model) in the package."""
+
+
+def shipped_reading_dir() -> Path:
+    """Folder of the default judge's model files inside the installed package."""
+    return Path(str(resources.files("biasjudge") / "assets" / READING_DIR_NAME))
+
+
 def shipped_manifest(*, verify: bool = True) -> AdapterManifest:
     """The shipped judge's manifest; with `verify`, the adapter file's sha256 must match it."""
     adapter = shipped_dir() / ADAPTER_FILE
@@ -136,23 +142,4 @@ def check_system_prompt(manifest: AdapterManifest, system_prompt: str | None) ->
         f"(sha256 {manifest.system_prompt_sha256[:12]}, given {sha256_text(system_prompt)[:12]}); a trained judge "
         "only works with its own prompt. Drop --system-prompt-file, or use the base model "
         "('llamacpp:embedded-base') to try other prompts."
-    )
-
-
-def served_judge(spec: str, manifest: AdapterManifest, **options: Any) -> PairJudge:
-    """A score-mode judge for this adapter's weights behind a server (`openai:URL#MODEL`), judging as
-    the adapter was trained: its system prompt, turn format and order, and the calibration beside it
-    (none when there is none). `options` go to the backend (`concurrency`, `max_retries`, ...)."""
-    from biasjudge.judge.calibration import CALIBRATION_FILE
-    from biasjudge.judge.judge import make_judge
-
-    calibration = manifest.adapter.parent / CALIBRATION_FILE
-    return make_judge(
-        spec,
-        system_prompt=manifest.system_prompt,
-        mode="score",
-        order=manifest.order,
-        chat_format=manifest.chat_format,
-        calibration=str(calibration) if calibration.is_file() else "none",
-        **options,
     )

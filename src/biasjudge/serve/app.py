@@ -46,7 +46,7 @@ from biasjudge.serve.schemas import (
 )
 
 if TYPE_CHECKING:
-    from biasjudge.judge.judge import PairJudge
+    from biasjudge.judge.protocol import PairJudge
 
 log = logging.getLogger("biasjudge.serve")
 OPEN_ROUTES = ("/healthz", "/readyz", "/login")
@@ -75,8 +75,9 @@ def default_judge_factory(spec: str) -> Callable[[JudgeKey], PairJudge]:
     debiased: list[PairJudge] = []
 
     def make(key: JudgeKey) -> PairJudge:
+        from biasjudge.config import JudgeSpec
         from biasjudge.judge.debiased import single_order_view
-        from biasjudge.judge.judge import make_judge
+        from biasjudge.judge.registry import make_judge
 
         if key.mode != "score":
             return make_judge(spec, mode=key.mode, order="single")  # type: ignore[arg-type]
@@ -84,7 +85,7 @@ def default_judge_factory(spec: str) -> Callable[[JudgeKey], PairJudge]:
             debiased.append(make_judge(spec, mode="score", order="both"))
         if key.debias:
             return debiased[0]
-        single_spec = f"{spec}{'&' if '?' in spec else '?'}order=single"
+        single_spec = str(JudgeSpec.parse(spec).with_options(order="single"))
         return single_order_view(debiased[0], single_spec) or make_judge(spec, mode="score", order="single")
 
     return make

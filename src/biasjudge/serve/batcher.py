@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from biasjudge.judge.judge import PairJudge
+    from biasjudge.judge.protocol import PairJudge
     from biasjudge.records import Judgment, Pair
 
 
@@ -169,7 +169,7 @@ class MicroBatcher:
                 await self._judge(key, items)
 
     async def _judge(self, key: JudgeKey, items: list[_Item]) -> None:
-        from biasjudge.judge.judge import JudgeRequest
+        from biasjudge.judge.protocol import JudgeRequest
 
         started = time.perf_counter()
         self._on_batch(len(items))

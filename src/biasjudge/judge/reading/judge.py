@@ -27,7 +27,6 @@ model card); `reader:PATH.json` runs another one (`biasjudge train reader` write
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,12 +37,12 @@ from biasjudge.judge.reading.analysis import ANALYSIS_VERSION, AnalysisModel, Qu
 from biasjudge.judge.reading.decide import BiasedVsOther, decide
 from biasjudge.judge.reading.explain import explain
 from biasjudge.judge.reading.responses import read_response
+from biasjudge.judge.shipped import shipped_reading_dir
 from biasjudge.records import JudgeMode, Judgment
 
 if TYPE_CHECKING:
-    from biasjudge.judge.judge import JudgeRequest
+    from biasjudge.judge.protocol import JudgeRequest
 
-READING_DIR_NAME = "reading-judge"
 ANALYSIS_FILE = "analysis.json"
 READER_VERSION = 2
 """Bumped when the reading, decision or explanation rules change (it is in the eval cache key)."""
@@ -51,7 +50,7 @@ READER_VERSION = 2
 
 def shipped_analysis() -> Path:
     """The shipped question-analysis model inside the installed package."""
-    return Path(str(resources.files("biasjudge") / "assets" / READING_DIR_NAME / ANALYSIS_FILE))
+    return shipped_reading_dir() / ANALYSIS_FILE
 
 
 def read_analysis_model(path: Path) -> AnalysisModel:
@@ -111,7 +110,7 @@ class ReadingJudge:
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """One Judgment per request, in order; pairs without answer choices go to the free-text judge."""
-        from biasjudge.judge.judge import reasoned_judgment, verdict_from_probs
+        from biasjudge.judge.protocol import reasoned_judgment, verdict_from_probs
 
         free = [i for i, r in enumerate(requests) if not r.pair.answer_choices]
         by_text = (

@@ -61,7 +61,7 @@ class GgufCheck:
 def three_way(logprobs: Mapping[str, float]) -> dict[str, float] | None:
     """P(A), P(B), P(TIE) renormalised over the three from their log-probabilities; None if any is not finite.
 
-    The judge's score-mode rule (:func:`biasjudge.judge.judge.verdict_from_logprobs`, which counts a
+    The judge's score-mode rule (:func:`biasjudge.judge.protocol.verdict_from_logprobs`, which counts a
     non-finite score as a parse failure).
 
     >>> {v: round(p, 3) for v, p in three_way({"A": -1.0, "B": -1.0, "TIE": -2.0}).items()}
