@@ -145,8 +145,9 @@ def _print_agreement(log: Any, pairs: Any, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from biasjudge.eval.metrics import LABELS, judge_agreement
+    from biasjudge.eval.metrics import judge_agreement
     from biasjudge.eval.report import agreement_matrices
+    from biasjudge.verdict import VERDICTS
 
     found = judge_agreement(pairs, log.detailed)
     out = Console()
@@ -167,9 +168,9 @@ def _print_agreement(log: Any, pairs: Any, as_json: bool) -> None:
             caption=f"rows: {a.first}, columns: {a.second}; all slices, {a.agreement:.1%} of {a.n} pairs agree",
         )
         table.add_column("")
-        for label in LABELS:
+        for label in VERDICTS:
             table.add_column(label, justify="right")
-        for label, counts in zip(LABELS, a.confusion, strict=True):
+        for label, counts in zip(VERDICTS, a.confusion, strict=True):
             table.add_row(label, *map(str, counts))
         out.print(table)
 

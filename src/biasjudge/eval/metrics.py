@@ -59,10 +59,6 @@ from biasjudge.verdict import (
     mirror,
 )
 
-LABELS: tuple[str, ...] = VERDICTS
-"""Alias of :data:`biasjudge.verdict.VERDICTS`, the labels every metric works over by default; kept
-for `cli/eval.py`, which imports it from here."""
-
 SLICES: dict[str, str] = {"in_dist": "in_dist", "ood_religion": "ood_religion"}
 """Metric-key suffix -> eval_slice."""
 
