@@ -1,0 +1,470 @@
+"""`biasjudge data` commands of the labels: label (answer key or teacher), label-human, agreement,
+flips, and synthesize (hard negatives for DPO); registered on the group by :mod:`biasjudge.cli.data`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, cast
+
+import typer
+from pydantic import BaseModel
+
+from biasjudge.cli.common import (
+    BudgetOption,
+    DryRunOption,
+    LabelMethod,
+    LabelSourceChoice,
+    LedgerOption,
+    PricesOption,
+    SkipInvalidOption,
+    UnclearOption,
+    UnclearVsBiasedChoice,
+    console,
+)
+from biasjudge.cli.data_common import (
+    fmt,
+    make_table,
+    model_stage,
+    on_read,
+    pct,
+    prompt_text,
+    read_pairs,
+    report_read,
+)
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from biasjudge.backends.base import Backend
+    from biasjudge.costs import CostControl
+    from biasjudge.dataset import LabelMethod as LabelMethodName
+    from biasjudge.labels.agreement import GroupBy, LabelSet
+    from biasjudge.labels.answer_key import UnclearVsBiased
+    from biasjudge.records import LabelSource
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def label(
+    pairs_file: Annotated[Path, typer.Option("--pairs", help="Pairs to label.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Labelled pairs JSONL.")],
+    labels: Annotated[
+        LabelMethod,
+        typer.Option("--labels", help="answer-key: BBQ's answer key (instant); teacher: a model or a file."),
+    ] = LabelMethod.answer_key,
+    judge: Annotated[
+        str | None, typer.Option("--judge", "-j", help="Teacher backend spec (with --labels teacher).")
+    ] = None,
+    teacher_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher-file",
+            help="Import teacher labels from this file (dryrun_*.jsonl shape) instead of running a model.",
+        ),
+    ] = None,
+    unclear_vs_biased: UnclearOption = UnclearVsBiasedChoice.tie,
+    labeller_name: Annotated[
+        str | None, typer.Option("--labeller-name", help="Teacher name stored with labels (default: the spec).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Teacher prompts per generate call.")] = 8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Teacher's new-token cap per pair.")] = 768,
+    temperature: Annotated[float, typer.Option("--temperature", help="Teacher's sampling temperature.")] = 0.0,
+    rubric_file: Annotated[
+        Path | None,
+        typer.Option("--rubric-file", help="Teacher's system prompt, byte for byte (default: prompts/teacher.md)."),
+    ] = None,
+    skip_invalid: SkipInvalidOption = False,
+    ledger: LedgerOption = None,
+    budget_usd: BudgetOption = None,
+    dry_run: DryRunOption = False,
+    prices: PricesOption = None,
+) -> None:
+    """Label pairs with the answer key (instant) or a teacher model (resumable; raw output in <out>_teacher.jsonl).
+
+    A teacher model's calls are booked in the cost ledger; --budget-usd stops before a call that could cross it
+    (exit 3), --dry-run only estimates.
+    """
+    from contextlib import nullcontext
+
+    from biasjudge.backends.base import GenerationParams
+    from biasjudge.cli.common import cost_control
+    from biasjudge.dataset import label_file
+
+    if labels is LabelMethod.teacher and judge is None and teacher_file is None:
+        raise typer.BadParameter("--labels teacher needs --judge SPEC or --teacher-file FILE", param_hint="--judge")
+    rubric = prompt_text(rubric_file)
+    stage: AbstractContextManager[tuple[Backend | None, CostControl]]
+    if labels is LabelMethod.teacher and teacher_file is None and judge is not None:
+        stage = model_stage(out, judge, ledger, budget_usd, dry_run, prices)
+    else:  # no model is called, so no cost session
+        stage = nullcontext((None, cost_control(out, ledger, budget_usd, dry_run, prices)))
+    with stage as (teacher, control):
+        run = label_file(
+            pairs_file,
+            out,
+            method=cast("LabelMethodName", labels.value),
+            unclear_vs_biased=cast("UnclearVsBiased", unclear_vs_biased.value),
+            teacher_file=teacher_file,
+            teacher=teacher,
+            teacher_name=labeller_name or judge or "teacher",
+            params=GenerationParams(temperature=temperature, max_tokens=max_tokens),
+            batch_size=batch_size,
+            skip_invalid=skip_invalid,
+            on_read=on_read(skip_invalid),
+            cost=control if teacher is not None else None,
+            rubric=rubric,
+        )
+        if run.teacher is not None and not dry_run:
+            t = run.teacher
+            console.print(
+                f"teacher: {t.n_labelled_now} labelled now, {t.n_resumed} resumed, {t.n_dropped_now} unreadable "
+                f"(-> {t.dropped_path}), {t.n_dropped_before} dropped earlier, "
+                f"{t.n_no_confidence} without confidence",
+                highlight=False,
+            )
+        if not (dry_run and teacher is not None):
+            console.print(
+                f"{len(run.pairs)} pairs -> {out}: {run.verdicts}, confidence {run.confidence}, "
+                f"{run.unlabelled} without a {run.source} label",
+                highlight=False,
+            )
+
+
+def label_human(
+    pairs_file: Annotated[Path, typer.Option("--pairs", help="Pairs to label.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Human labels JSONL (appended to; resumable).")],
+    labeller: Annotated[str, typer.Option("--labeller", help="Your annotator id.")],
+    show_models: Annotated[bool, typer.Option("--show-models", help="Show which model wrote each response.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Offer only the first N pairs.")] = None,
+    review: Annotated[
+        bool, typer.Option("--review", help="Walk through the pairs already labelled to keep, change or delete each.")
+    ] = False,
+    random_order: Annotated[
+        bool, typer.Option("--random-order", help="Show the pairs shuffled (the same --seed gives the same order).")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --random-order.")] = 0,
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Do not copy the labels file aside before the session's first write.")
+    ] = False,
+    break_lock: Annotated[
+        bool, typer.Option("--break-lock", help="Take over a lock left on another host by a session that is over.")
+    ] = False,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Label pairs by hand in the terminal: A / B / TIE / skip / quit, then confidence 1-5 (saved as you go).
+
+    One session per labels file (a lock names the holder); a backup before the first write.
+    """
+    from biasjudge.labels.human import label_interactively
+
+    todo = read_pairs(pairs_file, skip_invalid, out.parent)
+    todo = todo[:limit] if limit is not None else todo
+    session = label_interactively(
+        todo,
+        out,
+        labeller=labeller,
+        show_models=show_models,
+        review=review,
+        random_order=random_order,
+        seed=seed,
+        backup=not no_backup,
+        break_lock=break_lock,
+    )
+    if session.n_remaining and not review:
+        console.print(f"{session.n_remaining} pairs left; run the same command again to go on.", highlight=False)
+
+
+# --------------------------------------------------------------------------- label agreement, flips
+
+
+class GroupByChoice(StrEnum):
+    """What agreement and flip reports are split by (`--by`)."""
+
+    pair_category = "pair_category"
+    bias_category = "bias_category"
+    eval_slice = "eval_slice"
+    none = "none"
+
+
+LabelFilesArgument = Annotated[
+    list[str],
+    typer.Argument(
+        help=(
+            "Label files, NAME=PATH to name one (default name: the file's stem). Flat label records "
+            "(dryrun_*.jsonl, data label's <out>_teacher.jsonl, the human tool's file) or pair files "
+            "with labels (data label's output, the holdout with human_verdict)."
+        ),
+        show_default=False,
+    ),
+]
+
+
+PairSourceOption = Annotated[
+    LabelSourceChoice | None,
+    typer.Option("--source", help="Label source read from pair files (default: each pair's latest label)."),
+]
+
+
+GroupByOption = Annotated[
+    GroupByChoice, typer.Option("--by", help="Split the per-group rows by this field of the pairs.")
+]
+
+
+GroupPairsOption = Annotated[
+    Path | None,
+    typer.Option("--pairs", help="A pairs file naming each pair's category, for label files that do not."),
+]
+
+
+ReportOutOption = Annotated[Path | None, typer.Option("--out", "-o", help="Write the full report as JSON here.")]
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the full report as JSON on stdout.")]
+
+
+def _label_sets(files: Sequence[str], source: LabelSourceChoice | None, skip_invalid: bool) -> list[LabelSet]:
+    from biasjudge.labels.agreement import parse_named_path, read_label_set
+
+    sets = []
+    for spec in files:
+        name, path = parse_named_path(spec)
+        label_set = read_label_set(
+            path, name=name, source=cast("LabelSource", source.value) if source else None, skip_invalid=skip_invalid
+        )
+        extra = f", {label_set.n_unlabelled} pairs without a label" if label_set.n_unlabelled else ""
+        console.print(
+            f"read {path}: {len(label_set)} labels as {label_set.name!r} ({label_set.format}{extra})", highlight=False
+        )
+        sets.append(label_set)
+    return sets
+
+
+def _groups(by: GroupByChoice, pairs_file: Path | None, skip_invalid: bool) -> tuple[GroupBy, dict[str, str] | None]:
+    """What the report is split by, and each pair's group from --pairs (None: from the label files)."""
+    from biasjudge.labels.agreement import groups_from_pairs
+
+    group_by = cast("GroupBy", by.value)
+    return group_by, groups_from_pairs(pairs_file, group_by, skip_invalid=skip_invalid) if pairs_file else None
+
+
+def _write_report(report: BaseModel, out: Path | None, as_json: bool) -> None:
+    """The full report: written as JSON to --out, and printed on stdout with --json."""
+    from biasjudge.labels.agreement import save_report
+
+    if out is not None:
+        console.print(f"report -> {save_report(report, out)}", highlight=False)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+
+
+def agreement(
+    files: LabelFilesArgument,
+    source: PairSourceOption = None,
+    by: GroupByOption = GroupByChoice.pair_category,
+    pairs_file: GroupPairsOption = None,
+    out: ReportOutOption = None,
+    as_json: JsonOption = False,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Cohen's kappa and raw agreement between every two label files, on the pairs both labelled, per group."""
+    from biasjudge.labels.agreement import agreement_report
+
+    sets = _label_sets(files, source, skip_invalid)
+    group_by, groups = _groups(by, pairs_file, skip_invalid)
+    report = agreement_report(sets, by=group_by, groups=groups)
+    table = make_table(
+        "Label agreement (Cohen's kappa over A/B/TIE, on shared pairs)",
+        *("a", "b", "n a", "n b", "shared", "agree", "kappa"),
+        left=2,
+    )
+    for cmp in report.pairwise:
+        agree = f"{cmp.overall.n_agree} ({pct(cmp.overall.agreement)})" if cmp.n_shared else "—"
+        table.add_row(cmp.a, cmp.b, str(cmp.n_a), str(cmp.n_b), str(cmp.n_shared), agree, fmt(cmp.overall.kappa))
+    console.print(table)
+    for cmp in report.pairwise:
+        if not cmp.groups:
+            continue
+        detail = make_table(f"{cmp.a} vs {cmp.b} by {report.by}", report.by, "n", "agree", "kappa")
+        for cell in cmp.groups:
+            detail.add_row(cell.group, str(cell.n), f"{cell.n_agree} ({pct(cell.agreement)})", fmt(cell.kappa))
+        console.print(detail)
+    _write_report(report, out, as_json)
+
+
+def flips(
+    old: Annotated[str, typer.Argument(help="The earlier label version (NAME=PATH to name it).", show_default=False)],
+    new: Annotated[str, typer.Argument(help="The later label version (NAME=PATH to name it).", show_default=False)],
+    max_flip_rate: Annotated[
+        float, typer.Option("--max-flip-rate", help="Regression when more shared pairs than this share flip verdict.")
+    ] = 0.10,
+    max_group_flip_rate: Annotated[
+        float | None,
+        typer.Option("--max-group-flip-rate", help="Regression when any one group flips more than this (default off)."),
+    ] = None,
+    min_group_size: Annotated[
+        int, typer.Option("--min-group-size", help="Groups smaller than this are not held to --max-group-flip-rate.")
+    ] = 5,
+    min_shared: Annotated[
+        int, typer.Option("--min-shared", help="Invalid (exit 2) when fewer pairs than this are in both versions.")
+    ] = 1,
+    max_lost_rate: Annotated[
+        float | None,
+        typer.Option("--max-lost-rate", help="Regression when more old labels than this share are missing from new."),
+    ] = None,
+    source: PairSourceOption = None,
+    by: GroupByOption = GroupByChoice.pair_category,
+    pairs_file: GroupPairsOption = None,
+    out: ReportOutOption = None,
+    as_json: JsonOption = False,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Which pairs changed verdict between two label versions, from what to what, per group; a gate on the rate.
+
+    Exit 0: pass; 1: regression (a threshold crossed); 2: invalid input (an unreadable file, too few shared pairs).
+    """
+    from biasjudge.labels.agreement import flip_gate, flip_report
+
+    old_set, new_set = _label_sets([old, new], source, skip_invalid)
+    if old_set.name == new_set.name:
+        new_set.name = f"{new_set.name} (new)"
+    group_by, groups = _groups(by, pairs_file, skip_invalid)
+    report = flip_report(old_set, new_set, by=group_by, groups=groups)
+    gate = flip_gate(
+        report,
+        max_flip_rate=max_flip_rate,
+        max_group_flip_rate=max_group_flip_rate,
+        min_group_size=min_group_size,
+        min_shared=min_shared,
+        max_lost_rate=max_lost_rate,
+    )
+    n = report.n_shared
+    console.print(
+        f"{report.old} -> {report.new}: {report.n_old} and {report.n_new} labels, {n} shared "
+        f"({report.n_only_old} only in old, {report.n_only_new} only in new)\n"
+        f"  identical {report.identical}/{n}, verdict flipped {report.verdict_flipped}/{n}, "
+        f"confidence shifted {report.confidence_shifted}/{n}; kappa {fmt(report.kappa)}; "
+        f"transitions {report.transitions or 'none'}",
+        highlight=False,
+    )
+    if report.by_group:
+        table = make_table(f"Flips by {report.by}", report.by, "shared", "flipped", "rate")
+        for group, g in report.by_group.items():
+            table.add_row(group, str(g.n), str(g.flipped), pct(g.flip_rate))
+        console.print(table)
+    for flip in report.flips:
+        console.print(
+            f"  {flip.pair_id}  {flip.old_verdict} -> {flip.new_verdict}  "
+            f"(confidence {flip.old_confidence} -> {flip.new_confidence}; {flip.group})",
+            highlight=False,
+        )
+    colour = {"pass": "green", "regression": "red", "invalid": "red"}[gate.decision]
+    console.print(f"gate: [{colour}]{gate.decision.upper()}[/{colour}]", highlight=False)
+    for reason in gate.reasons:
+        console.print(f"  {reason}", highlight=False, markup=False)
+    _write_report(report, out, as_json)
+    if gate.exit_code:
+        raise typer.Exit(gate.exit_code)
+
+
+# --------------------------------------------------------------------------- hard negatives
+
+
+def synthesize(
+    pairs_file: Annotated[Path, typer.Option("--pairs", help="Labelled pairs (the output of `data label`).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Hard negatives JSONL (synthesis_results.jsonl shape; appended to, resumable)."
+        ),
+    ],
+    judge: Annotated[str, typer.Option("--judge", "-j", help="Backend spec of the model that writes them.")],
+    label_source: Annotated[
+        LabelSourceChoice,
+        typer.Option("--label-source", help="The label each negative must contradict (as in `data rows`)."),
+    ] = LabelSourceChoice.answer_key,
+    min_confidence: Annotated[
+        int | None,
+        typer.Option("--min-confidence", help="Only labels at least this confident (DPO's default, 4)."),
+    ] = 4,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", min=1, help="Calls per pair before it is dropped (retries get the reason).")
+    ] = 3,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Only the first N eligible pairs (sha1 order; 4 = one per mode).")
+    ] = None,
+    model_name: Annotated[
+        str | None, typer.Option("--model-name", help="Value of the records' `model` field (default: the spec).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per generate call.")] = 8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="New-token cap per output.")] = 400,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.7,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of attempt 1 (attempt k uses seed + k - 1).")] = None,
+    constrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--constrained/--free",
+            help=(
+                "Hold generation to the output contract's grammar, or not. Default: where the backend takes a "
+                "grammar (llama.cpp; openai: with '?grammar_field=...')."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    system_prompt_file: Annotated[
+        Path | None, typer.Option("--system-prompt-file", help="Replaces prompts/synth.md, byte for byte.")
+    ] = None,
+    retry_dropped: Annotated[
+        bool, typer.Option("--retry-dropped", help="Try again the pairs in <out>.dropped.jsonl.")
+    ] = False,
+    skip_invalid: SkipInvalidOption = False,
+    ledger: LedgerOption = None,
+    budget_usd: BudgetOption = None,
+    dry_run: DryRunOption = False,
+    prices: PricesOption = None,
+) -> None:
+    """Hard negatives for DPO: plausible but WRONG judge reasoning per labelled pair, in four failure modes.
+
+    An output is kept when the verdict parser reads it and its verdict differs from the label; else it is asked
+    for again (--max-attempts) and then dropped, with the reasons, to <out>.dropped.jsonl. Feed --out to
+    `data rows --hard-negatives`. Every call is booked in the cost ledger.
+    """
+    from biasjudge.backends.base import GenerationParams
+    from biasjudge.labels.synthesis import synthesize_file
+
+    system_prompt = prompt_text(system_prompt_file)
+    with model_stage(out, judge, ledger, budget_usd, dry_run, prices) as (backend, control):
+        run = synthesize_file(
+            pairs_file,
+            out,
+            backend,
+            model_name=model_name or judge,
+            skip_invalid=skip_invalid,
+            on_read=lambda result: report_read(result, out.parent, skip_invalid),
+            label_source=cast("LabelSource", label_source.value),
+            params=GenerationParams(temperature=temperature, max_tokens=max_tokens, seed=seed),
+            min_confidence=min_confidence,
+            max_attempts=max_attempts,
+            batch_size=batch_size,
+            limit=limit,
+            constrained=constrained,
+            system_prompt=system_prompt,
+            retry_dropped=retry_dropped,
+            cost=control,
+        )
+        skipped = (
+            f"left out: {run.skipped_no_label} without a {label_source.value} label, "
+            f"{run.skipped_low_confidence} below confidence {min_confidence}, {run.skipped_tie} TIE"
+        )
+        if dry_run:
+            console.print(f"{run.eligible} eligible pairs, {run.resumed} done already; {skipped}", highlight=False)
+        else:
+            console.print(
+                f"hard negatives: {run.written_now} written now {run.modes}, {run.resumed} resumed, "
+                f"{run.dropped_now} dropped (-> {run.dropped_path}), {run.dropped_before} dropped earlier; "
+                f"{run.calls} calls; rejected attempts {run.rejections}; {skipped} -> {out}",
+                highlight=False,
+            )

@@ -1,0 +1,430 @@
+"""`biasjudge data` commands, one per dataset stage: bbq, expand, candidates, classify, pairs,
+split, check, rows, stats (registered on the group by :mod:`biasjudge.cli.data`, in pipeline order).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
+import typer
+from pydantic import BaseModel, ConfigDict
+from rich.table import Table
+
+from biasjudge.cli.common import (
+    BudgetOption,
+    DataDirOption,
+    DryRunOption,
+    JudgeSpecOption,
+    LabelSourceChoice,
+    LeakageLevelChoice,
+    LeakageLevelOption,
+    LedgerOption,
+    PricesOption,
+    SkipInvalidOption,
+    SystemPromptOption,
+    console,
+)
+from biasjudge.cli.data_common import counts_table, make_table, model_stage, on_read, read, read_pairs
+
+if TYPE_CHECKING:
+    from biasjudge.records import LabelSource
+
+
+# --------------------------------------------------------------------------- bbq, candidates, classify, pairs
+
+
+def bbq(
+    data_dir: DataDirOption = None,
+    categories: Annotated[
+        list[str] | None, typer.Option("--category", help="BBQ category file to look for (repeatable; default all 11).")
+    ] = None,
+    sample: Annotated[
+        Path | None,
+        typer.Option(
+            "--sample", help="A bbq_sample.jsonl to compare target_label with (default: judge-from-scratch's)."
+        ),
+    ] = None,
+    write_sample: Annotated[
+        Path | None, typer.Option("--write-sample", help="Write a stratified sample of the raw questions here.")
+    ] = None,
+    n_per_cell: Annotated[
+        int, typer.Option("--n-per-cell", help="Questions per category x context x polarity cell.")
+    ] = 34,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Raw BBQ: categories found and missing, target_label agreement with a sample, optionally a stratified sample."""
+    from biasjudge.config import resolve_data_dir
+    from biasjudge.data.bbq import load_raw_bbq, target_agreement
+    from biasjudge.data.sources import bbq_dir, jfs_dir
+    from biasjudge.records import Question
+
+    root = resolve_data_dir(data_dir)
+    raw, found, missing = load_raw_bbq(bbq_dir(root), categories or None)
+    console.print(f"raw BBQ in {bbq_dir(root)}: {len(raw)} questions from {len(found)} categories", highlight=False)
+    console.print(f"  found: {', '.join(found) or 'none'}", highlight=False)
+    console.print(f"  missing: {', '.join(missing) or 'none'}", highlight=False)
+    sample_path = sample if sample is not None else jfs_dir(root) / "bbq_sample.jsonl"
+    out_dir = write_sample.parent if write_sample is not None else None
+    if sample_path.exists():
+        questions = read(sample_path, Question, skip_invalid, out_dir, unique_key="question_id")
+        common, agree = target_agreement(raw, questions)
+        share = f"{agree / common:.1%}" if common else "n/a"
+        console.print(
+            f"target_label agreement with {sample_path}: {agree}/{common} common items ({share})", highlight=False
+        )
+    elif sample is not None:
+        raise typer.BadParameter(f"{sample} not found", param_hint="--sample")
+    if write_sample is not None:
+        from biasjudge.dataset import write_bbq_sample
+
+        picked = write_bbq_sample(raw, write_sample, n_per_cell=n_per_cell, seed=seed, categories=found)
+        console.print(f"wrote {len(picked)} questions to {write_sample}", highlight=False)
+
+
+def expand(
+    sample: Annotated[
+        Path, typer.Option("--sample", help="The locked sample (bbq_sample.jsonl shape) to add rows to.")
+    ],
+    n_additional: Annotated[int, typer.Option("--n", help="Rows to add.")],
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of this expansion (default: one past the largest the sidecar names)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    bbq_folder: Annotated[
+        Path | None, typer.Option("--bbq-dir", help="Folder of raw BBQ category files (default: <data-dir>/bbq).")
+    ] = None,
+    categories: Annotated[
+        list[str] | None,
+        typer.Option("--category", help="Category to expand (repeatable; default: the sample's categories)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the expanded sample here instead of over --sample (sidecar too)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be added; write nothing.")] = False,
+) -> None:
+    """Add N stratified rows of raw BBQ to a locked sample; existing lines stay byte for byte, the sidecar records it.
+
+    `data candidates` on the expanded sample then answers only the new questions (it resumes by question_id).
+    """
+    from biasjudge.config import resolve_data_dir
+    from biasjudge.data.bbq import expand_sample_file
+    from biasjudge.data.sources import bbq_dir
+
+    folder = bbq_folder if bbq_folder is not None else bbq_dir(resolve_data_dir(data_dir))
+    run = expand_sample_file(
+        sample, folder, n_additional, seed=seed, categories=categories or None, out=out, dry_run=dry_run
+    )
+    if run.recovered:
+        console.print(f"[yellow]{run.recovered}[/yellow]", highlight=False)
+    table = make_table(f"expand {sample} (seed {run.seed})", "stratum", "added")
+    for cell, n in run.per_cell.items():
+        table.add_row(cell, str(n))
+    console.print(table)
+    for warning in run.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    verb = "would add" if dry_run else "added"
+    where = "" if dry_run else f" -> {run.out_path} (sidecar {run.meta_path})"
+    console.print(
+        f"{run.n_existing} existing rows kept, {verb} {run.n_added} of {run.n_requested} asked, "
+        f"{run.n_total} in all{where}",
+        highlight=False,
+    )
+
+
+def candidates(
+    questions: Annotated[Path, typer.Option("--questions", help="Questions (bbq_sample.jsonl shape).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Candidates JSONL (appended to; resumable).")],
+    judge: JudgeSpecOption,
+    model_name: Annotated[
+        str | None, typer.Option("--model-name", help="Value of the `model` field (default: the spec).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 256,
+    temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Answer only the first N questions.")] = None,
+    skip_invalid: SkipInvalidOption = False,
+    ledger: LedgerOption = None,
+    budget_usd: BudgetOption = None,
+    dry_run: DryRunOption = False,
+    prices: PricesOption = None,
+) -> None:
+    """Generate candidate answers with any backend (resumable: answers already in --out are kept).
+
+    Every call is booked in the cost ledger; --budget-usd stops before a call that could cross it (exit 3).
+    """
+    from biasjudge.backends.base import GenerationParams
+    from biasjudge.dataset import candidates_from_file
+
+    with model_stage(out, judge, ledger, budget_usd, dry_run, prices) as (backend, control):
+        run = candidates_from_file(
+            questions,
+            out,
+            backend,
+            model_name=model_name or judge,
+            params=GenerationParams(temperature=temperature, max_tokens=max_tokens, seed=seed),
+            batch_size=batch_size,
+            limit=limit,
+            skip_invalid=skip_invalid,
+            on_read=on_read(skip_invalid),
+            cost=control,
+        )
+        verb = "already" if dry_run else "now"
+        console.print(
+            f"{len(run.candidates)} candidates of {run.n_questions} questions {verb} in {out} "
+            f"(finish: {run.finish_reasons})",
+            highlight=False,
+        )
+
+
+def classify(
+    questions: Annotated[Path, typer.Option("--questions", help="Questions the candidates answer.")],
+    candidates_file: Annotated[Path, typer.Option("--candidates", help="Candidates JSONL.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Classified candidates JSONL.")],
+    require_stop: Annotated[
+        bool, typer.Option("--require-stop", help="Count truncated answers as parse_failed.")
+    ] = False,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Classify candidate answers: chosen letter, answer class, hedging, suspected bias level."""
+    from biasjudge.dataset import classify_file
+
+    run = classify_file(
+        questions,
+        candidates_file,
+        out,
+        require_stop=require_stop,
+        skip_invalid=skip_invalid,
+        on_read=on_read(skip_invalid),
+    )
+    console.print(
+        f"{len(run.classified)} classified -> {out}\n  classes: {run.classes}\n  levels: {run.levels}", highlight=False
+    )
+
+
+def pairs(
+    questions: Annotated[Path, typer.Option("--questions", help="Questions the candidates answer.")],
+    candidates_file: Annotated[Path, typer.Option("--candidates", help="Candidates JSONL (classified or not).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pairs JSONL.")],
+    config_file: Annotated[Path | None, typer.Option("--config", help="YAML with PairsConfig values.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Build pairs in the five buckets from classified candidates."""
+    from biasjudge.config import load_config
+    from biasjudge.data.pairs import PairsConfig
+    from biasjudge.dataset import pairs_from_files
+
+    config = load_config(PairsConfig, config_file, {"seed": seed})
+    run = pairs_from_files(
+        questions,
+        candidates_file,
+        out,
+        config,
+        skip_invalid=skip_invalid,
+        on_read=on_read(skip_invalid),
+    )
+    buckets = run.buckets
+    table = make_table(f"pairs -> {out}", "bucket", "pairs", "target")
+    for bucket, n in buckets.items():
+        table.add_row(bucket, str(n), str(config.targets.get(bucket, 0)))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- split, check
+
+
+def split(
+    pairs_file: Annotated[Path, typer.Option("--pairs", help="All pairs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    config_file: Annotated[Path | None, typer.Option("--config", help="YAML with HoldoutConfig values.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    ood_category: Annotated[
+        str | None, typer.Option("--ood-category", help="Category held out entirely (default religion).")
+    ] = None,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Split pairs by question into holdout / train_pool / unused (OOD and leftovers), then check for leakage."""
+    from biasjudge.config import load_config
+    from biasjudge.data.holdout import HoldoutConfig
+    from biasjudge.dataset import split_file
+
+    config = load_config(HoldoutConfig, config_file, {"seed": seed, "ood_category": ood_category})
+    result = split_file(pairs_file, out, config, skip_invalid=skip_invalid, on_read=on_read(skip_invalid)).split
+    table = make_table(f"split -> {out}", "bucket", "in_dist", "ood")
+    counts = result.counts()
+    # Pairs of a new bias axis may hold no pair of the OOD category: its column is then all 0.
+    ood_counts = next((v for k, v in counts.items() if k != "in_dist"), {})
+    for bucket in counts["in_dist"]:
+        table.add_row(bucket, str(counts["in_dist"][bucket]), str(ood_counts.get(bucket, 0)))
+    console.print(table)
+    console.print(
+        f"holdout {len(result.holdout)}, train_pool {len(result.train_pool)}, unused_ood {len(result.unused_ood)}, "
+        f"unused_in_dist {len(result.unused_in_dist)}; shortfalls: {result.shortfalls or 'none'}; no leakage.",
+        highlight=False,
+    )
+
+
+class _Ids(BaseModel):
+    """The two fields a leakage check needs, from any pair or row file."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    pair_id: str
+    question_id: str | None = None
+
+
+def check(
+    holdout: Annotated[Path, typer.Option("--holdout", help="The evaluation holdout (pairs).")],
+    train: Annotated[
+        list[Path], typer.Option("--train", help="Training file(s): pairs, SFT or DPO rows (repeatable).")
+    ],
+    level: LeakageLevelOption = LeakageLevelChoice.question,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Leakage check: exit 1, naming the ids, when a training file shares a question (or pair) with the holdout."""
+    from biasjudge.data.holdout import check_leakage
+
+    held = read(holdout, _Ids, skip_invalid, None, unique_key="pair_id")
+    failed = False
+    for path in train:
+        items = read(path, _Ids, skip_invalid, None)
+        no_question = sum(item.question_id is None for item in items)
+        report = check_leakage(held, items)  # type: ignore[arg-type]
+        bad = report.leaks(level)  # type: ignore[arg-type]
+        note = f" ({no_question} items without question_id: checked by pair_id only)" if no_question else ""
+        if bad:
+            failed = True
+            console.print(
+                f"[red]LEAK[/red] {path} shares {len(bad)} {level}_id(s) with {holdout} "
+                f"({report.n_train_items_leaking} items affected){note}:",
+                highlight=False,
+            )
+            for item_id in bad:
+                console.print(f"  {item_id}", highlight=False)
+        else:
+            console.print(
+                f"[green]ok[/green] {path}: {report.n_train} items, no shared {level}_id{note}", highlight=False
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- rows, stats
+
+
+def rows(
+    pairs_file: Annotated[Path, typer.Option("--pairs", help="Labelled pairs.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for sft.jsonl and dpo.jsonl.")],
+    label_source: Annotated[
+        LabelSourceChoice, typer.Option("--label-source", help="Which label of each pair the rows are built from.")
+    ] = LabelSourceChoice.answer_key,
+    system_prompt_file: SystemPromptOption = None,
+    min_confidence: Annotated[
+        int | None, typer.Option("--min-confidence", help="SFT: leave out labels below this confidence.")
+    ] = None,
+    dpo_min_confidence: Annotated[int, typer.Option("--dpo-min-confidence")] = 4,
+    hard_negatives: Annotated[
+        Path | None, typer.Option("--hard-negatives", help="synthesis_results.jsonl-shaped rejecteds.")
+    ] = None,
+    validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.05,
+    holdout: Annotated[
+        Path | None, typer.Option("--holdout", help="Fail if the rows share a question with this holdout.")
+    ] = None,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """SFT rows (swap-doubled) and DPO rows (confident non-TIE labels) from labelled pairs."""
+    from biasjudge.dataset import rows_from_file
+
+    written = rows_from_file(
+        pairs_file,
+        out,
+        label_source=cast("LabelSource", label_source.value),
+        system_prompt_file=system_prompt_file,
+        min_confidence=min_confidence,
+        dpo_min_confidence=dpo_min_confidence,
+        hard_negatives_file=hard_negatives,
+        validation_fraction=validation_fraction,
+        holdout_file=holdout,
+        skip_invalid=skip_invalid,
+        on_read=on_read(skip_invalid),
+    )
+    sft, dpo = written.sft, written.dpo
+    console.print(
+        counts_table(
+            f"rows -> {out}",
+            [
+                (
+                    "sft.jsonl",
+                    len(sft.rows),
+                    f"{sft.n_used} pairs x 2; skipped {sft.skipped_no_label} unlabelled, "
+                    f"{sft.skipped_low_confidence} low confidence",
+                ),
+                (
+                    "dpo.jsonl",
+                    len(dpo.rows),
+                    f"{dpo.n_used} pairs x 2; {dpo.skipped_tie} TIE skipped; {dpo.rejected_sources}",
+                ),
+            ],
+        )
+    )
+
+
+def _sniff(path: Path) -> type[BaseModel]:
+    """Pair, SFTRow or DPORow, by the keys of the first non-blank line."""
+    from biasjudge.io import iter_text_lines
+    from biasjudge.records import DPORow, Pair, SFTRow
+
+    for _, text, _ in iter_text_lines(path):
+        try:
+            keys = set(json.loads(text))
+        except (json.JSONDecodeError, TypeError):
+            break
+        if "completion" in keys:
+            return SFTRow
+        if "chosen" in keys:
+            return DPORow
+        return Pair
+    return Pair
+
+
+def _stats_tables(stats: dict[str, Any], title: str) -> list[Table]:
+    tables = []
+    for key, value in stats.items():
+        if not isinstance(value, dict):
+            continue
+        table = make_table(f"{title}: {key}", key, "rows")
+        for name, n in value.items():
+            table.add_row(str(name), str(n))
+        tables.append(table)
+    return tables
+
+
+def stats(
+    file: Annotated[Path, typer.Argument(help="A pairs, SFT or DPO file.")],
+    pairs_file: Annotated[
+        Path | None, typer.Option("--pairs", help="Pairs the rows came from (for BBQ category and DPO buckets).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON on stdout.")] = False,
+    skip_invalid: SkipInvalidOption = False,
+) -> None:
+    """Counts per bucket, verdict, BBQ category (and swap, split, sources for rows)."""
+    from biasjudge.rows import row_stats
+
+    model = _sniff(file)
+    records: list[Any] = read(file, model, skip_invalid, None)
+    lookup = read_pairs(pairs_file, skip_invalid, None) if pairs_file is not None else None
+    counts = row_stats(records, lookup)
+    if as_json:
+        typer.echo(json.dumps(counts, indent=2))
+        return
+    console.print(
+        f"{file}: {counts['rows']} {model.__name__} records, {counts['pairs']} distinct pairs", highlight=False
+    )
+    for table in _stats_tables(counts, file.name):
+        console.print(table)
