@@ -37,8 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from biasjudge.backends.registry import import_optional, parse_spec, split_options
-from biasjudge.batch.judge_file import JudgeSettings, Row, Sink
+from biasjudge.backends.base import import_optional
+from biasjudge.batch.output import Sink
+from biasjudge.batch.rows import Row
+from biasjudge.batch.settings import JudgeSettings
+from biasjudge.config import JudgeSpec
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import write_json_lines
 from biasjudge.records import Judgment, Pair
@@ -101,7 +104,7 @@ class JudgeActor:
         """Staged rows (`text`: {"line", "pair"} as JSON) -> their lines and Judgments (as JSON)."""
         import numpy as np
 
-        from biasjudge.judge.judge import JudgeRequest
+        from biasjudge.judge.protocol import JudgeRequest
 
         rows = [json.loads(text) for text in batch["text"]]
         requests = [JudgeRequest(pair=Pair.model_validate_json(row["pair"])) for row in rows]
@@ -132,11 +135,9 @@ def _quiet_console() -> Iterator[None]:
 
 
 def _is_llamacpp(spec: str) -> bool:
-    """A llama.cpp judge whose spec does not set its threads itself (the pair-judge schemes are
-    registered by biasjudge.judge.judge, imported here first so that every spec parses)."""
-    import biasjudge.judge.judge  # noqa: F401
-
-    return parse_spec(spec)[0] == "llamacpp" and "n_threads" not in split_options(spec)[1]
+    """A llama.cpp judge whose spec does not set its threads itself."""
+    parsed = JudgeSpec.parse(spec)
+    return parsed.scheme == "llamacpp" and "n_threads" not in parsed.backend_options
 
 
 def _failure(exc: BaseException) -> str:
