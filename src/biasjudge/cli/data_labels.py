@@ -40,10 +40,10 @@ if TYPE_CHECKING:
 
     from biasjudge.backends.base import Backend
     from biasjudge.costs import CostControl
-    from biasjudge.dataset import LabelMethod as LabelMethodName
     from biasjudge.labels.agreement import GroupBy, LabelSet
     from biasjudge.labels.answer_key import UnclearVsBiased
     from biasjudge.records import LabelSource
+    from biasjudge.stages import LabelMethod as LabelMethodName
 
 
 # --------------------------------------------------------------------------- labels
@@ -92,7 +92,7 @@ def label(
 
     from biasjudge.backends.base import GenerationParams
     from biasjudge.cli.common import cost_control
-    from biasjudge.dataset import label_file
+    from biasjudge.stages import label_file
 
     if labels is LabelMethod.teacher and judge is None and teacher_file is None:
         raise typer.BadParameter("--labels teacher needs --judge SPEC or --teacher-file FILE", param_hint="--judge")

@@ -78,7 +78,7 @@ def bbq(
     elif sample is not None:
         raise typer.BadParameter(f"{sample} not found", param_hint="--sample")
     if write_sample is not None:
-        from biasjudge.dataset import write_bbq_sample
+        from biasjudge.stages import write_bbq_sample
 
         picked = write_bbq_sample(raw, write_sample, n_per_cell=n_per_cell, seed=seed, categories=found)
         console.print(f"wrote {len(picked)} questions to {write_sample}", highlight=False)
@@ -159,7 +159,7 @@ def candidates(
     Every call is booked in the cost ledger; --budget-usd stops before a call that could cross it (exit 3).
     """
     from biasjudge.backends.base import GenerationParams
-    from biasjudge.dataset import candidates_from_file
+    from biasjudge.stages import candidates_from_file
 
     with model_stage(out, judge, ledger, budget_usd, dry_run, prices) as (backend, control):
         run = candidates_from_file(
@@ -192,7 +192,7 @@ def classify(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Classify candidate answers: chosen letter, answer class, hedging, suspected bias level."""
-    from biasjudge.dataset import classify_file
+    from biasjudge.stages import classify_file
 
     run = classify_file(
         questions,
@@ -218,7 +218,7 @@ def pairs(
     """Build pairs in the five buckets from classified candidates."""
     from biasjudge.config import load_config
     from biasjudge.data.pairs import PairsConfig
-    from biasjudge.dataset import pairs_from_files
+    from biasjudge.stages import pairs_from_files
 
     config = load_config(PairsConfig, config_file, {"seed": seed})
     run = pairs_from_files(
@@ -252,7 +252,7 @@ def split(
     """Split pairs by question into holdout / train_pool / unused (OOD and leftovers), then check for leakage."""
     from biasjudge.config import load_config
     from biasjudge.data.holdout import HoldoutConfig
-    from biasjudge.dataset import split_file
+    from biasjudge.stages import split_file
 
     config = load_config(HoldoutConfig, config_file, {"seed": seed, "ood_category": ood_category})
     result = split_file(pairs_file, out, config, skip_invalid=skip_invalid, on_read=on_read(skip_invalid)).split

@@ -1,0 +1,362 @@
+"""The `biasjudge data` stages one at a time, file in and file out, as the commands run them:
+`label_file` (`data label`), `write_bbq_sample` (`data bbq --write-sample`), `candidates_from_file`,
+`classify_file`, `pairs_from_files` and `split_file`. Each counts what it read (rejects to a side
+file with skip_invalid) and writes its output with a `.meta.json` sidecar, through the helpers of
+:mod:`biasjudge.dataset` (which holds the whole build and the rows). Nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from biasjudge.dataset import ReadReport, counting_reader, write_output
+from biasjudge.errors import ConfigError
+from biasjudge.io import read_records, side_path, write_meta
+from biasjudge.records import CandidateResponse, Pair, Question
+
+if TYPE_CHECKING:
+    from biasjudge.backends.base import Backend, GenerationParams
+    from biasjudge.costs import CostControl
+    from biasjudge.data.holdout import HoldoutConfig, Split
+    from biasjudge.data.pairs import PairsConfig
+    from biasjudge.labels.answer_key import UnclearVsBiased
+    from biasjudge.labels.teacher import TeacherRun
+    from biasjudge.records import LabelSource
+
+
+# --------------------------------------------------------------------------- labels
+
+LabelMethod = Literal["answer-key", "teacher"]
+
+
+@dataclass
+class LabelRun:
+    """What `label_file` wrote: the labelled pairs and the counts `biasjudge data label` prints."""
+
+    pairs: list[Pair]
+    """Every input pair, with its new label where it got one."""
+    source: LabelSource
+    """`answer_key` or `teacher`."""
+    verdicts: dict[str, int]
+    """Verdicts of the new labels, sorted."""
+    confidence: dict[str, int]
+    """Confidences of the new labels, sorted."""
+    unlabelled: int
+    """Pairs left without a label of `source`."""
+    teacher: TeacherRun | None = None
+    """The teacher run (resumed, dropped, raw file) when a teacher model labelled."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read, in order."""
+
+
+def label_file(
+    pairs_file: Path,
+    out: Path,
+    *,
+    method: LabelMethod = "answer-key",
+    unclear_vs_biased: UnclearVsBiased = "tie",
+    teacher_file: Path | None = None,
+    teacher: Backend | None = None,
+    teacher_name: str = "teacher",
+    params: GenerationParams | None = None,
+    batch_size: int = 8,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+    cost: CostControl | None = None,
+    rubric: str | None = None,
+) -> LabelRun:
+    """`biasjudge data label`: label a pairs file into `out` (with its .meta.json sidecar).
+
+    `method="answer-key"` labels from BBQ's answer key (instant). `method="teacher"` imports the
+    labels of `teacher_file` (dryrun_*.jsonl shape) or runs the `teacher` backend (resumable: its
+    raw output goes to `<out>_teacher.jsonl`, unreadable outputs to `<out>_teacher.dropped.jsonl`;
+    `cost` books its calls and may stop it at a budget, see :mod:`biasjudge.costs`; a dry run
+    writes nothing; `rubric` replaces prompts/teacher.md).
+    """
+    from biasjudge.data.holdout import load_pairs
+    from biasjudge.labels import attach_labels
+
+    reads: list[ReadReport] = []
+    read = counting_reader(reads, out.parent, on_read)
+
+    pairs_in: list[Pair] = read(load_pairs(pairs_file, skip_invalid=skip_invalid))
+    inputs = [pairs_file]
+    config: dict[str, Any] = {"labels": method}
+    teacher_run = None
+    source: LabelSource
+    if method == "answer-key":
+        from biasjudge.labels.answer_key import AnswerKeyConfig, label_pairs
+
+        answer_key = AnswerKeyConfig(unclear_vs_biased=unclear_vs_biased)
+        labelled = label_pairs(pairs_in, answer_key)
+        config.update(answer_key.model_dump())
+        source = "answer_key"
+    elif method != "teacher":
+        raise ConfigError(f"label method must be 'answer-key' or 'teacher', got {method!r}")
+    elif teacher_file is not None:
+        from biasjudge.labels.teacher import read_teacher_records
+
+        records = read(read_teacher_records(teacher_file, skip_invalid=skip_invalid))
+        labelled = attach_labels(pairs_in, {r.pair_id: r.to_label() for r in records})
+        inputs.append(teacher_file)
+        config["teacher_file"] = str(teacher_file)
+        source = "teacher"
+    elif teacher is not None:
+        from biasjudge.backends.base import GenerationParams
+        from biasjudge.labels.teacher import teacher_label
+
+        params = params or GenerationParams(temperature=0.0, max_tokens=768)
+        teacher_run = teacher_label(
+            pairs_in,
+            teacher,
+            side_path(out, "_teacher.jsonl"),
+            params=params,
+            labeller_name=teacher_name,
+            batch_size=batch_size,
+            rubric=rubric,
+            cost=cost,
+        )
+        if cost is not None and cost.dry_run:  # estimated, nothing to write
+            return LabelRun(teacher_run.pairs, "teacher", {}, {}, 0, teacher_run, reads)
+        labelled = teacher_run.pairs
+        config.update({"judge": teacher_name, "max_tokens": params.max_tokens, "temperature": params.temperature})
+        source = "teacher"
+    else:
+        raise ConfigError("teacher labels need a teacher backend (--judge SPEC) or a teacher file (--teacher-file)")
+    new_labels = [label for label in (p.label_from(source) for p in labelled) if label is not None]
+    verdicts: dict[str, int] = dict(sorted(Counter(label.verdict for label in new_labels).items()))
+    confidence: dict[str, int] = dict(sorted(Counter(str(label.confidence) for label in new_labels).items()))
+    unlabelled = len(labelled) - len(new_labels)
+    write_output(
+        out,
+        labelled,
+        stage=f"data/label/{source}",
+        inputs=inputs,
+        config=config,
+        counts={"verdicts": verdicts, "confidence": confidence, "unlabelled": unlabelled},
+    )
+    return LabelRun(labelled, source, verdicts, confidence, unlabelled, teacher_run, reads)
+
+
+# --------------------------------------------------------------------------- single stages
+
+
+def write_bbq_sample(
+    questions: Sequence[Question], out: Path, *, n_per_cell: int, seed: int, categories: Sequence[str]
+) -> list[Question]:
+    """`biasjudge data bbq --write-sample`: a stratified sample of raw BBQ questions into `out`."""
+    from biasjudge.data.bbq import stratified_sample
+
+    picked = stratified_sample(list(questions), n_per_cell, seed)
+    write_output(
+        out,
+        picked,
+        stage="data/bbq/sample",
+        config={"n_per_cell": n_per_cell, "seed": seed, "categories": list(categories)},
+        counts={"by_category": dict(sorted(Counter(q.category for q in picked).items()))},
+    )
+    return picked
+
+
+@dataclass
+class CandidatesRun:
+    """What `candidates_from_file` wrote."""
+
+    candidates: list[CandidateResponse]
+    """Every candidate in the output file (earlier runs' included)."""
+    n_questions: int
+    """Questions answered."""
+    finish_reasons: dict[str, int]
+    """Candidates per finish reason."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def candidates_from_file(
+    questions_file: Path,
+    out: Path,
+    backend: Backend,
+    *,
+    model_name: str,
+    params: GenerationParams,
+    batch_size: int = 8,
+    limit: int | None = None,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+    cost: CostControl | None = None,
+) -> CandidatesRun:
+    """`biasjudge data candidates`: answer each question with `backend` into `out` (appended to;
+    resumable: answers already there are kept), with its .meta.json sidecar. `cost` books the calls
+    and may stop the run at a budget (:mod:`biasjudge.costs`); a dry run writes nothing."""
+    from biasjudge.data.candidates import generate_candidates
+
+    reads: list[ReadReport] = []
+    read = counting_reader(reads, out.parent, on_read)
+    questions: list[Question] = read(
+        read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id")
+    )
+    questions = questions[:limit] if limit is not None else questions
+    done = generate_candidates(
+        questions, backend, out, model_name=model_name, params=params, batch_size=batch_size, cost=cost
+    )
+    finish = dict(Counter(c.finish_reason or "unknown" for c in done))
+    if cost is not None and cost.dry_run:
+        return CandidatesRun(list(done), len(questions), finish, reads)
+    write_meta(
+        out,
+        stage="data/candidates",
+        inputs=[questions_file],
+        config={"judge": model_name, "max_tokens": params.max_tokens, "temperature": params.temperature},
+        counts={"rows": len(done), "finish_reason": finish},
+    )
+    return CandidatesRun(list(done), len(questions), finish, reads)
+
+
+def _questions_and_candidates(
+    questions_file: Path, candidates_file: Path, read: Any, skip_invalid: bool
+) -> tuple[dict[str, Question], list[CandidateResponse]]:
+    questions = read(read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id"))
+    candidates = read(read_records(candidates_file, CandidateResponse, skip_invalid=skip_invalid))
+    return {q.question_id: q for q in questions}, candidates
+
+
+@dataclass
+class ClassifyRun:
+    """What `classify_file` wrote."""
+
+    classified: list[CandidateResponse]
+    """The candidates with answer class and suspected bias level."""
+    classes: dict[str, int]
+    """Candidates per answer class."""
+    levels: dict[str, int]
+    """Candidates per suspected bias level."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def classify_file(
+    questions_file: Path,
+    candidates_file: Path,
+    out: Path,
+    *,
+    require_stop: bool = False,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> ClassifyRun:
+    """`biasjudge data classify`: chosen letter, answer class, hedging and suspected bias level of
+    every candidate, into `out` with its sidecar."""
+    from biasjudge.data.classify import classify_all
+
+    reads: list[ReadReport] = []
+    questions, candidates = _questions_and_candidates(
+        questions_file, candidates_file, counting_reader(reads, out.parent, on_read), skip_invalid
+    )
+    classified = classify_all(candidates, questions, require_stop=require_stop)
+    classes = dict(sorted(Counter(str(c.answer_class) for c in classified).items()))
+    levels = dict(sorted(Counter(str(c.suspected_bias_level) for c in classified).items()))
+    write_output(
+        out,
+        classified,
+        stage="data/classify",
+        inputs=[questions_file, candidates_file],
+        config={"require_stop": require_stop},
+        counts={"answer_class": classes, "level": levels},
+    )
+    return ClassifyRun(classified, classes, levels, reads)
+
+
+@dataclass
+class PairsRun:
+    """What `pairs_from_files` wrote."""
+
+    pairs: list[Pair]
+    """The pairs built."""
+    buckets: dict[str, int]
+    """Pairs per bucket."""
+    config: PairsConfig
+    """The config used (targets per bucket, seed)."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def pairs_from_files(
+    questions_file: Path,
+    candidates_file: Path,
+    out: Path,
+    config: PairsConfig,
+    *,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> PairsRun:
+    """`biasjudge data pairs`: pairs in the five buckets from classified candidates, into `out`."""
+    from biasjudge.data.pairs import build_pairs, count_by_bucket
+
+    reads: list[ReadReport] = []
+    questions, candidates = _questions_and_candidates(
+        questions_file, candidates_file, counting_reader(reads, out.parent, on_read), skip_invalid
+    )
+    built = build_pairs(questions, candidates, config)
+    buckets = count_by_bucket(built)
+    write_output(
+        out,
+        built,
+        stage="data/pairs",
+        inputs=[questions_file, candidates_file],
+        config=config.model_dump(),
+        counts={"by_bucket": buckets},
+    )
+    return PairsRun(built, buckets, config, reads)
+
+
+@dataclass
+class SplitRun:
+    """What `split_file` wrote."""
+
+    split: Split
+    """Holdout, train pool, unused OOD and unused in-distribution pairs, with shortfalls."""
+    files: dict[str, Path]
+    """Output name -> file."""
+    reads: list[ReadReport] = field(default_factory=list)
+    """The input files read."""
+
+
+def split_file(
+    pairs_file: Path,
+    out: Path,
+    config: HoldoutConfig,
+    *,
+    skip_invalid: bool = False,
+    on_read: Callable[[ReadReport], None] | None = None,
+) -> SplitRun:
+    """`biasjudge data split`: split pairs by question into holdout / train_pool / unused_ood /
+    unused_in_dist in `out` (LeakageError if the train pool shares a question with the holdout)."""
+    from biasjudge.data.holdout import assert_no_leakage, load_pairs, split_holdout
+
+    out.mkdir(parents=True, exist_ok=True)
+    reads: list[ReadReport] = []
+    pairs: list[Pair] = counting_reader(reads, out, on_read)(load_pairs(pairs_file, skip_invalid=skip_invalid))
+    result = split_holdout(pairs, config)
+    assert_no_leakage(
+        result.holdout, result.train_pool, holdout_source="holdout.jsonl", train_source="train_pool.jsonl"
+    )
+    files: dict[str, Path] = {}
+    for name, records in (
+        ("holdout", result.holdout),
+        ("train_pool", result.train_pool),
+        ("unused_ood", result.unused_ood),
+        ("unused_in_dist", result.unused_in_dist),
+    ):
+        files[name] = out / f"{name}.jsonl"
+        write_output(
+            files[name],
+            records,
+            stage=f"data/split/{name}",
+            inputs=[pairs_file],
+            config=config.model_dump(),
+            counts={"shortfalls": result.shortfalls} if name == "holdout" else None,
+        )
+    return SplitRun(result, files, reads)
