@@ -161,7 +161,7 @@ def iter_parquet_rows(path: str | Path, *, after: int = 0) -> Iterator[tuple[int
                 number += 1
                 if number > after:
                     yield number, row
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: a string column that is not UTF-8
         raise DataError(str(path), number + 1, None, f"not a readable Parquet row: {exc}") from None
 
 
