@@ -21,7 +21,7 @@ from biasjudge.eval.protocol import (
     CACHE_NAME,
     PREDICTIONS_NAME,
     REFERENCE_RUNS,
-    _batches,
+    group_batches,
     merge_logs,
     prompt_hash,
     run_eval,
@@ -72,8 +72,9 @@ def test_select_runs() -> None:
 
 
 def test_batches_keep_a_pairs_runs_together(holdout: list[Pair]) -> None:
-    items = [(p, r, ()) for p in holdout[:5] for r in REFERENCE_RUNS]
-    batches = list(_batches(items, 8))
+    groups = [[(p, r, ()) for r in REFERENCE_RUNS] for p in holdout[:5]]
+    items = [item for group in groups for item in group]
+    batches = list(group_batches(groups, 8))
     assert sum(len(b) for b in batches) == len(items)
     for batch in batches:
         assert Counter(p.pair_id for p, _, _ in batch) == dict.fromkeys({p.pair_id for p, _, _ in batch}, 7)
@@ -320,3 +321,38 @@ def test_every_setting_that_changes_a_verdict_is_in_the_cache_key(tmp_path: Path
     adapter.write_bytes(b"weights 2")
     assert files_identity(folder) != before and files_identity(adapter) != first
     assert files_identity("google/gemma-3-270m") == "google/gemma-3-270m"  # a hub id is itself
+
+
+class _Reversed:
+    """random: whose answers come back in reverse order (or one short), breaking the protocol."""
+
+    def __init__(self, drop: bool = False) -> None:
+        self.inner, self.drop = make_judge("random:"), drop
+        self.spec, self.mode, self.identity = "reversed:", "score", ""
+
+    def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+        judged = self.inner.judge_batch(requests)[::-1]
+        return judged[1:] if self.drop else judged
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def close(self) -> None:
+        pass
+
+
+def test_every_judging_loop_refuses_answers_out_of_order(tmp_path: Path, holdout: list[Pair]) -> None:
+    from biasjudge.errors import BackendError
+    from biasjudge.eval.robustness import run_robustness
+    from biasjudge.judge.protocol import judge_checked
+
+    requests = [JudgeRequest(pair) for pair in holdout[:3]]
+    with pytest.raises(BackendError, match=r"reversed: answered pair .* out of order"):
+        judge_checked(_Reversed(), requests)  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match=r"reversed: returned 2 judgments for 3 requests"):
+        judge_checked(_Reversed(drop=True), requests)  # type: ignore[arg-type]
+    # eval and robustness run the same checked step.
+    with pytest.raises(BackendError, match="out of order"):
+        run_eval(_Reversed(), holdout, tmp_path / "eval", checkpoint_name="R", limit=3, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="out of order"):
+        run_robustness(_Reversed(), holdout[:2], tmp_path / "robust", name="R", progress=False)  # type: ignore[arg-type]

@@ -44,7 +44,7 @@ from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
 from biasjudge.batch.output import Sink, parquet_to_log, write_parquet
 from biasjudge.batch.rows import FileJudgment, Row, classify, iter_objects, iter_rows
 from biasjudge.batch.settings import JudgeSettings
-from biasjudge.errors import BackendError, ConfigError, DataError
+from biasjudge.errors import ConfigError, DataError
 from biasjudge.io import (
     check_input_file,
     folder_lock,
@@ -201,14 +201,11 @@ class _LazyJudge:
         self.judge: PairJudge | None = None
 
     def judge_batch(self, pairs: list[Pair]) -> list[Judgment]:
-        from biasjudge.judge.protocol import JudgeRequest
+        from biasjudge.judge.protocol import JudgeRequest, judge_checked
 
         if self.judge is None:
             self.judge = self.settings.make()
-        judgments = self.judge.judge_batch([JudgeRequest(pair=p) for p in pairs])
-        if len(judgments) != len(pairs):
-            raise BackendError(f"{self.settings.spec} returned {len(judgments)} judgments for {len(pairs)} pairs")
-        return judgments
+        return judge_checked(self.judge, [JudgeRequest(pair=p) for p in pairs])
 
     def close(self) -> None:
         if self.judge is not None:

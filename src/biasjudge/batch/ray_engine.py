@@ -104,13 +104,11 @@ class JudgeActor:
         """Staged rows (`text`: {"line", "pair"} as JSON) -> their lines and Judgments (as JSON)."""
         import numpy as np
 
-        from biasjudge.judge.protocol import JudgeRequest
+        from biasjudge.judge.protocol import JudgeRequest, judge_checked
 
         rows = [json.loads(text) for text in batch["text"]]
         requests = [JudgeRequest(pair=Pair.model_validate_json(row["pair"])) for row in rows]
-        judgments = self.judge.judge_batch(requests)
-        if len(judgments) != len(requests):
-            raise BackendError(f"{self.judge.spec} returned {len(judgments)} judgments for {len(requests)} pairs")
+        judgments = judge_checked(self.judge, requests)
         return {
             "line": np.array([row["line"] for row in rows], dtype=np.int64),
             "judgment": np.array([j.model_dump_json() for j in judgments], dtype=object),

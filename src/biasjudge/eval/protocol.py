@@ -20,11 +20,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 
-from biasjudge.errors import BackendError, ConfigError
+from biasjudge.errors import ConfigError
 from biasjudge.eval.metrics import compute_metrics
 from biasjudge.io import JsonlAppender, write_json
 from biasjudge.progress import progress_bar
@@ -32,7 +32,7 @@ from biasjudge.prompting import user_message
 from biasjudge.records import EvalLog, Judgment, Pair, Prediction, Record
 
 if TYPE_CHECKING:
-    from biasjudge.judge.protocol import PairJudge
+    from biasjudge.judge.protocol import JudgeRequest, PairJudge
 
 CACHE_NAME = "cache.jsonl"
 PREDICTIONS_NAME = "predictions.json"
@@ -197,18 +197,56 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]+", "-", name).strip("-.").lower() or "judge"
 
 
-def _batches(items: Sequence[tuple[Pair, RunSpec, tuple[str, ...]]], batch_size: int) -> Iterator[list[Any]]:
-    """Batches of about `batch_size` requests that never split one pair's runs, so a score-mode
-    judge can share one forward pass among requests with the same (pair, order)."""
-    batch: list[Any] = []
-    for i, item in enumerate(items):
-        batch.append(item)
-        next_pair = items[i + 1][0].pair_id if i + 1 < len(items) else None
-        if len(batch) >= batch_size and next_pair != item[0].pair_id:
+CacheKey = tuple[str, ...]
+
+
+def judge_into_cache(
+    judge: PairJudge,
+    groups: Sequence[Sequence[tuple[CacheKey, JudgeRequest]]],
+    cache: JsonlAppender[CacheEntry],
+    *,
+    batch_size: int,
+    task: str,
+    console: Console,
+    progress: bool,
+) -> None:
+    """The one resumable judging loop of eval and robustness: judge every request whose key is not
+    in `cache`, in batches of about `batch_size` requests that never split a group (a pair's runs,
+    a pair and its twins: a score-mode judge shares forward passes inside one, a backend's prefix
+    cache reuses what they share), through the one checked batch step
+    (:func:`~biasjudge.judge.protocol.judge_checked`), appending each judgment as it comes."""
+    from biasjudge.judge.protocol import judge_checked
+
+    todo = [[(key, request) for key, request in group if key not in cache] for group in groups]
+    todo = [group for group in todo if group]
+    total = sum(map(len, groups))
+    remaining = sum(map(len, todo))
+    bar = progress_bar(console=console, enabled=progress)
+    with bar:
+        bar_task = bar.add_task(task, total=total, completed=total - remaining, info="")
+        started = datetime.now(UTC)
+        done_now = 0
+        for batch in group_batches(todo, batch_size):
+            judgments = judge_checked(judge, [request for _, request in batch])
+            for (key, _), judgment in zip(batch, judgments, strict=True):
+                cache.append(CacheEntry.from_key(key, judgment))
+            done_now += len(batch)
+            seconds = (datetime.now(UTC) - started).total_seconds()
+            bar.update(bar_task, advance=len(batch), info=f"{done_now / seconds:.1f}/s" if seconds > 0 else "")
+
+
+T = TypeVar("T")
+
+
+def group_batches(groups: Sequence[Sequence[T]], batch_size: int) -> Iterator[list[T]]:
+    """Batches of about `batch_size` items made of whole groups: a group is never split, so a batch
+    runs past `batch_size` by less than one group."""
+    batch: list[T] = []
+    for i, group in enumerate(groups):
+        batch += group
+        if len(batch) >= batch_size or i + 1 == len(groups):
             yield batch
             batch = []
-    if batch:
-        yield batch
 
 
 def prediction_from(judgment: Judgment, *, checkpoint_name: str, run: str, model: str) -> Prediction:
@@ -295,38 +333,27 @@ def run_eval(
             identity,
         )
 
+    groups = [
+        [
+            (key(pair, run), JudgeRequest(pair=pair, swapped=run.swapped, temperature=run.temperature, seed=run.seed))
+            for run in runs
+        ]
+        for pair in pairs
+    ]
     with JsonlAppender(out_dir / CACHE_NAME, CacheEntry, key=CacheEntry.key) as cache:
-        todo = [(pair, run, key(pair, run)) for pair in pairs for run in runs if key(pair, run) not in cache]
+        todo = [(pair, run) for pair in pairs for run in runs if key(pair, run) not in cache]
         total = len(pairs) * len(runs)
         if total - len(todo):
             console.print(f"{checkpoint_name}: {total - len(todo)} of {total} judgments found in {cache.path}")
-        stale = _stale_entries(cache.done.values(), checkpoint_name, {(p.pair_id, r.name) for p, r, _ in todo})
+        stale = _stale_entries(cache.done.values(), checkpoint_name, {(p.pair_id, r.name) for p, r in todo})
         if stale:
             console.print(
                 f"{checkpoint_name}: {stale} cached judgments in {cache.path} were made with another model file, "
                 "prompt or setting; judging them afresh"
             )
-        bar = progress_bar(console=console, enabled=progress)
-        with bar:
-            task = bar.add_task(checkpoint_name, total=total, completed=total - len(todo), info="")
-            started = datetime.now(UTC)
-            done_now = 0
-            for batch in _batches(todo, batch_size):
-                requests = [
-                    JudgeRequest(pair=pair, swapped=run.swapped, temperature=run.temperature, seed=run.seed)
-                    for pair, run, _ in batch
-                ]
-                judgments = judge.judge_batch(requests)
-                if len(judgments) != len(requests):
-                    raise BackendError(f"{judge.spec} returned {len(judgments)} judgments for {len(requests)} requests")
-                for (pair, _run, k), judgment in zip(batch, judgments, strict=True):
-                    if judgment.pair_id != pair.pair_id:
-                        raise BackendError(f"{judge.spec} answered pair {judgment.pair_id} for {pair.pair_id}")
-                    cache.append(CacheEntry.from_key(k, judgment))
-                done_now += len(batch)
-                seconds = (datetime.now(UTC) - started).total_seconds()
-                bar.update(task, advance=len(batch), info=f"{done_now / seconds:.1f}/s" if seconds > 0 else "")
-
+        judge_into_cache(
+            judge, groups, cache, batch_size=batch_size, task=checkpoint_name, console=console, progress=progress
+        )
         predictions = [
             prediction_from(
                 cache.done[key(pair, run)].judgment, checkpoint_name=checkpoint_name, run=run.name, model=judge.spec

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from biasjudge.errors import BackendError, ConfigError
+from biasjudge.errors import ConfigError
 from biasjudge.io import read_document
 from biasjudge.records import SCHEMA_VERSION, Pair, ParsedVerdict, Record, Verdict
 from biasjudge.verdict import PARSE_FAIL, mirror
@@ -602,10 +602,9 @@ def run_robustness(
     """
     from rich.console import Console
 
-    from biasjudge.eval.protocol import CacheEntry, judge_identity, prediction_from, prompt_hash
+    from biasjudge.eval.protocol import CacheEntry, judge_identity, judge_into_cache, prediction_from, prompt_hash
     from biasjudge.io import JsonlAppender, write_json
     from biasjudge.judge.protocol import JudgeRequest
-    from biasjudge.progress import progress_bar
     from biasjudge.records import EvalLog
 
     if batch_size < 1:
@@ -624,28 +623,18 @@ def run_robustness(
 
     keys = {case.pair_id: key(case) for group in groups for case in group}
     with JsonlAppender(out_dir / CACHE_NAME, CacheEntry, key=CacheEntry.key) as cache:
-        todo = [[c for c in group if keys[c.pair_id] not in cache] for group in groups]
-        todo = [group for group in todo if group]
-        total = len(keys)
-        remaining = sum(map(len, todo))
-        if total - remaining:
-            console.print(f"{name}: {total - remaining} of {total} robustness judgments found in {cache.path}")
-        bar = progress_bar(console=console, enabled=progress)
-        with bar:
-            task = bar.add_task(f"{name} robustness", total=total, completed=total - remaining, info="")
-            batch: list[Pair] = []
-            for i, group in enumerate(todo):
-                batch += group
-                if len(batch) < batch_size and i + 1 < len(todo):
-                    continue
-                judgments = judge.judge_batch([JudgeRequest(pair=case) for case in batch])
-                answered = [j.pair_id for j in judgments]
-                if answered != [c.pair_id for c in batch]:
-                    raise BackendError(f"{judge.spec} did not answer the {len(batch)} robustness requests in order")
-                for case, judgment in zip(batch, judgments, strict=True):
-                    cache.append(CacheEntry.from_key(keys[case.pair_id], judgment))
-                bar.advance(task, len(batch))
-                batch = []
+        found = sum(key in cache for key in keys.values())
+        if found:
+            console.print(f"{name}: {found} of {len(keys)} robustness judgments found in {cache.path}")
+        judge_into_cache(
+            judge,
+            [[(keys[case.pair_id], JudgeRequest(pair=case)) for case in group] for group in groups],
+            cache,
+            batch_size=batch_size,
+            task=f"{name} robustness",
+            console=console,
+            progress=progress,
+        )
         predictions = [
             prediction_from(
                 cache.done[keys[c.pair_id]].judgment, checkpoint_name=name, run="original", model=judge.spec

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from biasjudge.errors import ConfigError
+from biasjudge.errors import BackendError, ConfigError
 from biasjudge.records import JudgeMode, Judgment, Pair, Verdict
 from biasjudge.verdict import VERDICTS, render
 
@@ -166,3 +166,19 @@ class JudgeWrapper:
     def close(self) -> None:
         """Close the inner judge."""
         self.inner.close()
+
+
+def judge_checked(judge: PairJudge, requests: Sequence[JudgeRequest]) -> list[Judgment]:
+    """`judge.judge_batch(requests)`, held to the protocol: one Judgment per request, in order, each
+    for its request's pair; otherwise a BackendError naming the judge. The one batch step of every
+    loop that runs judges (eval, robustness, judge-file local and on Ray, the service's batcher)."""
+    requests = list(requests)
+    judgments = judge.judge_batch(requests) if requests else []
+    if len(judgments) != len(requests):
+        raise BackendError(f"{judge.spec} returned {len(judgments)} judgments for {len(requests)} requests")
+    for request, judgment in zip(requests, judgments, strict=True):
+        if judgment.pair_id != request.pair.pair_id:
+            raise BackendError(
+                f"{judge.spec} answered pair {judgment.pair_id} for {request.pair.pair_id}: out of order"
+            )
+    return judgments

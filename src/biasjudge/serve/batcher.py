@@ -169,13 +169,13 @@ class MicroBatcher:
                 await self._judge(key, items)
 
     async def _judge(self, key: JudgeKey, items: list[_Item]) -> None:
-        from biasjudge.judge.protocol import JudgeRequest
+        from biasjudge.judge.protocol import JudgeRequest, judge_checked
 
         started = time.perf_counter()
         self._on_batch(len(items))
 
         def call() -> list[Judgment]:
-            return self.pool.get(key).judge_batch([JudgeRequest(item.pair) for item in items])
+            return judge_checked(self.pool.get(key), [JudgeRequest(item.pair) for item in items])
 
         try:
             judgments = await self.run_in_model_thread(call)
