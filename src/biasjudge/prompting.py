@@ -85,23 +85,25 @@ class TurnFormat:
     """What closes a turn; the completion's EOS in training, a stop string in generation."""
 
 
+def _marked_turns(name: str, open_turn: str, end_of_turn: str, *, system_role: bool) -> TurnFormat:
+    """A format whose turns read `{open_turn}{role}\n{content}{end_of_turn}\n`, the model's role being `model`."""
+
+    def turn(role: str) -> str:
+        return f"{open_turn}{role}\n{{content}}{end_of_turn}\n"
+
+    return TurnFormat(
+        name=name,
+        system=turn("system") if system_role else "",
+        user=turn("user"),
+        assistant=turn("model"),
+        generation_prompt=f"{open_turn}model\n",
+        end_of_turn=end_of_turn,
+    )
+
+
 TURN_FORMATS: dict[str, TurnFormat] = {
-    "gemma4": TurnFormat(
-        name="gemma4",
-        system="<|turn>system\n{content}<turn|>\n",
-        user="<|turn>user\n{content}<turn|>\n",
-        assistant="<|turn>model\n{content}<turn|>\n",
-        generation_prompt="<|turn>model\n",
-        end_of_turn="<turn|>",
-    ),
-    "gemma3": TurnFormat(
-        name="gemma3",
-        system="",
-        user="<start_of_turn>user\n{content}<end_of_turn>\n",
-        assistant="<start_of_turn>model\n{content}<end_of_turn>\n",
-        generation_prompt="<start_of_turn>model\n",
-        end_of_turn="<end_of_turn>",
-    ),
+    "gemma4": _marked_turns("gemma4", "<|turn>", "<turn|>", system_role=True),
+    "gemma3": _marked_turns("gemma3", "<start_of_turn>", "<end_of_turn>", system_role=False),
 }
 DEFAULT_TURN_FORMAT = "gemma4"
 
@@ -184,6 +186,35 @@ def tokenizer_chat_template(tokenizer: Any) -> ChatTemplate | None:
         return text
 
     return render
+
+
+@dataclass(frozen=True)
+class PromptRendering:
+    """How a backend renders its prompts: the model's own chat template, which wins, else the
+    built-in turn format; and what of that goes into the eval cache key (:attr:`render_format`)."""
+
+    turns: TurnFormat
+    """The built-in turn format (its end of turn is a stop string in generation)."""
+    chat_template: str | None = None
+    """The model's chat template source (None: it has none)."""
+    template: ChatTemplate | None = None
+    """That template, as a callable."""
+
+    @classmethod
+    def of_tokenizer(cls, tokenizer: Any, turns: TurnFormat) -> PromptRendering:
+        """A transformers tokenizer's rendering: its chat template (:func:`tokenizer_chat_template`) if any."""
+        return cls(turns, getattr(tokenizer, "chat_template", None) or None, tokenizer_chat_template(tokenizer))
+
+    @property
+    def render_format(self) -> str:
+        """The template's hash or the turn format's name (:func:`render_format`)."""
+        return render_format(self.chat_template, self.turns.name)
+
+    def render(self, messages: Sequence[ChatMessage], assistant_prefix: str = "") -> str:
+        """:func:`render_prompt` with this template or turn format."""
+        return render_prompt(
+            messages, template=self.template, chat_format=self.turns.name, assistant_prefix=assistant_prefix
+        )
 
 
 def template_end_of_turn(tokenizer: Any) -> str:

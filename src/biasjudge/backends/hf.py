@@ -31,25 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from biasjudge.backends.base import (
-    ChoiceScores,
-    Generation,
-    GenerationParams,
-    PromptRequest,
-    check_choices,
-    continuation_tokens,
-    files_identity,
-    import_optional,
-)
+from biasjudge.backends import base
+from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest, files_identity
 from biasjudge.errors import BackendError
-from biasjudge.prompting import (
-    DEFAULT_TURN_FORMAT,
-    ChatTemplate,
-    render_format,
-    render_prompt,
-    tokenizer_chat_template,
-    turn_format,
-)
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, PromptRendering, turn_format
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -85,7 +70,7 @@ class GrammarLogitsProcessor:
     """
 
     def __init__(self, tokenizer: Any, grammar: str, rows: int, prompt_width: int) -> None:
-        llguidance = import_optional("llguidance", "llguidance", "hf", "constrained generation on the hf: backend")
+        llguidance = base.import_optional("llguidance", "llguidance", "hf", "constrained generation on the hf: backend")
         compiled = llguidance.grammar_from("gbnf", grammar)
         self._matchers = [llguidance.LLMatcher(tokenizer, compiled, log_level=0) for _ in range(rows)]
         self._width = prompt_width
@@ -124,15 +109,15 @@ class HFBackend:
         target: str = "",
         *,
         spec: str = "",
+        chat_format: str = DEFAULT_TURN_FORMAT,
         dtype: str = "auto",
         device: str = "auto",
-        chat_format: str = DEFAULT_TURN_FORMAT,
         batch_size: int = 8,
         adapter: str | None = None,
         trust_remote_code: bool = False,
     ) -> None:
-        torch = import_optional("torch", "torch", "hf", "the hf: backend")
-        transformers = import_optional("transformers", "transformers", "hf", "the hf: backend")
+        torch = base.import_optional("torch", "torch", "hf", "the hf: backend")
+        transformers = base.import_optional("transformers", "transformers", "hf", "the hf: backend")
         if dtype not in DTYPES:
             raise BackendError(f"hf: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if batch_size < 1:
@@ -156,7 +141,7 @@ class HFBackend:
         except (OSError, ValueError) as exc:
             raise BackendError(f"hf: could not load {target!r}: {exc}") from None
         if adapter is not None:
-            peft = import_optional("peft", "peft", "train", "LoRA adapters on the hf: backend")
+            peft = base.import_optional("peft", "peft", "train", "LoRA adapters on the hf: backend")
             model = peft.PeftModel.from_pretrained(model, adapter)
         self.model = model.to(self.device).eval()
         self.model_type: str = getattr(model.config, "model_type", "")
@@ -164,9 +149,9 @@ class HFBackend:
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         tok.padding_side = "left"
-        self.chat_template: str | None = getattr(tok, "chat_template", None) or None
-        self._template: ChatTemplate | None = tokenizer_chat_template(tok)
-        self.render_format = render_format(self.chat_template, self._format.name)
+        self._prompts = PromptRendering.of_tokenizer(tok, self._format)
+        self.chat_template = self._prompts.chat_template
+        self.render_format = self._prompts.render_format
         """How prompts are rendered (template hash or built-in format); part of the eval cache key."""
         self.identity = files_identity(target.partition("?")[0], adapter)
         """The model folder or file (and adapter) fingerprint; part of the eval cache key."""
@@ -176,12 +161,7 @@ class HFBackend:
 
     def render(self, request: PromptRequest) -> str:
         """The prompt text for a request (chat template or built-in format, plus the assistant prefix)."""
-        return render_prompt(
-            request.messages,
-            template=self._template,
-            chat_format=self._format.name,
-            assistant_prefix=request.assistant_prefix,
-        )
+        return self._prompts.render(request.messages, request.assistant_prefix)
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of `text`, BOS added unless the text starts with it."""
@@ -197,7 +177,7 @@ class HFBackend:
             ids: list[int] = self.tokenizer(choice, add_special_tokens=False).input_ids
             return ids
 
-        return continuation_tokens(prompt_ids, self.tokenize(prompt_text + choice), alone, choice, self.spec)
+        return base.continuation_tokens(prompt_ids, self.tokenize(prompt_text + choice), alone, choice, self.spec)
 
     def _pad(self, rows: Sequence[Sequence[int]]) -> tuple[Any, Any, Any]:
         """Left-padded (input_ids, attention_mask, position_ids) on the model's device."""
@@ -214,7 +194,7 @@ class HFBackend:
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
         """Each choice's teacher-forced log-probability after each prompt (module docstring)."""
         torch = self._torch
-        choices = check_choices(choices, self.spec)
+        choices = base.check_choices(choices, self.spec)
         texts = [self.render(r) for r in requests]
         prompts = [self.tokenize(t) for t in texts]
         per_choice = [{c: self.choice_tokens(t, p, c) for c in choices} for t, p in zip(texts, prompts, strict=True)]
@@ -248,7 +228,7 @@ class HFBackend:
     def _grammar_tokenizer(self) -> Any:
         """llguidance's view of the tokenizer, built once (about a second for a 262k vocabulary)."""
         if "_lltokenizer" not in self.__dict__:
-            import_optional("llguidance", "llguidance", "hf", "constrained generation on the hf: backend")
+            base.import_optional("llguidance", "llguidance", "hf", "constrained generation on the hf: backend")
             from llguidance.hf import from_tokenizer
 
             self._lltokenizer = from_tokenizer(self.tokenizer)
@@ -257,7 +237,7 @@ class HFBackend:
     def generate(self, requests: Sequence[PromptRequest], params: GenerationParams) -> list[Generation]:
         """Generate for each prompt, in batches of `batch_size`, held to `params.grammar` when given."""
         torch = self._torch
-        transformers = import_optional("transformers", "transformers", "hf", "the hf: backend")
+        transformers = base.import_optional("transformers", "transformers", "hf", "the hf: backend")
         stops = [self._format.end_of_turn, *params.stop]
         prompts = [self.tokenize(self.render(r)) for r in requests]
         out: list[Generation] = []

@@ -39,19 +39,11 @@ from typing import Any
 
 import numpy as np
 
-from biasjudge.backends.base import (
-    ChoiceScores,
-    Generation,
-    GenerationParams,
-    PromptRequest,
-    check_choices,
-    continuation_tokens,
-    files_identity,
-    import_optional,
-)
+from biasjudge.backends import base
+from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest, files_identity
 from biasjudge.backends.llamacpp_build import ensure_llama_runs
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, render_format, render_prompt, turn_format
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, PromptRendering, turn_format
 
 EMBEDDED_TARGETS = ("", "embedded", "embedded-base")
 """Targets that name the embedded base GGUF. (`llamacpp:embedded` as a judge spec is the shipped
@@ -161,7 +153,7 @@ class LlamaCppBackend:
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
-        llama_cpp = import_optional("llama_cpp", "llama-cpp-python", "llamacpp", "the llamacpp: backend")
+        llama_cpp = base.import_optional("llama_cpp", "llama-cpp-python", "llamacpp", "the llamacpp: backend")
         if target in EMBEDDED_TARGETS:
             from biasjudge.backends.embedded import embedded_gguf_path
 
@@ -207,13 +199,12 @@ class LlamaCppBackend:
         self._bos_id = self._llm.token_bos()
         self._bos_text = self._token_text(self._bos_id)
         self._eos_text = self._token_text(self._llm.token_eos())
-        source = self._llm.metadata.get("tokenizer.chat_template")
-        self.chat_template: str | None = source or None
-        self.render_format = render_format(self.chat_template, self._format.name)
+        source = self._llm.metadata.get("tokenizer.chat_template") or None
+        template = jinja_chat_template(source, bos_token=self._bos_text, eos_token=self._eos_text) if source else None
+        self._prompts = PromptRendering(self._format, source, template)
+        self.chat_template = self._prompts.chat_template
+        self.render_format = self._prompts.render_format
         """How prompts are rendered (template hash or built-in format); part of the eval cache key."""
-        self._template = (
-            jinja_chat_template(source, bos_token=self._bos_text, eos_token=self._eos_text) if source else None
-        )
         self.stats = {"prompt_tokens": 0, "evaluated_tokens": 0}
         """Tokens of scored prompts, and tokens actually evaluated for them (the rest came from the cache)."""
 
@@ -226,12 +217,7 @@ class LlamaCppBackend:
 
     def render(self, request: PromptRequest) -> str:
         """The prompt text for a request (template or built-in format, plus the assistant prefix)."""
-        return render_prompt(
-            request.messages,
-            template=self._template,
-            chat_format=self._format.name,
-            assistant_prefix=request.assistant_prefix,
-        )
+        return self._prompts.render(request.messages, request.assistant_prefix)
 
     def tokenize(self, text: str) -> list[int]:
         """Prompt tokens: special tokens parsed, BOS added unless the text already starts with it."""
@@ -246,7 +232,7 @@ class LlamaCppBackend:
             tokens: list[int] = self._llm.tokenize(choice.encode("utf-8"), add_bos=False, special=False)
             return tokens
 
-        return continuation_tokens(prompt_tokens, self.tokenize(prompt_text + choice), alone, choice, self.spec)
+        return base.continuation_tokens(prompt_tokens, self.tokenize(prompt_text + choice), alone, choice, self.spec)
 
     def _check_length(self, n: int) -> None:
         if n >= self._n_ctx:
@@ -296,7 +282,7 @@ class LlamaCppBackend:
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
         """Log-probability of each choice after each request's prompt (see the scoring rule)."""
-        choices = check_choices(choices, self.spec)
+        choices = base.check_choices(choices, self.spec)
         texts = [self.render(r) for r in requests]
         order = list(range(len(texts)))
         if self.reuse_prefix and len(texts) > 1:
@@ -348,7 +334,7 @@ class LlamaCppBackend:
             return None
         cache: dict[str, Any] = self.__dict__.setdefault("_grammars", {})
         if text not in cache:
-            llama_cpp = import_optional("llama_cpp", "llama-cpp-python", "llamacpp", "the llamacpp: backend")
+            llama_cpp = base.import_optional("llama_cpp", "llama-cpp-python", "llamacpp", "the llamacpp: backend")
             with _quiet_stderr():
                 cache[text] = llama_cpp.LlamaGrammar.from_string(text, verbose=False)
         return cache[text]

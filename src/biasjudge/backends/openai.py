@@ -50,15 +50,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from biasjudge.backends.base import (
-    ChoiceScores,
-    Generation,
-    GenerationParams,
-    PromptRequest,
-    check_choices,
-    continuation_tokens,
-    import_optional,
-)
+from biasjudge.backends import base
+from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest
 from biasjudge.errors import BackendError
 from biasjudge.prompting import DEFAULT_TURN_FORMAT, refuse_thinking, render_prompt, turn_format
 
@@ -223,7 +216,7 @@ class OpenAIBackend:
     ) -> None:
         import httpx
 
-        tenacity = import_optional("tenacity", "tenacity", None, "the openai: backend's retries")
+        tenacity = base.import_optional("tenacity", "tenacity", None, "the openai: backend's retries")
         self.base_url, self._model = parse_target(target)
         self.spec = spec or f"openai:{target}"
         self.use_chat = use_chat
@@ -419,7 +412,7 @@ class OpenAIBackend:
             ids = tokenizer.tokenize(choice)
             return ids[len(empty) :] if ids[: len(empty)] == empty else ids
 
-        ids = continuation_tokens(prompt_ids, tokenizer.tokenize(prompt + choice), alone, choice, self.spec)
+        ids = base.continuation_tokens(prompt_ids, tokenizer.tokenize(prompt + choice), alone, choice, self.spec)
         pieces: list[str] = []
         done = ""
         for k in range(1, len(ids)):
@@ -457,7 +450,7 @@ class OpenAIBackend:
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
         """Log-probability of each choice after each request's prompt, from the server's logprobs."""
-        choices = check_choices(choices, self.spec)
+        choices = base.check_choices(choices, self.spec)
         empty = [c for c in choices if not c]
         if empty:  # zero characters are zero tokens, with or without the server's tokenizer
             raise BackendError(f"{self.spec}: choice {empty[0]!r} has no tokens; every choice needs at least one")

@@ -23,24 +23,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from biasjudge.backends.base import (
-    ChoiceScores,
-    Generation,
-    GenerationParams,
-    PromptRequest,
-    check_choices,
-    continuation_tokens,
-    import_optional,
-)
+from biasjudge.backends import base
+from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest, import_optional
 from biasjudge.errors import BackendError
-from biasjudge.prompting import (
-    DEFAULT_TURN_FORMAT,
-    ChatTemplate,
-    render_format,
-    render_prompt,
-    tokenizer_chat_template,
-    turn_format,
-)
+from biasjudge.prompting import DEFAULT_TURN_FORMAT, PromptRendering, turn_format
 
 
 def continuation_logprob(
@@ -104,9 +90,9 @@ class VLLMBackend:
             **(llm_options or {}),
         )
         self.tokenizer = self._llm.get_tokenizer()
-        self.chat_template: str | None = getattr(self.tokenizer, "chat_template", None) or None
-        self._template: ChatTemplate | None = tokenizer_chat_template(self.tokenizer)
-        self.render_format = render_format(self.chat_template, self._format.name)
+        self._prompts = PromptRendering.of_tokenizer(self.tokenizer, self._format)
+        self.chat_template = self._prompts.chat_template
+        self.render_format = self._prompts.render_format
         """How prompts are rendered (template hash or built-in format); part of the eval cache key."""
 
     def _ids(self, text: str) -> list[int]:
@@ -116,12 +102,7 @@ class VLLMBackend:
         return ids
 
     def _tokens(self, request: PromptRequest) -> tuple[str, list[int]]:
-        text = render_prompt(
-            request.messages,
-            template=self._template,
-            chat_format=self._format.name,
-            assistant_prefix=request.assistant_prefix,
-        )
+        text = self._prompts.render(request.messages, request.assistant_prefix)
         return text, self._ids(text)
 
     supports_grammar = True
@@ -164,7 +145,7 @@ class VLLMBackend:
 
     def score(self, requests: Sequence[PromptRequest], choices: Sequence[str]) -> list[dict[str, float]]:
         """Each choice's teacher-forced log-probability, read from vLLM's prompt log-probs."""
-        choices = check_choices(choices, self.spec)
+        choices = base.check_choices(choices, self.spec)
         sampling = self._vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0)
         jobs: list[tuple[int, str, int, list[int]]] = []
         for i, request in enumerate(requests):
@@ -175,7 +156,7 @@ class VLLMBackend:
                     tokens: list[int] = self.tokenizer(choice, add_special_tokens=False).input_ids
                     return tokens
 
-                ctoks = continuation_tokens(ids, self._ids(text + choice), alone, choice, self.spec)
+                ctoks = base.continuation_tokens(ids, self._ids(text + choice), alone, choice, self.spec)
                 jobs.append((i, choice, len(ids), ids + ctoks))
         outputs = self._llm.generate([{"prompt_token_ids": j[3]} for j in jobs], sampling, use_tqdm=False)
         scores: list[dict[str, float]] = [ChoiceScores() for _ in requests]
