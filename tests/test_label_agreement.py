@@ -16,15 +16,10 @@ from typer.testing import CliRunner, Result
 from biasjudge.cli import data as data_cli
 from biasjudge.errors import ConfigError, DataError
 from biasjudge.io import read_json
-from biasjudge.labels.agreement import (
-    agreement_report,
-    compare_two,
-    flip_gate,
-    flip_report,
-    kappa,
-    read_label_set,
-)
+from biasjudge.labels.agreement import agreement_report, compare_two
 from biasjudge.labels.answer_key import kappa_table
+from biasjudge.labels.flips import flip_gate, flip_report
+from biasjudge.labels.label_sets import kappa, read_label_set
 from biasjudge.records import Pair
 
 runner = CliRunner()

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from biasjudge.config import ConfigModel
-from biasjudge.labels.agreement import kappa
+from biasjudge.labels.label_sets import kappa
 from biasjudge.records import BiasLevel, Label, Pair, Verdict
 
 LABELLER_PREFIX = "answer_key"

@@ -63,7 +63,8 @@ from biasjudge.io import JsonlAppender, ReadResult, atomic_open, read_records, s
 from biasjudge.records import Label, Pair, Verdict
 
 if TYPE_CHECKING:
-    from biasjudge.labels.agreement import GroupBy, PairwiseAgreement
+    from biasjudge.labels.agreement import PairwiseAgreement
+    from biasjudge.labels.label_sets import GroupBy
 
 _VERDICT_KEYS: dict[str, Verdict | str] = {
     "a": "A",
@@ -603,7 +604,8 @@ def human_agreement(
     `pairs_file` names each pair's group (a labels file does not); without it every pair's group
     is `unknown`.
     """
-    from biasjudge.labels.agreement import compare_two, groups_from_pairs, read_label_set
+    from biasjudge.labels.agreement import compare_two
+    from biasjudge.labels.label_sets import groups_from_pairs, read_label_set
 
     a, b = read_label_set(first), read_label_set(second)
     if a.name == b.name:
