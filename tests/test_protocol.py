@@ -356,3 +356,26 @@ def test_every_judging_loop_refuses_answers_out_of_order(tmp_path: Path, holdout
         run_eval(_Reversed(), holdout, tmp_path / "eval", checkpoint_name="R", limit=3, progress=False)  # type: ignore[arg-type]
     with pytest.raises(BackendError, match="out of order"):
         run_robustness(_Reversed(), holdout[:2], tmp_path / "robust", name="R", progress=False)  # type: ignore[arg-type]
+
+
+def test_a_prediction_keeps_every_field_it_shares_with_its_judgment() -> None:
+    from biasjudge.eval.protocol import prediction_from
+    from biasjudge.records import SHARED_WITH_JUDGMENT
+
+    judgment = Judgment(
+        pair_id="p",
+        verdict="B",
+        reasoning="why",
+        probs={"A": 0.1, "B": 0.8, "TIE": 0.1},
+        uncalibrated_probs={"A": 0.2, "B": 0.7, "TIE": 0.1},
+        mode="score",
+        floored_choices=["TIE"],
+        route="ood: religion",
+        single_order_verdict="A",
+        judge="route:r.json",
+    )
+    prediction = prediction_from(judgment, checkpoint_name="R", run="original", model="route:r.json")
+    assert prediction.route == "ood: religion"  # the field prediction_from used to drop
+    for name in SHARED_WITH_JUDGMENT:
+        assert getattr(prediction, name) == getattr(judgment, name), name
+    assert (prediction.checkpoint_name, prediction.run_type, prediction.model) == ("R", "original", "route:r.json")

@@ -395,6 +395,12 @@ class Prediction(Record):
     """Score mode: choices whose log-probability was a floor (see Judgment.floored_choices)."""
     single_order_verdict: Verdict | None = None
     """Order-debiased judges: the shown order's own verdict (see Judgment.single_order_verdict)."""
+    route: str | None = None
+    """Router judges: which member judged the pair, and why (see Judgment.route)."""
+
+
+SHARED_WITH_JUDGMENT = tuple(name for name in Prediction.model_fields if name in Judgment.model_fields)
+"""The fields a Prediction takes from its Judgment as they are (the rest say which eval it belongs to)."""
 
 
 class EvalLog(Record):

@@ -29,7 +29,7 @@ from biasjudge.eval.metrics import compute_metrics
 from biasjudge.io import JsonlAppender, write_json
 from biasjudge.progress import progress_bar
 from biasjudge.prompting import user_message
-from biasjudge.records import EvalLog, Judgment, Pair, Prediction, Record
+from biasjudge.records import SHARED_WITH_JUDGMENT, EvalLog, Judgment, Pair, Prediction, Record
 
 if TYPE_CHECKING:
     from biasjudge.judge.protocol import JudgeRequest, PairJudge
@@ -259,17 +259,9 @@ def prediction_from(judgment: Judgment, *, checkpoint_name: str, run: str, model
     judgment = settle_truncation(judgment)
     return Prediction(
         checkpoint_name=checkpoint_name,
-        pair_id=judgment.pair_id,
         run_type=run,
-        verdict=judgment.verdict,
         model=model,
-        probs=judgment.probs,
-        uncalibrated_probs=judgment.uncalibrated_probs,
-        reasoning=judgment.reasoning,
-        finish_reason=judgment.finish_reason,
-        reasoning_truncated=judgment.reasoning_truncated,
-        floored_choices=list(judgment.floored_choices),
-        single_order_verdict=judgment.single_order_verdict,
+        **judgment.model_dump(include=set(SHARED_WITH_JUDGMENT)),
     )
 
 
