@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from biasjudge.errors import BackendError
 from biasjudge.serve.schemas import BatchResult, JudgeResult, PairFields
+
+if TYPE_CHECKING:
+    import httpx
 
 
 class ServiceError(BackendError):
@@ -62,8 +66,22 @@ def _retry_after(response: Any, default: float) -> float:
         return default
 
 
-class Client:
-    """`Client("http://127.0.0.1:8000", api_key=...)`; `judge(...)` one pair, `judge_batch([...])` many."""
+def _json(response: Any) -> Any:
+    """The answer's JSON; :class:`ServiceError` for an error status."""
+    if response.status_code >= 400:
+        raise _error(response)
+    return response.json()
+
+
+J = TypeVar("J")
+"""What `judge` returns: a JudgeResult (:class:`Client`) or an awaitable of one (:class:`AsyncClient`)."""
+B = TypeVar("B")
+"""What `judge_batch` returns: the results, or an awaitable of them."""
+
+
+class _Judging(Generic[J, B]):
+    """What the two clients share: how they connect, and the requests of `judge` and `judge_batch`;
+    each client sends a request (:meth:`_request`) its own way."""
 
     def __init__(
         self, base_url: str, *, api_key: str | None = None, timeout: float = 300.0, max_retries: int = 5
@@ -71,19 +89,15 @@ class Client:
         import httpx
 
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._client = self._connect(httpx, base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
         self.max_retries = max_retries
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self._client.post(path, json=body)
-        for _ in range(self.max_retries):
-            if response.status_code != 503:
-                break
-            time.sleep(_retry_after(response, 1.0))
-            response = self._client.post(path, json=body)
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.json()
+    def _connect(self, httpx: Any, **settings: Any) -> Any:
+        raise NotImplementedError
+
+    def _request(self, path: str, body: dict[str, Any], parse: Callable[[Any], Any]) -> Any:
+        """POST `body`, retrying a 503 (honouring Retry-After) up to `max_retries` times; `parse` of the answer."""
+        raise NotImplementedError
 
     def judge(
         self,
@@ -95,18 +109,36 @@ class Client:
         mode: str = "score",
         debias: bool | None = None,
         id: str | None = None,
-    ) -> JudgeResult:
+    ) -> J:
         """Judge one pair: two responses to `question` (the prompt, may be empty), with its answer
         choices where it has them (none: open text). `debias` unset: the server's default for `mode`."""
         body = _judge_body(question, choices, response_a, response_b, mode=mode, debias=debias, id=id)
-        return JudgeResult.model_validate(self._post("/v1/judge", body))
+        return cast("J", self._request("/v1/judge", body, JudgeResult.model_validate))
 
     def judge_batch(
         self, pairs: Sequence[PairFields | dict[str, Any]], *, mode: str = "score", debias: bool | None = None
-    ) -> list[JudgeResult]:
+    ) -> B:
         """Judge many pairs (dicts with question, choices, response_a, response_b, id); results in order."""
         body = {"pairs": _payload(pairs), "mode": mode, **({"debias": debias} if debias is not None else {})}
-        return BatchResult.model_validate(self._post("/v1/judge/batch", body)).results
+        return cast("B", self._request("/v1/judge/batch", body, lambda data: BatchResult.model_validate(data).results))
+
+
+class Client(_Judging[JudgeResult, list[JudgeResult]], AbstractContextManager["Client"]):
+    """`Client("http://127.0.0.1:8000", api_key=...)`; `judge(...)` one pair, `judge_batch([...])` many."""
+
+    _client: httpx.Client
+
+    def _connect(self, httpx: Any, **settings: Any) -> httpx.Client:
+        return httpx.Client(**settings)
+
+    def _request(self, path: str, body: dict[str, Any], parse: Callable[[Any], Any]) -> Any:
+        response = self._client.post(path, json=body)
+        for _ in range(self.max_retries):
+            if response.status_code != 503:
+                break
+            time.sleep(_retry_after(response, 1.0))
+            response = self._client.post(path, json=body)
+        return parse(_json(response))
 
     def ready(self) -> bool:
         """Whether the server has its judge loaded."""
@@ -116,65 +148,32 @@ class Client:
         """Close the HTTP client."""
         self._client.close()
 
-    def __enter__(self) -> Client:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class AsyncClient:
-    """The async twin of :class:`Client` (httpx.AsyncClient)."""
+class AsyncClient(
+    _Judging[Awaitable[JudgeResult], Awaitable[list[JudgeResult]]], AbstractAsyncContextManager["AsyncClient"]
+):
+    """The async twin of :class:`Client` (httpx.AsyncClient): `await client.judge(...)`."""
 
-    def __init__(
-        self, base_url: str, *, api_key: str | None = None, timeout: float = 300.0, max_retries: int = 5
-    ) -> None:
-        import httpx
+    _client: httpx.AsyncClient
 
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
-        self.max_retries = max_retries
+    def _connect(self, httpx: Any, **settings: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**settings)
 
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+    async def _request(self, path: str, body: dict[str, Any], parse: Callable[[Any], Any]) -> Any:
         response = await self._client.post(path, json=body)
         for _ in range(self.max_retries):
             if response.status_code != 503:
                 break
             await asyncio.sleep(_retry_after(response, 1.0))
             response = await self._client.post(path, json=body)
-        if response.status_code >= 400:
-            raise _error(response)
-        return response.json()
-
-    async def judge(
-        self,
-        question: str = "",
-        choices: Sequence[str] = (),
-        response_a: str = "",
-        response_b: str = "",
-        *,
-        mode: str = "score",
-        debias: bool | None = None,
-        id: str | None = None,
-    ) -> JudgeResult:
-        """Judge one pair: two responses to `question` (the prompt, may be empty), with its answer
-        choices where it has them (none: open text). `debias` unset: the server's default for `mode`."""
-        body = _judge_body(question, choices, response_a, response_b, mode=mode, debias=debias, id=id)
-        return JudgeResult.model_validate(await self._post("/v1/judge", body))
-
-    async def judge_batch(
-        self, pairs: Sequence[PairFields | dict[str, Any]], *, mode: str = "score", debias: bool | None = None
-    ) -> list[JudgeResult]:
-        """Judge many pairs; results in order."""
-        body = {"pairs": _payload(pairs), "mode": mode, **({"debias": debias} if debias is not None else {})}
-        return BatchResult.model_validate(await self._post("/v1/judge/batch", body)).results
+        return parse(_json(response))
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.aclose()
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
