@@ -24,15 +24,12 @@ from biasjudge.cli import data as data_cli
 from biasjudge.data.holdout import load_pairs
 from biasjudge.labels.human import (
     HumanSession,
-    LabelsLockedError,
-    backup_paths,
     human_agreement,
     label_interactively,
-    labels_lock,
-    lock_path_for,
     order_pairs,
     read_human_labels,
 )
+from biasjudge.labels.human_safety import LabelsLockedError, backup_paths, labels_lock, lock_path_for
 from biasjudge.records import Pair
 
 
@@ -90,7 +87,7 @@ def label_human_process(pairs_file: Path, out: Path, *extra: str) -> subprocess.
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from biasjudge.labels.human import labels_lock
+    from biasjudge.labels.human_safety import labels_lock
 
     with labels_lock(sys.argv[1], labeller="alice"):
         print("locked", flush=True)

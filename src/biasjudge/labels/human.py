@@ -13,15 +13,9 @@ A skipped pair is not written and comes back next session. End of input (or Ctrl
 
 Safety, for a file people spend hours on:
 
-* **One labeller per file.** A session holds `<labels>.lock` (an exclusive `flock`, and the file
-  says who holds it: pid, host, labeller, start time). A second session on the same file is
-  refused with an error naming the holder. A lock left by a session that died (killed, power
-  cut) is *stale*: the operating system released its `flock`, the file still names it; the next
-  session reports it and takes it over. A lock naming another host is not taken over without
-  `break_lock` (a `flock` may not reach across a network file system).
-* **A backup before the first write.** The first time a session writes, the labels file as it
-  was is copied to `<labels>.bak-<UTC time>.jsonl` (once per session, and only when the file had
-  labels). A session that writes nothing leaves no backup.
+* **One labeller per file, and a backup** before a session's first write: a session holds
+  `<labels>.lock` (a second session is refused, naming the holder; a stale lock is taken over) and
+  copies the file to `<labels>.bak-<UTC time>.jsonl` first (:mod:`biasjudge.labels.human_safety`).
 * **Review mode** walks through the pairs already labelled, shows the current label and lets the
   labeller keep it (Enter), change it, or delete it (the pair then comes back unlabelled). A
   change rewrites the file atomically (temp file, then rename), with the record in its place and
@@ -40,26 +34,23 @@ or a subprocess's stdin).
 
 from __future__ import annotations
 
-import os
 import random
-import socket
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
-from biasjudge.errors import BiasJudgeError, ConfigError
-from biasjudge.io import JsonlAppender, ReadResult, atomic_open, read_records, side_path, write_records
+from biasjudge.errors import ConfigError
+from biasjudge.io import JsonlAppender, ReadResult, read_records, write_records
+from biasjudge.labels.human_safety import LockHolder, SessionBackup, labels_lock, utc_now
 from biasjudge.records import Label, Pair, Verdict
 
 if TYPE_CHECKING:
@@ -107,169 +98,6 @@ class HumanLabelRecord(BaseModel):
             labeller=self.labeller,
             notes=self.notes,
         )
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------- the lock
-
-
-class LockHolder(BaseModel):
-    """Who holds (or held) a labels file's lock: the lock file's content."""
-
-    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
-
-    pid: int | None = None
-    """Process id of the session."""
-    host: str = "unknown"
-    """Host name the session runs on."""
-    labeller: str = "unknown"
-    """Annotator id of the session."""
-    started_utc: str = "unknown"
-    """When the session took the lock (ISO 8601, UTC)."""
-    mode: str = "label"
-    """label or review."""
-
-    def describe(self) -> str:
-        """One line naming the holder, for messages."""
-        return f"{self.labeller} (pid {self.pid} on {self.host}, {self.mode} session since {self.started_utc})"
-
-
-class LabelsLockedError(BiasJudgeError):
-    """Another labelling session holds the labels file."""
-
-    def __init__(self, path: Path, lock_path: Path, holder: LockHolder | None, hint: str) -> None:
-        self.path = path
-        self.lock_path = lock_path
-        self.holder = holder
-        who = holder.describe() if holder is not None else "an unknown session"
-        super().__init__(f"{path} is open in another labelling session: {who}; lock file {lock_path}. {hint}")
-
-
-def lock_path_for(labels_path: str | Path) -> Path:
-    """`human.jsonl` -> `human.jsonl.lock`."""
-    labels_path = Path(labels_path)
-    return labels_path.with_name(labels_path.name + ".lock")
-
-
-def _read_holder(fd: int) -> LockHolder | None:
-    """The lock file's holder, None when the file is empty; a torn file gives an unknown holder."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-    if not data.strip():
-        return None
-    try:
-        return LockHolder.model_validate_json(data)
-    except ValidationError:
-        return LockHolder()
-
-
-@contextmanager
-def labels_lock(
-    labels_path: str | Path, *, labeller: str, mode: str = "label", break_lock: bool = False
-) -> Iterator[LockHolder | None]:
-    """Hold the labelling lock of `labels_path` for the block; yields the stale holder it took over, or None.
-
-    Raises:
-        LabelsLockedError: a live session holds the lock, or a lock naming another host is found
-            and `break_lock` is False.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        raise BiasJudgeError("the labelling lock needs a POSIX system (fcntl)") from None
-    labels_path = Path(labels_path)
-    lock_path = lock_path_for(labels_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    me = LockHolder(pid=os.getpid(), host=socket.gethostname(), labeller=labeller, started_utc=_now(), mode=mode)
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LabelsLockedError(
-                labels_path, lock_path, holder, "Wait for it to finish, or label into another file."
-            ) from None
-        # A holder that was releasing may have unlinked the file between our open and our flock:
-        # then we hold a lock on a file nobody else will open. Try again on the file at the path.
-        try:
-            current = os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current != os.fstat(fd).st_ino:
-            os.close(fd)
-            continue
-        break
-    try:
-        stale = _read_holder(fd)
-        if stale is not None and stale.host != me.host and not break_lock:
-            raise LabelsLockedError(
-                labels_path,
-                lock_path,
-                stale,
-                f"It names another host than this one ({me.host}), where this machine cannot tell whether it is "
-                "still running. If that session is over, pass --break-lock.",
-            )
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, me.model_dump_json().encode() + b"\n")
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        raise
-    try:
-        yield stale
-    finally:
-        # Unlink before unlocking, so a waiting session's inode check sends it to a fresh file.
-        try:
-            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
-                os.unlink(lock_path)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-
-
-# --------------------------------------------------------------------------- backup
-
-
-class _Backup:
-    """Copies the labels file aside before the session's first write (once, if it had labels)."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path = path
-        self.enabled = enabled
-        self.had_labels = path.exists() and path.stat().st_size > 0
-        self.written: Path | None = None
-        self._checked = False
-
-    def before_write(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        if not (self.enabled and self.had_labels):
-            return
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = side_path(self.path, f".bak-{stamp}.jsonl")
-        n = 1
-        while target.exists():
-            n += 1
-            target = side_path(self.path, f".bak-{stamp}-{n}.jsonl")
-        with atomic_open(target, "wb") as handle:
-            handle.write(self.path.read_bytes())
-        self.written = target
-
-
-def backup_paths(labels_path: str | Path) -> list[Path]:
-    """Backups the tool has made of `labels_path`, oldest first."""
-    labels_path = Path(labels_path)
-    stem = side_path(labels_path, ".bak-").name
-    return sorted(p for p in labels_path.parent.glob(f"{stem}*.jsonl"))
 
 
 # --------------------------------------------------------------------------- the session
@@ -441,142 +269,140 @@ def label_interactively(
                 f"[yellow]Found a stale lock on {escape(str(out_path))}: {escape(stale.describe())} ended without "
                 "releasing it. Its saved labels are kept; taking the lock over.[/yellow]"
             )
-        saver = _Backup(out_path, backup)
+        saver = SessionBackup(out_path, backup)
+        labelling = _Labelling(pairs, out_path, labeller, screen, session, saver, show_models, ask_notes)
         if review:
-            _review(pairs, out_path, labeller, screen, session, saver, show_models, ask_notes)
+            labelling.review()
         else:
-            _label(pairs, out_path, labeller, screen, session, saver, show_models, ask_notes)
+            labelling.label()
         session.backup_path = saver.written
     if saver.written is not None:
         screen.print(f"Backup of the labels as they were before this session: {escape(str(saver.written))}")
     return session
 
 
-def _label(
-    pairs: list[Pair],
-    out_path: Path,
-    labeller: str,
-    screen: _Screen,
-    session: HumanSession,
-    saver: _Backup,
-    show_models: bool,
-    ask_notes: bool,
-) -> None:
-    offered = {p.pair_id for p in pairs}
-    with JsonlAppender(out_path, HumanLabelRecord, key=lambda r: r.pair_id) as done:
-        todo = [p for p in pairs if p.pair_id not in done]
-        session.n_resumed = len(pairs) - len(todo)
-        session.n_not_offered = sum(pid not in offered for pid in done.done)
-        screen.print(
-            f"{len(pairs)} pairs, {session.n_resumed} already labelled, {len(todo)} to go. "
-            f"Labels are saved to {escape(str(out_path))} as you go."
+@dataclass
+class _Labelling:
+    """What a session's labelling and review work with: the pairs, the labels file and labeller,
+    the terminal, the session's outcome so far, its backup, and the options."""
+
+    pairs: list[Pair]
+    out_path: Path
+    labeller: str
+    screen: _Screen
+    session: HumanSession
+    saver: SessionBackup
+    show_models: bool
+    ask_notes: bool
+
+    def label(self) -> None:
+        """Ask for a label on each pair not yet in the file, appending each as it is given."""
+        offered = {p.pair_id for p in self.pairs}
+        with JsonlAppender(self.out_path, HumanLabelRecord, key=lambda r: r.pair_id) as done:
+            todo = [p for p in self.pairs if p.pair_id not in done]
+            self.session.n_resumed = len(self.pairs) - len(todo)
+            self.session.n_not_offered = sum(pid not in offered for pid in done.done)
+            self.screen.print(
+                f"{len(self.pairs)} pairs, {self.session.n_resumed} already labelled, {len(todo)} to go. "
+                f"Labels are saved to {escape(str(self.out_path))} as you go."
+            )
+            for index, pair in enumerate(todo, start=1):
+                try:
+                    self.screen.show(pair, index, len(todo), self.show_models)
+                    choice = self.screen.verdict()
+                    if choice == "quit":
+                        raise _Quit
+                    if choice == "skip":
+                        self.session.n_skipped += 1
+                        continue
+                    confidence = self.screen.confidence()
+                    notes = self.screen.ask("Notes (Enter for none): ") if self.ask_notes else ""
+                except _Quit:
+                    self.session.quit = True
+                    break
+                self.saver.before_write()
+                done.append(
+                    HumanLabelRecord(
+                        pair_id=pair.pair_id,
+                        verdict=choice,
+                        confidence=confidence,
+                        notes=notes or None,
+                        labeller=self.labeller,
+                        labelled_utc=utc_now(),
+                    )
+                )
+                self.session.n_labelled += 1
+            self.session.n_remaining = sum(p.pair_id not in done for p in self.pairs)
+        self.screen.print(
+            f"Labelled {self.session.n_labelled} now ({self.session.n_skipped} skipped); "
+            f"{self.session.n_remaining} still unlabelled. Saved in {escape(str(self.out_path))}."
         )
-        for index, pair in enumerate(todo, start=1):
+
+    def review(self) -> None:
+        """Walk through the labelled pairs, to keep, change or delete each label."""
+        if not self.out_path.exists():
+            self.screen.print(f"No labels in {escape(str(self.out_path))} yet: nothing to review.")
+            return
+        # Reading through the appender cuts off a torn last line a kill may have left.
+        with JsonlAppender(self.out_path, HumanLabelRecord, key=lambda r: r.pair_id) as done:
+            records: dict[str, HumanLabelRecord] = dict(done.done)
+        offered = {p.pair_id for p in self.pairs}
+        self.session.n_not_offered = sum(pid not in offered for pid in records)
+        queue = [p for p in self.pairs if p.pair_id in records]
+        self.screen.print(f"Review: {len(queue)} labelled pairs of {len(self.pairs)}. Changes are saved as you go.")
+
+        def save() -> None:
+            self.saver.before_write()
+            write_records(self.out_path, list(records.values()))  # atomic: the old file or the new, never half
+
+        for index, pair in enumerate(queue, start=1):
+            current = records[pair.pair_id]
             try:
-                screen.show(pair, index, len(todo), show_models)
-                choice = screen.verdict()
+                self.screen.show(pair, index, len(queue), self.show_models)
+                note = f", notes {escape(repr(current.notes))}" if current.notes else ""
+                self.screen.print(
+                    f"Current label: [bold]{current.verdict}[/bold], confidence {current.confidence}{note} "
+                    f"({escape(current.labeller)}, {current.revised_utc or current.labelled_utc})"
+                )
+                choice = self.screen.review_choice()
                 if choice == "quit":
                     raise _Quit
-                if choice == "skip":
-                    session.n_skipped += 1
+                if choice == "keep":
+                    self.session.n_kept += 1
                     continue
-                confidence = screen.confidence()
-                notes = screen.ask("Notes (Enter for none): ") if ask_notes else ""
+                if choice == "delete":
+                    del records[pair.pair_id]
+                    save()
+                    self.session.n_deleted += 1
+                    continue
+                confidence = self.screen.confidence(current.confidence)
+                notes = current.notes
+                if self.ask_notes:
+                    keep = f"Enter keeps {current.notes!r}, '-' clears" if current.notes else "Enter for none"
+                    answer = self.screen.ask(f"Notes ({escape(keep)}): ")
+                    notes = None if answer == "-" else (answer or current.notes)
             except _Quit:
-                session.quit = True
+                self.session.quit = True
                 break
-            saver.before_write()
-            done.append(
-                HumanLabelRecord(
-                    pair_id=pair.pair_id,
-                    verdict=choice,
-                    confidence=confidence,
-                    notes=notes or None,
-                    labeller=labeller,
-                    labelled_utc=_now(),
-                )
-            )
-            session.n_labelled += 1
-        session.n_remaining = sum(p.pair_id not in done for p in pairs)
-    screen.print(
-        f"Labelled {session.n_labelled} now ({session.n_skipped} skipped); "
-        f"{session.n_remaining} still unlabelled. Saved in {escape(str(out_path))}."
-    )
-
-
-def _review(
-    pairs: list[Pair],
-    out_path: Path,
-    labeller: str,
-    screen: _Screen,
-    session: HumanSession,
-    saver: _Backup,
-    show_models: bool,
-    ask_notes: bool,
-) -> None:
-    if not out_path.exists():
-        screen.print(f"No labels in {escape(str(out_path))} yet: nothing to review.")
-        return
-    # Reading through the appender cuts off a torn last line a kill may have left.
-    with JsonlAppender(out_path, HumanLabelRecord, key=lambda r: r.pair_id) as done:
-        records: dict[str, HumanLabelRecord] = dict(done.done)
-    offered = {p.pair_id for p in pairs}
-    session.n_not_offered = sum(pid not in offered for pid in records)
-    queue = [p for p in pairs if p.pair_id in records]
-    screen.print(f"Review: {len(queue)} labelled pairs of {len(pairs)}. Changes are saved as you go.")
-
-    def save() -> None:
-        saver.before_write()
-        write_records(out_path, list(records.values()))  # atomic: the old file or the new, never half
-
-    for index, pair in enumerate(queue, start=1):
-        current = records[pair.pair_id]
-        try:
-            screen.show(pair, index, len(queue), show_models)
-            note = f", notes {escape(repr(current.notes))}" if current.notes else ""
-            screen.print(
-                f"Current label: [bold]{current.verdict}[/bold], confidence {current.confidence}{note} "
-                f"({escape(current.labeller)}, {current.revised_utc or current.labelled_utc})"
-            )
-            choice = screen.review_choice()
-            if choice == "quit":
-                raise _Quit
-            if choice == "keep":
-                session.n_kept += 1
+            if (choice, confidence, notes) == (current.verdict, current.confidence, current.notes):
+                self.session.n_kept += 1
                 continue
-            if choice == "delete":
-                del records[pair.pair_id]
-                save()
-                session.n_deleted += 1
-                continue
-            confidence = screen.confidence(current.confidence)
-            notes = current.notes
-            if ask_notes:
-                keep = f"Enter keeps {current.notes!r}, '-' clears" if current.notes else "Enter for none"
-                answer = screen.ask(f"Notes ({escape(keep)}): ")
-                notes = None if answer == "-" else (answer or current.notes)
-        except _Quit:
-            session.quit = True
-            break
-        if (choice, confidence, notes) == (current.verdict, current.confidence, current.notes):
-            session.n_kept += 1
-            continue
-        records[pair.pair_id] = current.model_copy(
-            update={
-                "verdict": choice,
-                "confidence": confidence,
-                "notes": notes,
-                "labeller": labeller,
-                "revised_utc": _now(),
-            }
+            records[pair.pair_id] = current.model_copy(
+                update={
+                    "verdict": choice,
+                    "confidence": confidence,
+                    "notes": notes,
+                    "labeller": self.labeller,
+                    "revised_utc": utc_now(),
+                }
+            )
+            save()
+            self.session.n_changed += 1
+        self.session.n_remaining = sum(p.pair_id not in records for p in self.pairs)
+        self.screen.print(
+            f"Reviewed: {self.session.n_changed} changed, {self.session.n_deleted} deleted, "
+            f"{self.session.n_kept} kept. Saved in {escape(str(self.out_path))}."
         )
-        save()
-        session.n_changed += 1
-    session.n_remaining = sum(p.pair_id not in records for p in pairs)
-    screen.print(
-        f"Reviewed: {session.n_changed} changed, {session.n_deleted} deleted, {session.n_kept} kept. "
-        f"Saved in {escape(str(out_path))}."
-    )
 
 
 # --------------------------------------------------------------------------- reading, agreement
@@ -617,14 +443,9 @@ def human_agreement(
 __all__ = [
     "HumanLabelRecord",
     "HumanSession",
-    "LabelsLockedError",
-    "LockHolder",
-    "backup_paths",
     "human_agreement",
     "import_human_labels",
     "label_interactively",
-    "labels_lock",
-    "lock_path_for",
     "order_pairs",
     "read_human_labels",
 ]
