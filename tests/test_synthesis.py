@@ -19,18 +19,15 @@ from biasjudge.backends.openai import OpenAIBackend
 from biasjudge.costs import BudgetReached, CostControl, ModelPrice, PriceTable, read_ledger
 from biasjudge.io import read_records
 from biasjudge.labels.answer_key import label_pairs
+from biasjudge.labels.hard_negatives import FAILURE_MODES, check_negative, failure_mode_for, synth_messages
 from biasjudge.labels.synthesis import (
-    FAILURE_MODES,
     SynthesisAttempt,
     SynthesisDrop,
     SynthesisRecord,
     SynthesisRun,
-    check_negative,
     eligible_pairs,
-    failure_mode_for,
     read_synthesis,
     rejected_path_for,
-    synth_messages,
     synthesize,
 )
 from biasjudge.records import DPORow, Pair
