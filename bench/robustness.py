@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 from biasjudge.eval.protocol import slug
-from biasjudge.eval.robustness import CACHE_NAME, PREDICTIONS_NAME, TWINS, robustness
+from biasjudge.eval.robustness import CACHE_NAME, PREDICTIONS_NAME, robustness
 from biasjudge.eval.run import JudgeToEval, jfs_folder, resolve_holdout
+from biasjudge.eval.twins import TWINS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "robustness.json"
 SHIPPED = "llamacpp:embedded"

@@ -19,26 +19,28 @@ from biasjudge.cli import robustness as cli_robustness
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.eval.robustness import (
     CACHE_NAME,
-    FILLER,
     PREDICTIONS_NAME,
-    TWINS,
-    TWINS_BY_NAME,
     RobustnessCase,
-    change_case,
-    change_punctuation,
-    change_whitespace,
     clustered_interval,
     flip_cases,
-    injection_sides,
     read_results,
     robustness_table,
     run_robustness,
-    select_twins,
-    stratified_subset,
     summarize,
     wilson_interval,
 )
 from biasjudge.eval.run import resolve_holdout
+from biasjudge.eval.twins import (
+    FILLER,
+    TWINS,
+    TWINS_BY_NAME,
+    change_case,
+    change_punctuation,
+    change_whitespace,
+    injection_sides,
+    select_twins,
+    stratified_subset,
+)
 from biasjudge.judge.protocol import JudgeRequest, PairJudge
 from biasjudge.judge.registry import make_judge
 from biasjudge.prompting import VERDICT_INSTRUCTION, user_message

@@ -55,7 +55,8 @@ ORDER = [
     "backends.openai", "backends.hf", "backends.vllm",
     "judge", "judge.judge", "judge.baselines", "judge.debiased", "judge.hybrid", "judge.calibration",
     "judge.replay", "judge.shipped",
-    "eval", "eval.protocol", "eval.metrics", "eval.calibration", "eval.report", "eval.robustness", "eval.run",
+    "eval", "eval.protocol", "eval.metrics", "eval.calibration", "eval.report", "eval.twins", "eval.robustness",
+    "eval.run",
     "batch", "batch.judge_file", "batch.ray_engine",
     "serve", "serve.app", "serve.schemas", "serve.batcher", "serve.client", "serve.web",
 ]  # fmt: skip

@@ -74,8 +74,9 @@ def robustness_command(
     """Flip rates of judges on twins of holdout pairs: injections (forged tags, turn markers,
     "ignore the instructions"), benign edits (whitespace, punctuation, case, order) and padding."""
     from biasjudge.eval.protocol import judges_to_eval
-    from biasjudge.eval.robustness import robustness, select_twins
+    from biasjudge.eval.robustness import robustness
     from biasjudge.eval.run import HOLDOUT_NAME, jfs_folder, resolve_holdout
+    from biasjudge.eval.twins import select_twins
     from biasjudge.prompts import read_prompt_file
 
     judges = judges_to_eval(judge, name)
