@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 from rich.console import Console
@@ -198,18 +202,60 @@ PricesOption = Annotated[
 ]
 
 
-def cost_control(
-    out: Path, ledger: Path | None, budget_usd: float | None, dry_run: bool, prices: Path | None
-) -> CostControl:
-    """The CostControl of a command's cost options (the ledger defaults to cost_ledger.jsonl beside `out`)."""
-    from biasjudge.costs import CostControl, load_prices
+@dataclass(frozen=True)
+class CostOptions:
+    """The cost options of a command that calls a model (an option group, see :func:`option_groups`)."""
 
-    return CostControl(
-        ledger=ledger if ledger is not None else out.parent / "cost_ledger.jsonl",
-        prices=load_prices(prices),
-        budget_usd=budget_usd,
-        dry_run=dry_run,
-    )
+    ledger: LedgerOption = None
+    budget_usd: BudgetOption = None
+    dry_run: DryRunOption = False
+    prices: PricesOption = None
+
+    def control(self, out: Path) -> CostControl:
+        """The CostControl of these options (the ledger defaults to cost_ledger.jsonl beside `out`)."""
+        from biasjudge.costs import CostControl, load_prices
+
+        return CostControl(
+            ledger=self.ledger if self.ledger is not None else out.parent / "cost_ledger.jsonl",
+            prices=load_prices(self.prices),
+            budget_usd=self.budget_usd,
+            dry_run=self.dry_run,
+        )
+
+
+# --------------------------------------------------------------------------- option groups
+
+
+def option_groups(command: Callable[..., None]) -> Callable[..., None]:
+    """Options that several commands share, declared once as a dataclass (an option group, such as
+    :class:`CostOptions`): each parameter of `command` typed with such a dataclass is spelled out, in its
+    place, as the group's fields (their typer options and defaults), and `command` gets the group built
+    from them. What Typer shows (names, order, help, defaults) is as if the fields were written there."""
+    signature = inspect.signature(command, eval_str=True)
+    groups: dict[str, list[str]] = {}
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        group = parameter.annotation
+        if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        hints = get_type_hints(group, include_extras=True)
+        fields = dataclasses.fields(group)
+        groups[parameter.name] = [f.name for f in fields]
+        parameters += [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=f.default)
+            for f in fields
+        ]
+
+    @functools.wraps(command)
+    def run(**options: Any) -> None:
+        for name, fields in groups.items():
+            options[name] = signature.parameters[name].annotation(**{f: options.pop(f) for f in fields})
+        command(**options)
+
+    run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
+    return run
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from biasjudge.cli.common import console
 
 if TYPE_CHECKING:
     from biasjudge.backends.base import Backend
+    from biasjudge.cli.common import CostOptions
     from biasjudge.costs import CostControl
     from biasjudge.dataset import ReadReport
     from biasjudge.io import ReadResult
@@ -113,18 +114,16 @@ def pct(value: float | None) -> str:
 
 
 @contextmanager
-def model_stage(
-    out: Path, spec: str, ledger: Path | None, budget_usd: float | None, dry_run: bool, prices: Path | None
-) -> Iterator[tuple[Backend, CostControl]]:
+def model_stage(out: Path, spec: str, cost: CostOptions) -> Iterator[tuple[Backend, CostControl]]:
     """The backend of `spec` and the cost control of a stage writing `out`, for the block.
 
     Every call is booked in the ledger (beside `out` by default); the costs are printed after the
     block, and a run the budget stopped exits 3. The backend is closed after the block.
     """
     from biasjudge.backends.registry import make_backend
-    from biasjudge.cli.common import cost_control, cost_session
+    from biasjudge.cli.common import cost_session
 
-    control = cost_control(out, ledger, budget_usd, dry_run, prices)
+    control = cost.control(out)
     backend = make_backend(spec)
     try:
         with cost_session(control):

@@ -13,16 +13,14 @@ import typer
 from pydantic import BaseModel
 
 from biasjudge.cli.common import (
-    BudgetOption,
-    DryRunOption,
+    CostOptions,
     LabelMethod,
     LabelSourceChoice,
-    LedgerOption,
-    PricesOption,
     SkipInvalidOption,
     UnclearOption,
     UnclearVsBiasedChoice,
     console,
+    option_groups,
 )
 from biasjudge.cli.data_common import (
     fmt,
@@ -49,6 +47,7 @@ if TYPE_CHECKING:
 # --------------------------------------------------------------------------- labels
 
 
+@option_groups
 def label(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Pairs to label.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Labelled pairs JSONL.")],
@@ -78,10 +77,8 @@ def label(
         typer.Option("--rubric-file", help="Teacher's system prompt, byte for byte (default: prompts/teacher.md)."),
     ] = None,
     skip_invalid: SkipInvalidOption = False,
-    ledger: LedgerOption = None,
-    budget_usd: BudgetOption = None,
-    dry_run: DryRunOption = False,
-    prices: PricesOption = None,
+    *,
+    cost: CostOptions,
 ) -> None:
     """Label pairs with the answer key (instant) or a teacher model (resumable; raw output in <out>_teacher.jsonl).
 
@@ -91,7 +88,6 @@ def label(
     from contextlib import nullcontext
 
     from biasjudge.backends.base import GenerationParams
-    from biasjudge.cli.common import cost_control
     from biasjudge.stages import label_file
 
     if labels is LabelMethod.teacher and judge is None and teacher_file is None:
@@ -99,9 +95,9 @@ def label(
     rubric = prompt_text(rubric_file)
     stage: AbstractContextManager[tuple[Backend | None, CostControl]]
     if labels is LabelMethod.teacher and teacher_file is None and judge is not None:
-        stage = model_stage(out, judge, ledger, budget_usd, dry_run, prices)
+        stage = model_stage(out, judge, cost)
     else:  # no model is called, so no cost session
-        stage = nullcontext((None, cost_control(out, ledger, budget_usd, dry_run, prices)))
+        stage = nullcontext((None, cost.control(out)))
     with stage as (teacher, control):
         run = label_file(
             pairs_file,
@@ -118,7 +114,7 @@ def label(
             cost=control if teacher is not None else None,
             rubric=rubric,
         )
-        if run.teacher is not None and not dry_run:
+        if run.teacher is not None and not cost.dry_run:
             t = run.teacher
             console.print(
                 f"teacher: {t.n_labelled_now} labelled now, {t.n_resumed} resumed, {t.n_dropped_now} unreadable "
@@ -126,7 +122,7 @@ def label(
                 f"{t.n_no_confidence} without confidence",
                 highlight=False,
             )
-        if not (dry_run and teacher is not None):
+        if not (cost.dry_run and teacher is not None):
             console.print(
                 f"{len(run.pairs)} pairs -> {out}: {run.verdicts}, confidence {run.confidence}, "
                 f"{run.unlabelled} without a {run.source} label",
@@ -373,6 +369,7 @@ def flips(
 # --------------------------------------------------------------------------- hard negatives
 
 
+@option_groups
 def synthesize(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Labelled pairs (the output of `data label`).")],
     out: Annotated[
@@ -421,10 +418,8 @@ def synthesize(
         bool, typer.Option("--retry-dropped", help="Try again the pairs in <out>.dropped.jsonl.")
     ] = False,
     skip_invalid: SkipInvalidOption = False,
-    ledger: LedgerOption = None,
-    budget_usd: BudgetOption = None,
-    dry_run: DryRunOption = False,
-    prices: PricesOption = None,
+    *,
+    cost: CostOptions,
 ) -> None:
     """Hard negatives for DPO: plausible but WRONG judge reasoning per labelled pair, in four failure modes.
 
@@ -436,7 +431,7 @@ def synthesize(
     from biasjudge.labels.synthesis import synthesize_file
 
     system_prompt = prompt_text(system_prompt_file)
-    with model_stage(out, judge, ledger, budget_usd, dry_run, prices) as (backend, control):
+    with model_stage(out, judge, cost) as (backend, control):
         run = synthesize_file(
             pairs_file,
             out,
@@ -459,7 +454,7 @@ def synthesize(
             f"left out: {run.skipped_no_label} without a {label_source.value} label, "
             f"{run.skipped_low_confidence} below confidence {min_confidence}, {run.skipped_tie} TIE"
         )
-        if dry_run:
+        if cost.dry_run:
             console.print(f"{run.eligible} eligible pairs, {run.resumed} done already; {skipped}", highlight=False)
         else:
             console.print(

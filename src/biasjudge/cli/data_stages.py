@@ -13,18 +13,16 @@ from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
 from biasjudge.cli.common import (
-    BudgetOption,
+    CostOptions,
     DataDirOption,
-    DryRunOption,
     JudgeSpecOption,
     LabelSourceChoice,
     LeakageLevelChoice,
     LeakageLevelOption,
-    LedgerOption,
-    PricesOption,
     SkipInvalidOption,
     SystemPromptOption,
     console,
+    option_groups,
 )
 from biasjudge.cli.data_common import counts_table, make_table, model_stage, on_read, read, read_pairs
 
@@ -136,6 +134,7 @@ def expand(
     )
 
 
+@option_groups
 def candidates(
     questions: Annotated[Path, typer.Option("--questions", help="Questions (bbq_sample.jsonl shape).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Candidates JSONL (appended to; resumable).")],
@@ -149,10 +148,8 @@ def candidates(
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Answer only the first N questions.")] = None,
     skip_invalid: SkipInvalidOption = False,
-    ledger: LedgerOption = None,
-    budget_usd: BudgetOption = None,
-    dry_run: DryRunOption = False,
-    prices: PricesOption = None,
+    *,
+    cost: CostOptions,
 ) -> None:
     """Generate candidate answers with any backend (resumable: answers already in --out are kept).
 
@@ -161,7 +158,7 @@ def candidates(
     from biasjudge.backends.base import GenerationParams
     from biasjudge.stages import candidates_from_file
 
-    with model_stage(out, judge, ledger, budget_usd, dry_run, prices) as (backend, control):
+    with model_stage(out, judge, cost) as (backend, control):
         run = candidates_from_file(
             questions,
             out,
@@ -174,7 +171,7 @@ def candidates(
             on_read=on_read(skip_invalid),
             cost=control,
         )
-        verb = "already" if dry_run else "now"
+        verb = "already" if cost.dry_run else "now"
         console.print(
             f"{len(run.candidates)} candidates of {run.n_questions} questions {verb} in {out} "
             f"(finish: {run.finish_reasons})",
