@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from biasjudge.eval.metrics import compute_metrics
 from biasjudge.io import JsonlAppender, write_json
 from biasjudge.progress import progress_bar
 from biasjudge.prompting import user_message
-from biasjudge.records import SHARED_WITH_JUDGMENT, EvalLog, Judgment, Pair, Prediction, Record
+from biasjudge.records import SHARED_WITH_JUDGMENT, EvalLog, JudgeMode, Judgment, Pair, Prediction, Record
 
 if TYPE_CHECKING:
     from biasjudge.judge.protocol import JudgeRequest, PairJudge
@@ -164,6 +165,28 @@ def judges_to_eval(specs: Sequence[str] | None, names: Sequence[str] | None) -> 
     if named and len(named) != len(chosen):
         raise ConfigError(f"--name given {len(named)} times for {len(chosen)} --judge; give one per judge or none")
     return [JudgeToEval(spec, column) for spec, column in zip(chosen, named or chosen, strict=True)]
+
+
+def check_columns(judges: Sequence[JudgeToEval], mode: str) -> None:
+    """A run over several judges (eval, robustness) needs a known mode and a name, and a folder, per judge."""
+    if mode not in ("score", "generate"):
+        raise ConfigError(f"mode must be 'score' or 'generate', got {mode!r}")
+    names = [judge.name for judge in judges]
+    if len(set(names)) != len(names) or len({slug(n) for n in names}) != len(names):
+        raise ConfigError(f"every judge needs its own name (and folder), got {names}")
+
+
+@contextmanager
+def opened_judge(entry: JudgeToEval, *, system_prompt: str | None, mode: JudgeMode) -> Iterator[PairJudge]:
+    """The judge of one column (its own system prompt, else the run's), closed when the block ends."""
+    from biasjudge.judge.registry import make_judge
+
+    prompt = entry.system_prompt if entry.system_prompt is not None else system_prompt
+    judge = make_judge(entry.spec, system_prompt=prompt, mode=mode)
+    try:
+        yield judge
+    finally:
+        judge.close()
 
 
 def prompt_hash(system_prompt: str | None, pair: Pair, *, swapped: bool) -> str:

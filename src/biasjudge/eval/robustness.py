@@ -542,22 +542,15 @@ def robustness(
         ConfigError: two judges with one name (or folder), a bad mode, or another robustness run
             holds the folder.
     """
-    from biasjudge.eval.protocol import slug
+    from biasjudge.eval.protocol import check_columns, opened_judge, slug
     from biasjudge.io import atomic_open, folder_lock, write_json
-    from biasjudge.judge.registry import make_judge
 
-    if mode not in ("score", "generate"):
-        raise ConfigError(f"mode must be 'score' or 'generate', got {mode!r}")
-    names = [j.name for j in judges]
-    if len(set(names)) != len(names) or len({slug(n) for n in names}) != len(names):
-        raise ConfigError(f"every judge needs its own name (and folder), got {names}")
+    check_columns(judges, mode)
     pairs = stratified_subset(holdout, limit)
     results: list[RobustnessResult] = []
     with folder_lock(out, LOCK_NAME, what="a robustness run"):
         for entry in judges:
-            prompt = entry.system_prompt if entry.system_prompt is not None else system_prompt
-            judge = make_judge(entry.spec, system_prompt=prompt, mode=mode)
-            try:
+            with opened_judge(entry, system_prompt=system_prompt, mode=mode) as judge:
                 result = run_robustness(
                     judge,
                     pairs,
@@ -567,8 +560,6 @@ def robustness(
                     batch_size=batch_size,
                     console=console,
                 )
-            finally:
-                judge.close()
             results.append(result)
             if console is not None:
                 console.print(f"{entry.name}: {len(result.cases)} twins of {result.n_pairs} pairs judged")

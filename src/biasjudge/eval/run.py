@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from biasjudge.errors import ConfigError, DataError
+from biasjudge.errors import DataError
 from biasjudge.eval.protocol import JudgeToEval
 from biasjudge.io import check_input_file, folder_lock
 
@@ -124,15 +124,10 @@ def evaluate(
         ConfigError: a bad mode, two judges with one name (or folder), or another eval is writing
             to `out` (its lock is held).
     """
-    from biasjudge.eval.protocol import run_eval, select_runs, slug
+    from biasjudge.eval.protocol import check_columns, opened_judge, run_eval, select_runs, slug
     from biasjudge.eval.report import write_reports
-    from biasjudge.judge.registry import make_judge
 
-    if mode not in ("score", "generate"):
-        raise ConfigError(f"mode must be 'score' or 'generate', got {mode!r}")
-    names = [judge.name for judge in judges]
-    if len(set(names)) != len(names) or len({slug(n) for n in names}) != len(names):
-        raise ConfigError(f"every judge needs its own name (and folder), got {names}")
+    check_columns(judges, mode)
     run_specs = select_runs(runs)
     imported = read_logs(imports)
     evaluated_pairs = holdout[:limit] if limit is not None else holdout
@@ -140,9 +135,7 @@ def evaluate(
     with folder_lock(out, LOCK_NAME, what="an eval"):
         for entry in judges:
             started = time.perf_counter()
-            prompt = entry.system_prompt if entry.system_prompt is not None else system_prompt
-            judge = make_judge(entry.spec, system_prompt=prompt, mode=mode)
-            try:
+            with opened_judge(entry, system_prompt=system_prompt, mode=mode) as judge:
                 log = run_eval(
                     judge,
                     holdout,
@@ -153,8 +146,6 @@ def evaluate(
                     batch_size=batch_size,
                     console=console,
                 )
-            finally:
-                judge.close()
             if console is not None:
                 console.print(
                     f"{entry.name}: {len(log.detailed)} judgments in {time.perf_counter() - started:.1f} s -> "
