@@ -13,8 +13,15 @@ labels into SFT and DPO rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TypeVar
 
+from pydantic import BaseModel
+
+from biasjudge.io import read_records
 from biasjudge.records import Label, LabelSource, Pair
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
 def attach_labels(pairs: Iterable[Pair], labels: Mapping[str, Label]) -> list[Pair]:
@@ -39,4 +46,12 @@ def filter_confident(pairs: Iterable[Pair], source: LabelSource, min_confidence:
     return kept
 
 
-__all__ = ["attach_labels", "filter_confident"]
+def existing_records(path: Path, model: type[RecordT]) -> list[RecordT]:
+    """Records already in a labeller's output or side file (none if it does not exist, invalid lines
+    skipped): what a dry run, which writes nothing, counts as done."""
+    if not path.exists():
+        return []
+    return read_records(path, model, allow_empty=True, skip_invalid=True).records
+
+
+__all__ = ["attach_labels", "existing_records", "filter_confident"]

@@ -38,6 +38,7 @@ from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
 from biasjudge.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path, write_meta
+from biasjudge.labels import existing_records
 from biasjudge.labels.hard_negatives import (
     FAILURE_MODES,
     MIN_REASONING_WORDS,
@@ -234,12 +235,6 @@ class SynthesisRun:
     """Rejected attempts now, per reason."""
 
 
-def _existing(path: Path, model: type[SynthesisRecord] | type[SynthesisDrop]) -> set[str]:
-    if not path.exists():
-        return set()
-    return {r.pair_id for r in read_records(path, model, allow_empty=True, skip_invalid=True).records}
-
-
 def synthesize(
     pairs: Iterable[Pair],
     backend: Backend,
@@ -322,15 +317,14 @@ def synthesize(
         return jobs
 
     if meter.dry_run:
-        done = _existing(out_path, SynthesisRecord)
-        gone = _existing(dropped_path, SynthesisDrop)
+        done = {r.pair_id for r in existing_records(out_path, SynthesisRecord)}
+        gone = {r.pair_id for r in existing_records(dropped_path, SynthesisDrop)}
         todo_rows = [
             (i, p, lab) for i, p, lab in indexed if p.pair_id not in done and (retry_dropped or p.pair_id not in gone)
         ]
         history: dict[str, list[SynthesisAttempt]] = {}
-        if rejected_path.exists():
-            for a in read_records(rejected_path, SynthesisAttempt, allow_empty=True, skip_invalid=True).records:
-                history.setdefault(a.pair_id, []).append(a)
+        for a in existing_records(rejected_path, SynthesisAttempt):
+            history.setdefault(a.pair_id, []).append(a)
         jobs = [j for j in jobs_for(todo_rows, history, gone if retry_dropped else set()) if j.left > 0]
         meter.estimate([j.request(system_prompt) for j in jobs], params, max_attempts=max_attempts)
         run.resumed = sum(p.pair_id in done for _, p, _ in indexed)
@@ -487,7 +481,7 @@ def synthesize_file(
             "rows": len(records),
             "failure_mode": dict(sorted(Counter(str(r.failure_mode) for r in records).items())),
             "label_to_verdict": dict(sorted(Counter(f"{r.sonnet_verdict}->{r.verdict}" for r in records).items())),
-            "dropped": len(_existing(run.dropped_path, SynthesisDrop)),
+            "dropped": len({r.pair_id for r in existing_records(run.dropped_path, SynthesisDrop)}),
         },
     )
     return run

@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,7 +33,7 @@ from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
 from biasjudge.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path
-from biasjudge.labels import attach_labels, filter_confident
+from biasjudge.labels import attach_labels, existing_records, filter_confident
 from biasjudge.progress import progress_bar
 from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
 from biasjudge.prompts import load_prompt
@@ -222,8 +221,8 @@ def teacher_label(
     run = TeacherRun(pairs=[], out_path=out_path, dropped_path=dropped_path)
     meter = meter_for(backend, "teacher", cost)
     if meter.dry_run:  # read what is done, write nothing
-        labelled = {r.pair_id: r for r in _existing(out_path, TeacherRecord)}
-        skipped = set() if retry_dropped else {r.pair_id for r in _existing(dropped_path, DroppedRecord)}
+        labelled = {r.pair_id: r for r in existing_records(out_path, TeacherRecord)}
+        skipped = set() if retry_dropped else {r.pair_id for r in existing_records(dropped_path, DroppedRecord)}
         todo_ids = [p for p in pairs if p.pair_id not in labelled and p.pair_id not in skipped]
         meter.estimate([PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in todo_ids], params)
         run.n_resumed = sum(p.pair_id in labelled for p in pairs)
@@ -284,13 +283,6 @@ def teacher_label(
         labels = {pid: rec.to_label() for pid, rec in done.done.items()}
     run.pairs = attach_labels(pairs, labels)
     return run
-
-
-def _existing(path: Path, model: type[TeacherRecord] | type[DroppedRecord]) -> list[Any]:
-    """Records already in an output file (none if it does not exist), for a dry run that writes nothing."""
-    if not path.exists():
-        return []
-    return read_records(path, model, allow_empty=True, skip_invalid=True).records
 
 
 def read_teacher_records(path: str | Path, *, skip_invalid: bool = False) -> ReadResult[TeacherRecord]:
