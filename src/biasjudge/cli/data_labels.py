@@ -5,6 +5,7 @@ flips, and synthesize (hard negatives for DPO); registered on the group by :mod:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
@@ -222,9 +223,22 @@ ReportOutOption = Annotated[Path | None, typer.Option("--out", "-o", help="Write
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the full report as JSON on stdout.")]
 
 
-def _label_sets(files: Sequence[str], source: LabelSourceChoice | None, skip_invalid: bool) -> list[LabelSet]:
+@dataclass(frozen=True)
+class ReportOptions:
+    """What `data agreement` and `data flips` read the labels with, and where the report goes (an option group)."""
+
+    source: PairSourceOption = None
+    by: GroupByOption = GroupByChoice.pair_category
+    pairs_file: GroupPairsOption = None
+    out: ReportOutOption = None
+    as_json: JsonOption = False
+    skip_invalid: SkipInvalidOption = False
+
+
+def _label_sets(files: Sequence[str], options: ReportOptions) -> list[LabelSet]:
     from biasjudge.labels.agreement import parse_named_path, read_label_set
 
+    source, skip_invalid = options.source, options.skip_invalid
     sets = []
     for spec in files:
         name, path = parse_named_path(spec)
@@ -239,38 +253,35 @@ def _label_sets(files: Sequence[str], source: LabelSourceChoice | None, skip_inv
     return sets
 
 
-def _groups(by: GroupByChoice, pairs_file: Path | None, skip_invalid: bool) -> tuple[GroupBy, dict[str, str] | None]:
+def _groups(options: ReportOptions) -> tuple[GroupBy, dict[str, str] | None]:
     """What the report is split by, and each pair's group from --pairs (None: from the label files)."""
     from biasjudge.labels.agreement import groups_from_pairs
 
-    group_by = cast("GroupBy", by.value)
-    return group_by, groups_from_pairs(pairs_file, group_by, skip_invalid=skip_invalid) if pairs_file else None
+    group_by, pairs_file = cast("GroupBy", options.by.value), options.pairs_file
+    return group_by, groups_from_pairs(pairs_file, group_by, skip_invalid=options.skip_invalid) if pairs_file else None
 
 
-def _write_report(report: BaseModel, out: Path | None, as_json: bool) -> None:
+def _write_report(report: BaseModel, options: ReportOptions) -> None:
     """The full report: written as JSON to --out, and printed on stdout with --json."""
     from biasjudge.labels.agreement import save_report
 
-    if out is not None:
-        console.print(f"report -> {save_report(report, out)}", highlight=False)
-    if as_json:
+    if options.out is not None:
+        console.print(f"report -> {save_report(report, options.out)}", highlight=False)
+    if options.as_json:
         typer.echo(report.model_dump_json(indent=2))
 
 
+@option_groups
 def agreement(
     files: LabelFilesArgument,
-    source: PairSourceOption = None,
-    by: GroupByOption = GroupByChoice.pair_category,
-    pairs_file: GroupPairsOption = None,
-    out: ReportOutOption = None,
-    as_json: JsonOption = False,
-    skip_invalid: SkipInvalidOption = False,
+    *,
+    options: ReportOptions,
 ) -> None:
     """Cohen's kappa and raw agreement between every two label files, on the pairs both labelled, per group."""
     from biasjudge.labels.agreement import agreement_report
 
-    sets = _label_sets(files, source, skip_invalid)
-    group_by, groups = _groups(by, pairs_file, skip_invalid)
+    sets = _label_sets(files, options)
+    group_by, groups = _groups(options)
     report = agreement_report(sets, by=group_by, groups=groups)
     table = make_table(
         "Label agreement (Cohen's kappa over A/B/TIE, on shared pairs)",
@@ -288,35 +299,39 @@ def agreement(
         for cell in cmp.groups:
             detail.add_row(cell.group, str(cell.n), f"{cell.n_agree} ({pct(cell.agreement)})", fmt(cell.kappa))
         console.print(detail)
-    _write_report(report, out, as_json)
+    _write_report(report, options)
 
 
-def flips(
-    old: Annotated[str, typer.Argument(help="The earlier label version (NAME=PATH to name it).", show_default=False)],
-    new: Annotated[str, typer.Argument(help="The later label version (NAME=PATH to name it).", show_default=False)],
+@dataclass(frozen=True)
+class GateOptions:
+    """The thresholds of `data flips`' gate (an option group; :func:`~biasjudge.labels.flips.flip_gate`'s arguments)."""
+
     max_flip_rate: Annotated[
         float, typer.Option("--max-flip-rate", help="Regression when more shared pairs than this share flip verdict.")
-    ] = 0.10,
+    ] = 0.10
     max_group_flip_rate: Annotated[
         float | None,
         typer.Option("--max-group-flip-rate", help="Regression when any one group flips more than this (default off)."),
-    ] = None,
+    ] = None
     min_group_size: Annotated[
         int, typer.Option("--min-group-size", help="Groups smaller than this are not held to --max-group-flip-rate.")
-    ] = 5,
+    ] = 5
     min_shared: Annotated[
         int, typer.Option("--min-shared", help="Invalid (exit 2) when fewer pairs than this are in both versions.")
-    ] = 1,
+    ] = 1
     max_lost_rate: Annotated[
         float | None,
         typer.Option("--max-lost-rate", help="Regression when more old labels than this share are missing from new."),
-    ] = None,
-    source: PairSourceOption = None,
-    by: GroupByOption = GroupByChoice.pair_category,
-    pairs_file: GroupPairsOption = None,
-    out: ReportOutOption = None,
-    as_json: JsonOption = False,
-    skip_invalid: SkipInvalidOption = False,
+    ] = None
+
+
+@option_groups
+def flips(
+    old: Annotated[str, typer.Argument(help="The earlier label version (NAME=PATH to name it).", show_default=False)],
+    new: Annotated[str, typer.Argument(help="The later label version (NAME=PATH to name it).", show_default=False)],
+    *,
+    gate: GateOptions,
+    options: ReportOptions,
 ) -> None:
     """Which pairs changed verdict between two label versions, from what to what, per group; a gate on the rate.
 
@@ -324,19 +339,12 @@ def flips(
     """
     from biasjudge.labels.agreement import flip_gate, flip_report
 
-    old_set, new_set = _label_sets([old, new], source, skip_invalid)
+    old_set, new_set = _label_sets([old, new], options)
     if old_set.name == new_set.name:
         new_set.name = f"{new_set.name} (new)"
-    group_by, groups = _groups(by, pairs_file, skip_invalid)
+    group_by, groups = _groups(options)
     report = flip_report(old_set, new_set, by=group_by, groups=groups)
-    gate = flip_gate(
-        report,
-        max_flip_rate=max_flip_rate,
-        max_group_flip_rate=max_group_flip_rate,
-        min_group_size=min_group_size,
-        min_shared=min_shared,
-        max_lost_rate=max_lost_rate,
-    )
+    decision = flip_gate(report, **asdict(gate))
     n = report.n_shared
     console.print(
         f"{report.old} -> {report.new}: {report.n_old} and {report.n_new} labels, {n} shared "
@@ -357,13 +365,13 @@ def flips(
             f"(confidence {flip.old_confidence} -> {flip.new_confidence}; {flip.group})",
             highlight=False,
         )
-    colour = {"pass": "green", "regression": "red", "invalid": "red"}[gate.decision]
-    console.print(f"gate: [{colour}]{gate.decision.upper()}[/{colour}]", highlight=False)
-    for reason in gate.reasons:
+    colour = {"pass": "green", "regression": "red", "invalid": "red"}[decision.decision]
+    console.print(f"gate: [{colour}]{decision.decision.upper()}[/{colour}]", highlight=False)
+    for reason in decision.reasons:
         console.print(f"  {reason}", highlight=False, markup=False)
-    _write_report(report, out, as_json)
-    if gate.exit_code:
-        raise typer.Exit(gate.exit_code)
+    _write_report(report, options)
+    if decision.exit_code:
+        raise typer.Exit(decision.exit_code)
 
 
 # --------------------------------------------------------------------------- hard negatives
