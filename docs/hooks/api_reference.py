@@ -47,8 +47,10 @@ PARTS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
 # Pipeline order inside a page; modules not named here follow, by name.
 ORDER = [
     "", "records", "verdict", "io", "config", "errors", "progress", "prompting", "prompts", "costs",
-    "data", "data.sources", "data.bbq", "data.candidates", "data.classify", "data.pairs", "data.holdout", "dataset",
-    "labels", "labels.answer_key", "labels.teacher", "labels.human",
+    "data", "data.sources", "data.bbq", "data.bbq_targets", "data.candidates", "data.classify", "data.pairs",
+    "data.holdout", "dataset",
+    "labels", "labels.answer_key", "labels.teacher", "labels.hard_negatives", "labels.synthesis",
+    "labels.label_sets", "labels.agreement", "labels.flips", "labels.human", "labels.human_safety",
     "train", "train.config", "train.common", "train.sft", "train.dpo", "train.card", "recipe",
     "train.export", "train.export.tokenizer", "train.export.merge", "train.export.convert", "train.export.verify",
     "backends", "backends.base", "backends.registry", "backends.embedded", "backends.llamacpp",
