@@ -243,8 +243,9 @@ def option_groups(command: Callable[..., None]) -> Callable[..., None]:
         fields = dataclasses.fields(group)
         groups[parameter.name] = [f.name for f in fields]
         parameters += [
-            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=f.default)
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=default)
             for f in fields
+            for default in [inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default]
         ]
 
     @functools.wraps(command)

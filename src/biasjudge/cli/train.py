@@ -7,12 +7,13 @@ torch/transformers/trl are imported only when a command runs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from biasjudge.cli.common import console
+from biasjudge.cli.common import console, option_groups
 
 if TYPE_CHECKING:
     from biasjudge.train.config import RunConfigBase
@@ -54,61 +55,49 @@ def _print_result(kind: str, result: object) -> None:
     print(getattr(result, "adapter_dir", ""))
 
 
-def _run_config(
-    cls: type[C],
-    config: Path,
-    output_dir: Path | None,
-    max_steps: int | None,
-    train_file: Path | None,
-    model: str | None,
-    learning_rate: float | None,
-    no_resume: bool,
-    overrides: dict[str, Any],
-) -> C:
-    """The run config of `train sft` / `train dpo`: the file, then the flags both share, then `overrides`."""
-    from biasjudge.train.config import load_run_config
+@dataclass(frozen=True)
+class RunOptions:
+    """The run config of `train sft` / `train dpo` and the flags both override it with (an option group)."""
 
-    return load_run_config(
-        cls,
-        config,
-        overrides={
-            "output_dir": output_dir,
-            "train_file": train_file,
-            "model": model,
-            **overrides,
-            "resume": False if no_resume else None,
-        },
-        trl_overrides={"max_steps": max_steps, "learning_rate": learning_rate},
-    )
+    config: ConfigOption
+    output_dir: OutputDirOption = None
+    max_steps: MaxStepsOption = None
+    train_file: TrainFileOption = None
+    model: ModelOption = None
+    learning_rate: LearningRateOption = None
+
+    def load(self, cls: type[C], no_resume: bool, overrides: dict[str, Any]) -> C:
+        """The run config: the file, then the flags both commands share, then `overrides`."""
+        from biasjudge.train.config import load_run_config
+
+        return load_run_config(
+            cls,
+            self.config,
+            overrides={
+                "output_dir": self.output_dir,
+                "train_file": self.train_file,
+                "model": self.model,
+                **overrides,
+                "resume": False if no_resume else None,
+            },
+            trl_overrides={"max_steps": self.max_steps, "learning_rate": self.learning_rate},
+        )
 
 
-def sft_command(
-    config: ConfigOption,
-    output_dir: OutputDirOption = None,
-    max_steps: MaxStepsOption = None,
-    train_file: TrainFileOption = None,
-    model: ModelOption = None,
-    learning_rate: LearningRateOption = None,
-    no_resume: NoResumeOption = False,
-) -> None:
+@option_groups
+def sft_command(run: RunOptions, no_resume: NoResumeOption = False) -> None:
     """Supervised fine-tuning (LoRA; QLoRA on CUDA) on SFT rows; resumes from the newest checkpoint."""
     from biasjudge.train.config import SFTRunConfig
     from biasjudge.train.sft import train_sft
 
-    run_config = _run_config(
-        SFTRunConfig, config, output_dir, max_steps, train_file, model, learning_rate, no_resume, {}
-    )
+    run_config = run.load(SFTRunConfig, no_resume, {})
     console.print(f"training {run_config.model} on {run_config.train_file} -> {run_config.output_dir}")
     _print_result("sft", train_sft(run_config))
 
 
+@option_groups
 def dpo_command(
-    config: ConfigOption,
-    output_dir: OutputDirOption = None,
-    max_steps: MaxStepsOption = None,
-    train_file: TrainFileOption = None,
-    model: ModelOption = None,
-    learning_rate: LearningRateOption = None,
+    run: RunOptions,
     sft_adapter: Annotated[
         Path | None, typer.Option("--sft-adapter", help="SFT adapter to continue from (overrides sft_adapter).")
     ] = None,
@@ -118,17 +107,7 @@ def dpo_command(
     from biasjudge.train.config import DPORunConfig
     from biasjudge.train.dpo import train_dpo
 
-    run_config = _run_config(
-        DPORunConfig,
-        config,
-        output_dir,
-        max_steps,
-        train_file,
-        model,
-        learning_rate,
-        no_resume,
-        {"sft_adapter": sft_adapter},
-    )
+    run_config = run.load(DPORunConfig, no_resume, {"sft_adapter": sft_adapter})
     console.print(
         f"DPO on {run_config.train_file} from {run_config.sft_adapter or run_config.model} -> {run_config.output_dir}"
     )
