@@ -51,6 +51,10 @@ RunsOption = Annotated[
 LimitOption = Annotated[
     int | None, typer.Option("--limit", min=1, help="Judge only the first N holdout pairs.", show_default=False)
 ]
+NamesOption = Annotated[
+    list[str] | None,
+    typer.Option("--name", help="Column name per --judge, in the same order (default: the spec).", show_default=False),
+]
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Requests per judge call (one pair's runs stay together).")
 ]
@@ -202,12 +206,7 @@ def eval_command(
     limit: LimitOption = None,
     mode: ModeOption = Mode.score,
     system_prompt_file: SystemPromptOption = None,
-    name: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--name", help="Column name per --judge, in the same order (default: the spec).", show_default=False
-        ),
-    ] = None,
+    name: NamesOption = None,
     import_predictions: Annotated[
         list[Path] | None,
         typer.Option(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 
 from biasjudge.cli.common import DataDirOption, Mode, ModeOption, SystemPromptOption, console
-from biasjudge.cli.eval import BatchOption, HoldoutOption, LevelsOption
+from biasjudge.cli.eval import BatchOption, HoldoutOption, LevelsOption, NamesOption
 
 if TYPE_CHECKING:
     from biasjudge.records import JudgeMode
@@ -30,12 +30,7 @@ def robustness_command(
             show_default=False,
         ),
     ] = None,
-    name: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--name", help="Column name per --judge, in the same order (default: the spec).", show_default=False
-        ),
-    ] = None,
+    name: NamesOption = None,
     out: Annotated[
         Path,
         typer.Option(
