@@ -214,6 +214,11 @@ def sft_rows(
 
 # --------------------------------------------------------------------------- DPO
 
+DPO_MIN_CONFIDENCE = 4
+"""DPO's default confidence floor: labels less confident than this (or stating none) give no DPO rows."""
+VALIDATION_FRACTION = 0.05
+"""DPO's default validation share (decided by the sha1 of the pair_id, :func:`split_of`)."""
+
 
 class HardNegative(BaseModel):
     """A plausible-but-wrong judgement of a pair (the reference's synthesis_results.jsonl rows)."""
@@ -253,8 +258,8 @@ def build_dpo_rows(
     system_prompt: str,
     label_source: LabelSource,
     hard_negatives: Iterable[HardNegative] | Mapping[str, HardNegative] = (),
-    min_confidence: int | None = 4,
-    validation_fraction: float = 0.05,
+    min_confidence: int | None = DPO_MIN_CONFIDENCE,
+    validation_fraction: float = VALIDATION_FRACTION,
 ) -> RowsBuild[DPORow]:
     """DPO rows with counts of the pairs left out; see :func:`dpo_rows`."""
     if not 0.0 <= validation_fraction < 1.0:
@@ -314,8 +319,8 @@ def dpo_rows(
     system_prompt: str,
     label_source: LabelSource,
     hard_negatives: Iterable[HardNegative] | Mapping[str, HardNegative] = (),
-    min_confidence: int | None = 4,
-    validation_fraction: float = 0.05,
+    min_confidence: int | None = DPO_MIN_CONFIDENCE,
+    validation_fraction: float = VALIDATION_FRACTION,
 ) -> list[DPORow]:
     """Preference rows from confident, non-TIE labels, swap-doubled.
 

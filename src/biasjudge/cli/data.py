@@ -31,6 +31,7 @@ from biasjudge.cli.common import (
     console,
 )
 from biasjudge.cli.data_common import counts_table, fmt, make_table, on_read
+from biasjudge.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
 
 if TYPE_CHECKING:
     from biasjudge.dataset import LeakageLevel
@@ -85,10 +86,10 @@ def build(
     ] = None,
     dpo_min_confidence: Annotated[
         int, typer.Option("--dpo-min-confidence", help="DPO uses labels at least this confident.")
-    ] = 4,
+    ] = DPO_MIN_CONFIDENCE,
     validation_fraction: Annotated[
         float, typer.Option("--validation-fraction", help="DPO validation share (by sha1 of pair_id).")
-    ] = 0.05,
+    ] = VALIDATION_FRACTION,
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Holdout, train pool, answer-key labels, SFT and DPO rows from the judge-from-scratch files.

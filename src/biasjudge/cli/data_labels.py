@@ -33,6 +33,7 @@ from biasjudge.cli.data_common import (
     read_pairs,
     report_read,
 )
+from biasjudge.rows import DPO_MIN_CONFIDENCE
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -394,7 +395,7 @@ def synthesize(
     min_confidence: Annotated[
         int | None,
         typer.Option("--min-confidence", help="Only labels at least this confident (DPO's default, 4)."),
-    ] = 4,
+    ] = DPO_MIN_CONFIDENCE,
     max_attempts: Annotated[
         int, typer.Option("--max-attempts", min=1, help="Calls per pair before it is dropped (retries get the reason).")
     ] = 3,

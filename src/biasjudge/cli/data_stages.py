@@ -25,6 +25,7 @@ from biasjudge.cli.common import (
     option_groups,
 )
 from biasjudge.cli.data_common import counts_table, make_table, model_stage, on_read, read, read_pairs
+from biasjudge.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
 
 if TYPE_CHECKING:
     from biasjudge.records import LabelSource
@@ -325,11 +326,11 @@ def rows(
     min_confidence: Annotated[
         int | None, typer.Option("--min-confidence", help="SFT: leave out labels below this confidence.")
     ] = None,
-    dpo_min_confidence: Annotated[int, typer.Option("--dpo-min-confidence")] = 4,
+    dpo_min_confidence: Annotated[int, typer.Option("--dpo-min-confidence")] = DPO_MIN_CONFIDENCE,
     hard_negatives: Annotated[
         Path | None, typer.Option("--hard-negatives", help="synthesis_results.jsonl-shaped rejecteds.")
     ] = None,
-    validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = 0.05,
+    validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = VALIDATION_FRACTION,
     holdout: Annotated[
         Path | None, typer.Option("--holdout", help="Fail if the rows share a question with this holdout.")
     ] = None,
