@@ -38,7 +38,7 @@ from biasjudge.config import resolve_data_dir
 from biasjudge.io import read_records
 from biasjudge.judge.judge import Judge
 from biasjudge.judge.protocol import JudgeRequest
-from biasjudge.prompting import SCORE_PREFIX
+from biasjudge.prompts.render import SCORE_PREFIX
 from biasjudge.records import Pair
 from biasjudge.verdict import VERDICTS
 

@@ -32,7 +32,7 @@ from biasjudge.data.classify import answer_class, parse_answer_letter
 from biasjudge.data.holdout import attach_levels, load_pairs
 from biasjudge.eval.metrics import cohen_kappa
 from biasjudge.labels.answer_key import answer_key_verdict
-from biasjudge.recipe import teacher_verdicts
+from biasjudge.recipes.pairwise import teacher_verdicts
 from biasjudge.records import Pair, Question
 
 RESULTS = Path(__file__).resolve().parent / "results" / "label_sources.json"

@@ -56,7 +56,7 @@ from biasjudge.judge import registry
 from biasjudge.judge.protocol import JudgeRequest, PairJudge
 from biasjudge.judge.registry import make_judge
 from biasjudge.judge.shipped import ADAPTER_FILE, shipped_dir, shipped_manifest
-from biasjudge.prompting import SCORE_PREFIX
+from biasjudge.prompts.render import SCORE_PREFIX
 from biasjudge.records import Judgment, Pair
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
 

@@ -40,7 +40,7 @@ from biasjudge.judge.debiased import OrderDebiasedJudge
 from biasjudge.judge.judge import Judge
 from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.judge.registry import make_judge
-from biasjudge.prompting import SCORE_PREFIX
+from biasjudge.prompts.render import SCORE_PREFIX
 from biasjudge.records import Pair
 
 RESULTS = Path(__file__).resolve().parent / "results" / "shipped_judge.json"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from biasjudge.backends.embedded import embedded_gguf_path
+from biasjudge.build.rows import sft_rows
 from biasjudge.config import resolve_data_dir
 from biasjudge.eval.protocol import run_eval, select_runs
 from biasjudge.io import read_records, write_json, write_records
@@ -35,7 +36,6 @@ from biasjudge.judge.registry import make_judge
 from biasjudge.labels.answer_key import label_pairs
 from biasjudge.prompts import load_prompt
 from biasjudge.records import Pair
-from biasjudge.rows import sft_rows
 from biasjudge.train.config import LoraSettings, SFTRunConfig
 from biasjudge.train.export import export_gguf
 from biasjudge.train.sft import train_sft

@@ -91,7 +91,8 @@ def test_metrics_are_pure(name: str) -> None:
 def test_data_stages_flow_one_way(name: str) -> None:
     later_packages = (
         "biasjudge.labels",
-        "biasjudge.rows",
+        "biasjudge.build",
+        "biasjudge.recipes",
         "biasjudge.train",
         "biasjudge.judge",
         "biasjudge.eval",
@@ -124,7 +125,7 @@ def test_backends_never_import_judge(name: str) -> None:
 
 def test_prompting_is_a_leaf() -> None:
     allowed = ("biasjudge.records", "biasjudge.verdict", "biasjudge.errors")
-    for module in _biasjudge_imports("biasjudge.prompting"):
+    for module in _biasjudge_imports("biasjudge.prompts.render"):
         assert _under(module, *allowed), f"prompting imports {module}"
 
 
@@ -233,7 +234,7 @@ LIGHT = [
         "biasjudge.io",
         "biasjudge.config",
         "biasjudge.prompts",
-        "biasjudge.prompting",
+        "biasjudge.prompts.render",
         "biasjudge.backends.base",
         "biasjudge.backends.registry",
         "biasjudge.eval.metrics",

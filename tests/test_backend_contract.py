@@ -35,7 +35,7 @@ from biasjudge.backends.base import (
     floored_choices,
 )
 from biasjudge.errors import BackendError
-from biasjudge.prompting import SCORE_PREFIX, render_prompt, tokenizer_chat_template
+from biasjudge.prompts.render import SCORE_PREFIX, render_prompt, tokenizer_chat_template
 from biasjudge.records import ChatMessage
 from http_stub import Reply, StubServer
 
@@ -498,8 +498,8 @@ def test_every_chat_template_call_turns_thinking_off() -> None:
 def pair_messages(jfs: Path) -> list[ChatMessage]:
     """A real holdout pair, rendered with the shipped judge's prompt."""
     from biasjudge.io import read_records
-    from biasjudge.prompting import judge_messages
     from biasjudge.prompts import load_prompt
+    from biasjudge.prompts.render import judge_messages
     from biasjudge.records import Pair
 
     pair = read_records(jfs / "eval_set_unlabeled.jsonl", Pair, limit=1).records[0]
@@ -531,7 +531,7 @@ def test_training_renders_byte_for_byte_what_each_backend_renders_with_a_templat
     from transformers import AutoTokenizer
 
     from biasjudge.backends.llamacpp import jinja_chat_template
-    from biasjudge.prompting import render_prompt
+    from biasjudge.prompts.render import render_prompt
     from biasjudge.train.common import RowEncoder
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)

@@ -16,8 +16,8 @@ from biasjudge.backends.hf import HFBackend
 from biasjudge.backends.llamacpp import LlamaCppBackend
 from biasjudge.io import read_records
 from biasjudge.judge.protocol import verdict_from_logprobs
-from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.prompts import load_prompt
+from biasjudge.prompts.render import SCORE_PREFIX, judge_messages
 from biasjudge.records import ChatMessage, Pair
 
 pytest.importorskip("transformers")

@@ -13,8 +13,8 @@ from biasjudge.backends.llamacpp import LlamaCppBackend, common_prefix_length, j
 from biasjudge.errors import BackendError, ThinkingModeError
 from biasjudge.io import read_records
 from biasjudge.judge.protocol import verdict_from_logprobs
-from biasjudge.prompting import SCORE_PREFIX, TURN_FORMATS, judge_messages, render_builtin
 from biasjudge.prompts import load_prompt
+from biasjudge.prompts.render import SCORE_PREFIX, TURN_FORMATS, judge_messages, render_builtin
 from biasjudge.records import ChatMessage, Pair
 
 CHOICES = ("A", "B", "TIE")

@@ -21,8 +21,8 @@ from biasjudge.eval.protocol import prediction_from
 from biasjudge.io import read_records
 from biasjudge.judge.judge import Judge
 from biasjudge.judge.protocol import verdict_from_logprobs
-from biasjudge.prompting import SCORE_PREFIX, judge_messages
 from biasjudge.prompts import load_prompt
+from biasjudge.prompts.render import SCORE_PREFIX, judge_messages
 from biasjudge.records import ChatMessage, Judgment, Pair
 from biasjudge.verdict import CONTRACT_GRAMMAR
 from http_stub import Reply, StubServer, completion, stub_server

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from biasjudge.build.rows import read_hard_negatives
 from biasjudge.config import load_config
 from biasjudge.data.bbq import _read_raw_file
 from biasjudge.data.holdout import load_pairs
@@ -29,7 +30,6 @@ from biasjudge.eval.report import read_log
 from biasjudge.io import JsonlAppender, read_json, read_records, write_records
 from biasjudge.prompts import read_prompt_file
 from biasjudge.records import Pair, Question
-from biasjudge.rows import read_hard_negatives
 from biasjudge.train.config import SFTRunConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Cost control (biasjudge.costs): prices, the ledger, the budget, the dry run, in-flight calls.
+"""Cost control (biasjudge.backends.costs): prices, the ledger, the budget, the dry run, in-flight calls.
 
 The arithmetic is checked with a stand-in backend whose token counts are fixed, so a budget that
 admits exactly k calls can be stated; the stages that would call a paid API (candidates, teacher
@@ -26,9 +26,7 @@ import typer
 from typer.testing import CliRunner
 
 from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
-from biasjudge.backends.registry import make_backend
-from biasjudge.cli import data as data_cli
-from biasjudge.costs import (
+from biasjudge.backends.costs import (
     BUDGET_EXIT_CODE,
     BudgetReached,
     CostControl,
@@ -38,6 +36,8 @@ from biasjudge.costs import (
     load_prices,
     read_ledger,
 )
+from biasjudge.backends.registry import make_backend
+from biasjudge.cli import data as data_cli
 from biasjudge.data.bbq import load_sample
 from biasjudge.data.candidates import candidate_messages, generate_candidates
 from biasjudge.errors import ConfigError

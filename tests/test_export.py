@@ -160,7 +160,7 @@ def test_a_gguf_lora_adapter_applies_in_llama_cpp(tmp_path: Path, tiny_model: Pa
 
 
 def test_modelfile_writes_the_training_turns(tmp_path: Path) -> None:
-    from biasjudge.prompting import render_prompt
+    from biasjudge.prompts.render import render_prompt
 
     gguf = tmp_path / "judge.gguf"
     gguf.write_bytes(b"GGUF")

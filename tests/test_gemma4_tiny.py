@@ -18,7 +18,7 @@ from biasjudge.backends.base import GenerationParams, PromptRequest
 from biasjudge.errors import ThinkingModeError
 from biasjudge.judge.judge import Judge
 from biasjudge.judge.protocol import JudgeRequest
-from biasjudge.prompting import SCORE_PREFIX, judge_messages, render_prompt
+from biasjudge.prompts.render import SCORE_PREFIX, judge_messages, render_prompt
 from biasjudge.records import AnswerChoice, ChatMessage, Pair, Response
 
 pytest.importorskip("transformers")

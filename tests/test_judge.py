@@ -15,7 +15,7 @@ from biasjudge.io import read_records
 from biasjudge.judge import Judge, JudgeRequest, PairJudge, make_judge
 from biasjudge.judge.judge import REASONING_PREFIX, settle_truncation
 from biasjudge.judge.protocol import verdict_from_logprobs
-from biasjudge.prompting import SCORE_PREFIX
+from biasjudge.prompts.render import SCORE_PREFIX
 from biasjudge.records import AnswerChoice, Judgment, Pair, Prediction, Response
 
 
@@ -330,7 +330,7 @@ differ by up to 0.009 here, so a judgment given another prompt's scores fails.""
 
 @pytest.mark.slow
 def test_real_model_score_mode(llama_judge: Judge, holdout: list[Pair]) -> None:
-    from biasjudge.prompting import judge_messages
+    from biasjudge.prompts.render import judge_messages
 
     requests = [JudgeRequest(p, swapped=s) for p in holdout for s in (False, True)]
     requests.append(JudgeRequest(holdout[0], temperature=0.3, seed=1))

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biasjudge import prompting
 from biasjudge.backends.base import PromptRequest
 from biasjudge.backends.llamacpp import LlamaCppBackend
 from biasjudge.errors import ConfigError, ThinkingModeError
 from biasjudge.io import read_records
-from biasjudge.prompting import (
+from biasjudge.prompts import load_prompt, read_prompt_file
+from biasjudge.prompts import render as prompting
+from biasjudge.prompts.render import (
     SCORE_PREFIX,
     TURN_FORMATS,
     VERDICT_INSTRUCTION,
@@ -21,7 +22,6 @@ from biasjudge.prompting import (
     render_prompt,
     user_message,
 )
-from biasjudge.prompts import load_prompt, read_prompt_file
 from biasjudge.records import Pair
 
 

@@ -12,7 +12,7 @@ from biasjudge.cli.main import app
 from biasjudge.io import meta_path, read_records
 from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.judge.registry import make_judge
-from biasjudge.reader_recipe import ReaderRecipeConfig, train_reader
+from biasjudge.recipes.reader import ReaderRecipeConfig, train_reader
 from biasjudge.records import AnalysisRow, Pair
 
 

@@ -43,7 +43,7 @@ from biasjudge.eval.twins import (
 )
 from biasjudge.judge.protocol import JudgeRequest, PairJudge
 from biasjudge.judge.registry import make_judge
-from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
+from biasjudge.prompts.render import VERDICT_INSTRUCTION, user_message
 from biasjudge.records import Judgment, Pair
 from biasjudge.verdict import VERDICTS, mirror
 

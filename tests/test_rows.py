@@ -8,13 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from biasjudge.errors import ConfigError
-from biasjudge.io import read_records
-from biasjudge.labels.answer_key import label_pairs
-from biasjudge.prompting import judge_messages
-from biasjudge.prompts import load_prompt
-from biasjudge.records import AnswerChoice, Label, Pair, Response
-from biasjudge.rows import (
+from biasjudge.build.rows import (
     RATIONALE_TEMPLATE,
     HardNegative,
     build_dpo_rows,
@@ -26,6 +20,12 @@ from biasjudge.rows import (
     split_of,
     template_reasoning,
 )
+from biasjudge.errors import ConfigError
+from biasjudge.io import read_records
+from biasjudge.labels.answer_key import label_pairs
+from biasjudge.prompts import load_prompt
+from biasjudge.prompts.render import judge_messages
+from biasjudge.records import AnswerChoice, Label, Pair, Response
 from biasjudge.verdict import mirror_reasoning, neutralize_tags, parse, render
 
 SYSTEM = "You judge bias."

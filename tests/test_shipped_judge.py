@@ -35,7 +35,7 @@ from biasjudge.judge.shipped import (
     shipped_manifest,
     write_manifest,
 )
-from biasjudge.prompting import SCORE_PREFIX, judge_messages
+from biasjudge.prompts.render import SCORE_PREFIX, judge_messages
 from biasjudge.records import Pair
 from test_judge import make_pair
 
@@ -321,7 +321,7 @@ def test_hybrid_without_the_question_is_the_model(tmp_path: Path, jfs: Path) -> 
 
 
 def test_recipe_config_file_loads_and_teacher_verdicts_are_the_correct_ones(jfs: Path) -> None:
-    from biasjudge.recipe import load_recipe_config, teacher_verdicts
+    from biasjudge.recipes.pairwise import load_recipe_config, teacher_verdicts
 
     config = load_recipe_config(Path(__file__).resolve().parents[1] / "configs" / "embedded-judge.yaml")
     assert config.leakage_level == "question" and config.system_prompt == "judge_compact"

@@ -15,8 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from biasjudge.backends.base import GenerationParams, PromptRequest
+from biasjudge.backends.costs import BudgetReached, CostControl, ModelPrice, PriceTable, read_ledger
 from biasjudge.backends.openai import OpenAIBackend
-from biasjudge.costs import BudgetReached, CostControl, ModelPrice, PriceTable, read_ledger
+from biasjudge.build.rows import read_hard_negatives, split_of
 from biasjudge.io import read_records
 from biasjudge.labels.answer_key import label_pairs
 from biasjudge.labels.hard_negatives import FAILURE_MODES, check_negative, failure_mode_for, synth_messages
@@ -31,7 +32,6 @@ from biasjudge.labels.synthesis import (
     synthesize,
 )
 from biasjudge.records import DPORow, Pair
-from biasjudge.rows import read_hard_negatives, split_of
 from biasjudge.verdict import mirror
 from http_stub import Reply, completion, stub_server
 from test_costs import MODEL, PRICES_YAML, _app, budget_then_kill_then_resume, cli, first_bound, shortest_pairs

@@ -84,7 +84,7 @@ def test_shipped_configs_load() -> None:
 
 
 def test_rows_render_like_inference(tiny_model: Path) -> None:
-    from biasjudge.prompting import SCORE_PREFIX, render_prompt
+    from biasjudge.prompts.render import SCORE_PREFIX, render_prompt
     from biasjudge.train.common import RowEncoder, load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model))

@@ -3,8 +3,8 @@ that fails the build on a public object without a docstring.
 
 Pages. Every module of the package but `cli` (the command line has its own generated page) gets a
 `::: module` block on the page of its part (`reference/api/<part>.md`): a module goes to the part
-whose folder holds it, a top-level module to `core` unless listed elsewhere (`dataset` beside the
-data stages, `recipe` beside training). Inside a page, modules come in pipeline order where
+whose folder holds it, a module elsewhere to `core` unless listed (the dataset build beside the
+data stages, the recipes beside training). Inside a page, modules come in pipeline order where
 `ORDER` names them, then by name. A module added to the package appears without an edit here.
 
 Docstrings. mkdocstrings renders an undocumented function as a bare signature and says nothing.
@@ -33,10 +33,10 @@ log = logging.getLogger("mkdocs.hooks.api_reference")
 # (page, title, folder of the package it holds, top-level modules it holds too)
 PARTS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     ("core", "Core: records, output contract, files, configs, prompts", None, ()),
-    ("data", "Data stages and the dataset build", "data", ("dataset",)),
+    ("data", "Data stages and the dataset build", "data", ("build", "build.dataset", "build.stages")),
     ("labels", "Labels", "labels", ()),
-    ("rows", "Training rows", None, ("rows",)),
-    ("train", "Training", "train", ("recipe",)),
+    ("rows", "Training rows", None, ("build.rows",)),
+    ("train", "Training, and the shipped judges' recipes", "train", ("recipes", "recipes.pairwise", "recipes.reader")),
     ("export", "Export", "train.export", ()),
     ("backends", "Backends", "backends", ()),
     ("judge", "Judges", "judge", ()),
@@ -46,15 +46,16 @@ PARTS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
 ]
 # Pipeline order inside a page; modules not named here follow, by name.
 ORDER = [
-    "", "records", "verdict", "io", "config", "errors", "progress", "prompting", "prompts", "costs",
+    "", "records", "verdict", "io", "io.files", "io.progress", "config", "errors", "prompts", "prompts.render",
     "data", "data.sources", "data.bbq", "data.bbq_targets", "data.candidates", "data.classify", "data.pairs",
-    "data.holdout", "dataset",
+    "data.holdout", "build", "build.stages", "build.dataset", "build.rows",
     "labels", "labels.answer_key", "labels.teacher", "labels.hard_negatives", "labels.synthesis",
     "labels.label_sets", "labels.agreement", "labels.flips", "labels.human", "labels.human_safety",
-    "train", "train.config", "train.common", "train.sft", "train.dpo", "train.card", "recipe",
+    "train", "train.config", "train.common", "train.sft", "train.dpo", "train.card", "recipes", "recipes.pairwise",
+    "recipes.reader",
     "train.export", "train.export.tokenizer", "train.export.merge", "train.export.convert", "train.export.verify",
     "backends", "backends.base", "backends.registry", "backends.embedded", "backends.llamacpp",
-    "backends.openai", "backends.hf", "backends.vllm",
+    "backends.openai", "backends.hf", "backends.vllm", "backends.ledger", "backends.costs",
     "judge", "judge.judge", "judge.baselines", "judge.debiased", "judge.hybrid", "judge.calibration",
     "judge.replay", "judge.shipped",
     "eval", "eval.protocol", "eval.metrics", "eval.metrics_runs", "eval.metrics_behaviour",

@@ -34,15 +34,15 @@ PACKAGE = "biasjudge"
 # Pipeline order, module paths relative to the package ("" is the package's own __init__).
 # A package is ranked by the first of its modules named here.
 ORDER = [
-    "records", "verdict", "errors", "io", "config", "progress", "costs",
-    "prompts", "prompting",
+    "records", "verdict", "errors", "io", "io.files", "io.progress", "config",
+    "prompts", "prompts.render",
     "backends", "backends.base", "backends.registry", "backends.embedded", "backends.llamacpp_build",
-    "backends.llamacpp", "backends.hf", "backends.openai", "backends.vllm",
+    "backends.llamacpp", "backends.hf", "backends.openai", "backends.vllm", "backends.ledger", "backends.costs",
     "data", "data.sources", "data.bbq", "data.bbq_targets", "data.candidates", "data.classify", "data.pairs",
     "data.holdout", "data.statements",
     "labels", "labels.answer_key", "labels.teacher", "labels.hard_negatives", "labels.synthesis",
     "labels.label_sets", "labels.agreement", "labels.flips", "labels.human_safety", "labels.human",
-    "rows", "dataset",
+    "build", "build.rows", "build.stages", "build.dataset",
     "train", "train.config", "train.common", "train.sft", "train.dpo", "train.card",
     "train.export", "train.export.tokenizer", "train.export.merge", "train.export.convert",
     "train.export.verify", "train.export.push",
@@ -54,14 +54,14 @@ ORDER = [
     "eval.metrics_calibration", "eval.metrics_agreement", "eval.calibration", "eval.report", "eval.twins",
     "eval.robustness",
     "eval.run",
-    "recipe", "reader_recipe",
+    "recipes", "recipes.reader", "recipes.pairwise",
     "batch", "batch.judge_file", "batch.ray_engine",
     "serve", "serve.schemas", "serve.batcher", "serve.app", "serve.client", "serve.web",
     "cli", "cli.common", "cli.data", "cli.train", "cli.export", "cli.judge", "cli.route", "cli.eval",
     "cli.robustness", "cli.batch", "cli.serve", "cli.llama", "cli.main",
     "",
 ]  # fmt: skip
-LEAVES = ("records", "verdict", "errors", "io", "config", "progress")
+LEAVES = ("records", "verdict", "errors", "io", "config")
 """The packages nearly every other one imports: drawn apart in the graph (the tables list every edge)."""
 KINDS = {"top": "", "function": " *(in a function)*", "types": " *(types only)*"}
 """How an import is marked: at the top of the module, only inside functions, only for type checking."""
@@ -69,9 +69,10 @@ INTRO = """\
 What each module of `biasjudge` imports from `biasjudge`, read from the source with `ast` when the
 site is built (nothing is imported, so the page always matches the code). Packages and modules come
 in pipeline order: records, the output contract, errors, files and configs first, then prompts,
-backends, the data stages, labels, rows, training, judges, evaluation, batch judging, the service
-and the command line. A top-level module (`records`, `rows`, `recipe`, ...) counts as a package of
-its own; `biasjudge` is the package's own `__init__`.
+backends, the data stages, labels, the dataset build and its rows, training, judges, evaluation,
+the recipes, batch judging, the service and the command line. A top-level module (`records`,
+`verdict`, `errors`, `config`) counts as a package of its own; `biasjudge` is the package's own
+`__init__`.
 
 An import *(in a function)* runs only when that function is called (a heavy library stays out of
 `biasjudge --help`, or a later stage is reached only when needed); one *(types only)* sits under

@@ -495,3 +495,23 @@ class PairRequest(Record):
         return pair_from_fields(
             self.question, self.choices, self.response_a, self.response_b, pair_id=self.id or default_id
         )
+
+
+# --------------------------------------------------------------------------- hard negatives
+
+
+class HardNegative(BaseModel):
+    """A plausible-but-wrong judgement of a pair (the reference's synthesis_results.jsonl rows)."""
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    pair_id: str
+    """Pair it was written for."""
+    reasoning: str
+    """The wrong reasoning (names the responses as Response A / Response B)."""
+    verdict: Verdict
+    """The wrong verdict it lands on."""
+    sonnet_verdict: Verdict | None = None
+    """The teacher's verdict the negative was written against."""
+    failure_mode: str | None = None
+    """How it goes wrong: stereotype_aligned, verbose_hedging, surface_engagement, length_burying."""

@@ -2,8 +2,8 @@
 
 A backend receives chat messages (plus an optional forced start of the model's turn) and renders
 them itself: with the model's chat template where it has one (always with `enable_thinking=False`,
-see :func:`biasjudge.prompting.tokenizer_chat_template`), else with a built-in turn format from
-:mod:`biasjudge.prompting`. Heavy imports (torch, llama_cpp, vllm, ...) live inside the backend
+see :func:`biasjudge.prompts.render.tokenizer_chat_template`), else with a built-in turn format from
+:mod:`biasjudge.prompts.render`. Heavy imports (torch, llama_cpp, vllm, ...) live inside the backend
 modules, never here.
 
 The scoring rule

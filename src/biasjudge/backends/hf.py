@@ -34,7 +34,7 @@ from typing import Any
 from biasjudge.backends import base
 from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest, files_identity
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, PromptRendering, turn_format
+from biasjudge.prompts.render import DEFAULT_TURN_FORMAT, PromptRendering, turn_format
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 

@@ -43,7 +43,7 @@ from biasjudge.backends import base
 from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest, files_identity
 from biasjudge.backends.llamacpp_build import ensure_llama_runs
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, ChatTemplate, PromptRendering, turn_format
+from biasjudge.prompts.render import DEFAULT_TURN_FORMAT, ChatTemplate, PromptRendering, turn_format
 
 EMBEDDED_TARGETS = ("", "embedded", "embedded-base")
 """Targets that name the embedded base GGUF. (`llamacpp:embedded` as a judge spec is the shipped
@@ -53,7 +53,7 @@ REUSE_ALIGN = 4
 
 
 def jinja_chat_template(source: str, *, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
-    """A :data:`~biasjudge.prompting.ChatTemplate` from a jinja chat template (HF/GGUF style)."""
+    """A :data:`~biasjudge.prompts.render.ChatTemplate` from a jinja chat template (HF/GGUF style)."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

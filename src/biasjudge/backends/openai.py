@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 from biasjudge.backends import base
 from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, refuse_thinking, render_prompt, turn_format
+from biasjudge.prompts.render import DEFAULT_TURN_FORMAT, refuse_thinking, render_prompt, turn_format
 
 log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})

@@ -26,7 +26,7 @@ from typing import Any
 from biasjudge.backends import base
 from biasjudge.backends.base import ChoiceScores, Generation, GenerationParams, PromptRequest, import_optional
 from biasjudge.errors import BackendError
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, PromptRendering, turn_format
+from biasjudge.prompts.render import DEFAULT_TURN_FORMAT, PromptRendering, turn_format
 
 
 def continuation_logprob(

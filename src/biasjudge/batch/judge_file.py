@@ -344,7 +344,7 @@ def judge_file(
     """
     from rich.console import Console
 
-    from biasjudge.progress import progress_bar
+    from biasjudge.io.progress import progress_bar
 
     started = time.perf_counter()
     console = console or Console(stderr=True)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from biasjudge.costs import CostControl
+    from biasjudge.backends.costs import CostControl
 
 console = Console(stderr=True)
 """Progress and messages go to stderr; stdout stays clean for --json output."""
@@ -156,7 +156,7 @@ ConstrainedOption = Annotated[
     ),
 ]
 
-# --------------------------------------------------------------------------- cost control (biasjudge.costs)
+# --------------------------------------------------------------------------- cost control (biasjudge.backends.costs)
 
 LedgerOption = Annotated[
     Path | None,
@@ -213,7 +213,7 @@ class CostOptions:
 
     def control(self, out: Path) -> CostControl:
         """The CostControl of these options (the ledger defaults to cost_ledger.jsonl beside `out`)."""
-        from biasjudge.costs import CostControl, load_prices
+        from biasjudge.backends.costs import CostControl, load_prices
 
         return CostControl(
             ledger=self.ledger if self.ledger is not None else out.parent / "cost_ledger.jsonl",
@@ -265,7 +265,7 @@ def cost_session(control: CostControl) -> Iterator[CostControl]:
 
     A run the budget stopped prints why and exits with status 3 (`costs.BUDGET_EXIT_CODE`).
     """
-    from biasjudge.costs import BUDGET_EXIT_CODE, BudgetReached
+    from biasjudge.backends.costs import BUDGET_EXIT_CODE, BudgetReached
 
     try:
         with control:
@@ -279,7 +279,7 @@ def cost_session(control: CostControl) -> Iterator[CostControl]:
 
 def print_costs(control: CostControl) -> None:
     """A dry run's estimates as a table, or one line: this run's calls and USD, and the ledger's total."""
-    from biasjudge.costs import ledger_totals
+    from biasjudge.backends.costs import ledger_totals
 
     budget = f" of --budget-usd {control.budget_usd:g}" if control.budget_usd is not None else ""
     if control.dry_run:

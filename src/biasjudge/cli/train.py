@@ -142,7 +142,7 @@ def judge_command(
     ] = False,
 ) -> None:
     """Rebuild the shipped judge end to end: data, labels, LoRA training, GGUF export, eval, model card."""
-    from biasjudge.recipe import load_recipe_config, train_judge
+    from biasjudge.recipes.pairwise import load_recipe_config, train_judge
 
     recipe = load_recipe_config(
         config,
@@ -191,7 +191,7 @@ def reader_command(
     the free-text judge (statement pairs, fit, held-out templates and religion, the holdout without
     choices), then the card."""
     from biasjudge.config import load_config
-    from biasjudge.reader_recipe import ReaderRecipeConfig, train_reader
+    from biasjudge.recipes.reader import ReaderRecipeConfig, train_reader
 
     recipe = load_config(
         ReaderRecipeConfig,

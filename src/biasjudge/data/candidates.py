@@ -9,9 +9,9 @@ JSONL, keyed by (question_id, model); a restarted run reads the file back, skips
 generates only the rest. A kill loses at most the batch in flight, never a written answer, and
 nothing is written twice.
 
-Cost: with a :class:`~biasjudge.costs.CostControl` every call is booked in its ledger (stage
+Cost: with a :class:`~biasjudge.backends.costs.CostControl` every call is booked in its ledger (stage
 `candidates`, key question_id), a budget stops the run before a call that could cross it (the
-answers so far are kept; :class:`~biasjudge.costs.BudgetReached` is raised), and a dry run
+answers so far are kept; :class:`~biasjudge.backends.costs.BudgetReached` is raised), and a dry run
 estimates the calls of the unanswered questions without making any.
 """
 
@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
-from biasjudge.costs import CostControl, meter_for
+from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, read_records
-from biasjudge.progress import progress_bar
+from biasjudge.io.progress import progress_bar
 from biasjudge.prompts import load_prompt
 from biasjudge.records import CandidateResponse, ChatMessage, Question
 
@@ -85,7 +85,7 @@ def generate_candidates(
         batch_size: prompts per generate call.
         system_prompt: replaces prompts/candidate.md.
         progress: show a progress bar on stderr.
-        cost: ledger, budget and dry run (:mod:`biasjudge.costs`); None books nothing.
+        cost: ledger, budget and dry run (:mod:`biasjudge.backends.costs`); None books nothing.
 
     Raises:
         BudgetReached: the budget stopped the run (everything answered before is in the file).

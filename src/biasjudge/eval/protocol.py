@@ -28,8 +28,8 @@ from rich.console import Console
 from biasjudge.errors import ConfigError
 from biasjudge.eval.metrics import compute_metrics
 from biasjudge.io import JsonlAppender, write_json
-from biasjudge.progress import progress_bar
-from biasjudge.prompting import user_message
+from biasjudge.io.progress import progress_bar
+from biasjudge.prompts.render import user_message
 from biasjudge.records import SHARED_WITH_JUDGMENT, EvalLog, JudgeMode, Judgment, Pair, Prediction, Record
 
 if TYPE_CHECKING:

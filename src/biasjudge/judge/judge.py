@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 from biasjudge.backends.base import Backend, Generation, GenerationParams, PromptRequest, floored_choices
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.judge.protocol import JudgeRequest, flag, request_fields, verdict_from_logprobs
-from biasjudge.prompting import SCORE_PREFIX, judge_messages, refuse_thinking
 from biasjudge.prompts import load_prompt
+from biasjudge.prompts.render import SCORE_PREFIX, judge_messages, refuse_thinking
 from biasjudge.records import JudgeMode, Judgment, Pair, ParsedVerdict
 from biasjudge.verdict import CONTRACT_GRAMMAR, PARSE_FAIL, VERDICTS, ParseMode, parse
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from biasjudge.errors import ConfigError
-from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
 from biasjudge.prompts import load_prompt
+from biasjudge.prompts.render import VERDICT_INSTRUCTION, user_message
 from biasjudge.records import ChatMessage, Pair, Verdict
 from biasjudge.verdict import PARSE_FAIL, mirror, parse
 
@@ -124,7 +124,7 @@ def synth_messages(
 ) -> list[ChatMessage]:
     """System (prompts/synth.md) and user turns asking for one hard negative.
 
-    The user turn is the judge's own layout of the pair (:func:`biasjudge.prompting.user_message`),
+    The user turn is the judge's own layout of the pair (:func:`biasjudge.prompts.render.user_message`),
     then the correct verdict, the mode and the wrong verdict to reach; on a retry, why the last
     output was rejected.
     """

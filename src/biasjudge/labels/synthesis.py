@@ -19,8 +19,8 @@ to the side file `<out>.dropped.jsonl` with every attempt's reason. Output is ap
 (resume by pair_id: pairs in the output or the dropped file are skipped; a pair in the output is
 done whatever the dropped file says), each line a :class:`SynthesisRecord`, the shape of the reference's
 synthesis_results.jsonl, which `biasjudge data rows --hard-negatives` reads
-(:func:`biasjudge.rows.read_hard_negatives`). Every call goes through the cost ledger
-(:mod:`biasjudge.costs`; stage `synthesis`, key `pair_id#attempt`).
+(:func:`biasjudge.build.rows.read_hard_negatives`). Every call goes through the cost ledger
+(:mod:`biasjudge.backends.costs`; stage `synthesis`, key `pair_id#attempt`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
-from biasjudge.costs import CostControl, meter_for
+from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path, write_meta
+from biasjudge.io.progress import progress_bar
 from biasjudge.labels import existing_records
 from biasjudge.labels.hard_negatives import (
     FAILURE_MODES,
@@ -50,9 +51,7 @@ from biasjudge.labels.hard_negatives import (
     mode_by_name,
     synth_messages,
 )
-from biasjudge.progress import progress_bar
-from biasjudge.records import Label, LabelSource, Pair, Verdict
-from biasjudge.rows import HardNegative
+from biasjudge.records import HardNegative, Label, LabelSource, Pair, Verdict
 from biasjudge.verdict import CONTRACT_GRAMMAR
 
 DEFAULT_SYNTH_PARAMS = GenerationParams(temperature=0.7, max_tokens=400)
@@ -271,7 +270,7 @@ def synthesize(
         system_prompt: replaces prompts/synth.md.
         retry_dropped: try again pairs already in the dropped file.
         progress: show a progress bar on stderr.
-        cost: ledger, budget and dry run (:mod:`biasjudge.costs`). A dry run writes nothing and
+        cost: ledger, budget and dry run (:mod:`biasjudge.backends.costs`). A dry run writes nothing and
             bounds the first attempts (`Estimate.usd_worst` covers every retry).
 
     Every rejected output is logged to `<out>.rejected.jsonl`, so a pair's attempts count across

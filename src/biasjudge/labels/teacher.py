@@ -1,7 +1,7 @@
 """Teacher labels: a (larger) model labels pairs with the rubric in `prompts/teacher.md`.
 
 The teacher sees the rubric as its system turn and the pair as its user turn (the judge's own
-layout from :mod:`biasjudge.prompting`, closing with the teacher's output instruction instead of
+layout from :mod:`biasjudge.prompts.render`, closing with the teacher's output instruction instead of
 the judge's). It answers
 
     <reasoning>...</reasoning><verdict>A|B|TIE</verdict><confidence>1-5</confidence>
@@ -13,7 +13,7 @@ filter). An output with no readable verdict is counted and written, with its raw
 dropped-pairs side file (`<out>.dropped.jsonl`); it never stops the run.
 
 `teacher_label` appends one :class:`TeacherRecord` per pair to its output as soon as a batch is
-back, so a killed run resumes where it stopped. With a :class:`~biasjudge.costs.CostControl`
+back, so a killed run resumes where it stopped. With a :class:`~biasjudge.backends.costs.CostControl`
 every call is booked in its ledger (stage `teacher`, key pair_id), a budget stops the run before a
 call that could cross it (labels so far kept), and a dry run estimates the unlabelled pairs' calls.
 Its output has the shape of the reference's dryrun_sonnet.jsonl / dryrun_opus.jsonl, and
@@ -30,13 +30,13 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
-from biasjudge.costs import CostControl, meter_for
+from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path
+from biasjudge.io.progress import progress_bar
 from biasjudge.labels import attach_labels, existing_records, filter_confident
-from biasjudge.progress import progress_bar
-from biasjudge.prompting import VERDICT_INSTRUCTION, user_message
 from biasjudge.prompts import load_prompt
+from biasjudge.prompts.render import VERDICT_INSTRUCTION, user_message
 from biasjudge.records import ChatMessage, Label, Pair, PairCategory, Verdict
 from biasjudge.verdict import PARSE_FAIL, parse, strip_thinking
 
@@ -206,7 +206,7 @@ def teacher_label(
         rubric: system prompt; default `prompts/teacher.md`.
         retry_dropped: label again pairs already in the dropped file (default: skip them).
         progress: show a progress bar on stderr.
-        cost: ledger, budget and dry run (:mod:`biasjudge.costs`); None books nothing. In a dry
+        cost: ledger, budget and dry run (:mod:`biasjudge.backends.costs`); None books nothing. In a dry
             run nothing is generated or written; the estimate goes to `cost.estimates`.
 
     Raises:

@@ -1,6 +1,6 @@
 """Files that ship with an exported judge: an Ollama Modelfile and a Hugging Face model card.
 
-The Modelfile's TEMPLATE writes the same turns as :mod:`biasjudge.prompting` (the system turn,
+The Modelfile's TEMPLATE writes the same turns as :mod:`biasjudge.prompts.render` (the system turn,
 the user turn, then the opened model turn), stops at the end-of-turn marker, and pins temperature
 0 and a 4096-token context. `<|think|>` is refused in the template and in the system prompt.
 
@@ -21,7 +21,7 @@ import yaml
 
 from biasjudge.errors import ConfigError, DataError
 from biasjudge.io import atomic_open, iter_text_lines, read_json
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, THINK_TOKEN, refuse_thinking, turn_format
+from biasjudge.prompts.render import DEFAULT_TURN_FORMAT, THINK_TOKEN, refuse_thinking, turn_format
 
 MODEL_INDEX_METRICS = {
     "kappa_in_dist": "Cohen's kappa vs human labels, in-distribution",

@@ -1,7 +1,7 @@
 """What the SFT and DPO runs share: loading the model and tokenizer, rendering and tokenising rows
 exactly as inference does, the label-positions-only LM head, and the run folder's bookkeeping.
 
-Prompts are rendered with :mod:`biasjudge.prompting` (the shared prompt contract), and tokenised
+Prompts are rendered with :mod:`biasjudge.prompts.render` (the shared prompt contract), and tokenised
 by the llama.cpp backend's rule: BOS added unless the text starts with it; the completion's tokens
 are those of `prompt + completion` after the prompt's tokens (or of the completion alone when
 tokenising across the boundary would change the prompt's tokens).
@@ -27,7 +27,7 @@ import yaml
 
 from biasjudge.errors import ConfigError, MissingDependency, ThinkingModeError
 from biasjudge.io import atomic_open, sha256_file, write_json
-from biasjudge.prompting import (
+from biasjudge.prompts.render import (
     DEFAULT_TURN_FORMAT,
     SCORE_PREFIX,
     THINK_TOKEN,
@@ -496,7 +496,7 @@ def make_progress_callback(description: str = "training", *, budget_s: float | N
     from rich.progress import Progress
     from transformers import TrainerCallback
 
-    from biasjudge.progress import progress_bar
+    from biasjudge.io.progress import progress_bar
 
     class RichProgressCallback(TrainerCallback):
         def __init__(self) -> None:

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 
 from biasjudge.config import ConfigModel, load_config
 from biasjudge.errors import ConfigError
-from biasjudge.prompting import THINK_TOKEN, TURN_FORMATS
+from biasjudge.prompts.render import THINK_TOKEN, TURN_FORMATS
 
 EMBEDDED_MODEL = "embedded"
 """The `model` value meaning the embedded Gemma 3 270M GGUF."""

@@ -1,7 +1,7 @@
 """Supervised fine-tuning of a judge: TRL's SFTTrainer, LoRA (QLoRA on CUDA), completion-only loss.
 
 Rows are SFTRow JSONL (`biasjudge data build` writes them). Each row's prompt messages are
-rendered with :mod:`biasjudge.prompting` exactly as the judge renders them at inference; the
+rendered with :mod:`biasjudge.prompts.render` exactly as the judge renders them at inference; the
 completion is the target text plus the turn format's end-of-turn marker (the EOS of a judge's
 turn). With `target: verdict` the prompt ends in `<verdict>` and the completion is `X</verdict>`
 + end of turn: the task of score mode, and the fast path on a CPU.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from biasjudge.backends.base import PromptRequest
-from biasjudge.prompting import DEFAULT_TURN_FORMAT, SCORE_PREFIX
+from biasjudge.prompts.render import DEFAULT_TURN_FORMAT, SCORE_PREFIX
 from biasjudge.records import ChatMessage
 from biasjudge.train.config import resolve_model
 from biasjudge.train.export.merge import adapter_base, adapter_meta
@@ -194,8 +194,8 @@ def check_export(
     GGUF LoRA is `gguf`), compare with :func:`verify_gguf`, and write the result beside the GGUF
     as `<name>.check.json`. Returns the check and where it was written."""
     from biasjudge.io import read_records, write_json
-    from biasjudge.prompting import judge_messages
     from biasjudge.prompts import load_prompt
+    from biasjudge.prompts.render import judge_messages
     from biasjudge.records import Pair
     from biasjudge.train.config import resolve_model
     from biasjudge.train.export.merge import adapter_meta

@@ -49,7 +49,7 @@ Dry run
 One process writes a ledger at a time (an OS lock on `<ledger>.lock`; a second is refused with
 a clear error), so two runs cannot both spend the same remaining budget.
 
-The price table and the ledger's records are :mod:`biasjudge.ledger` (exported here too).
+The price table and the ledger's records are :mod:`biasjudge.backends.ledger` (exported here too).
 """
 
 from __future__ import annotations
@@ -65,15 +65,15 @@ from pathlib import Path
 from types import TracebackType
 
 from biasjudge.backends.base import Backend, Generation, GenerationParams, PromptRequest
+from biasjudge.backends.ledger import LedgerEntry as LedgerEntry
+from biasjudge.backends.ledger import LedgerTotals as LedgerTotals
+from biasjudge.backends.ledger import ModelPrice as ModelPrice
+from biasjudge.backends.ledger import PriceTable as PriceTable
+from biasjudge.backends.ledger import ledger_totals as ledger_totals
+from biasjudge.backends.ledger import load_prices as load_prices
+from biasjudge.backends.ledger import read_ledger as read_ledger
 from biasjudge.errors import BackendError, BiasJudgeError, ConfigError
 from biasjudge.io import JsonlAppender, folder_lock, read_json, side_path, write_json
-from biasjudge.ledger import LedgerEntry as LedgerEntry
-from biasjudge.ledger import LedgerTotals as LedgerTotals
-from biasjudge.ledger import ModelPrice as ModelPrice
-from biasjudge.ledger import PriceTable as PriceTable
-from biasjudge.ledger import ledger_totals as ledger_totals
-from biasjudge.ledger import load_prices as load_prices
-from biasjudge.ledger import read_ledger as read_ledger
 
 log = logging.getLogger(__name__)
 

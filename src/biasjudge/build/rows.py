@@ -1,6 +1,6 @@
 """Labelled pairs -> training rows: swap-doubled SFT rows and DPO preference rows.
 
-Every row's prompt is rendered by :func:`biasjudge.prompting.judge_messages`, so a trained judge
+Every row's prompt is rendered by :func:`biasjudge.prompts.render.judge_messages`, so a trained judge
 sees exactly the prompt it will be run with. Every target is :func:`biasjudge.verdict.render`
 output, `<reasoning>...</reasoning><verdict>X</verdict>`, which the strict parser reads back.
 
@@ -29,8 +29,8 @@ from biasjudge.data.bbq import left_out_reason, stable_fraction, template_id
 from biasjudge.data.pairs import question_text
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records
-from biasjudge.prompting import judge_messages
-from biasjudge.records import AnalysisRow, DPORow, Label, LabelSource, Pair, Question, SFTRow, Verdict
+from biasjudge.prompts.render import judge_messages
+from biasjudge.records import AnalysisRow, DPORow, HardNegative, Label, LabelSource, Pair, Question, SFTRow, Verdict
 from biasjudge.verdict import mirror, mirror_reasoning, neutralize_tags, parse, render
 
 # --------------------------------------------------------------------------- template reasoning
@@ -218,23 +218,6 @@ DPO_MIN_CONFIDENCE = 4
 """DPO's default confidence floor: labels less confident than this (or stating none) give no DPO rows."""
 VALIDATION_FRACTION = 0.05
 """DPO's default validation share (decided by the sha1 of the pair_id, :func:`split_of`)."""
-
-
-class HardNegative(BaseModel):
-    """A plausible-but-wrong judgement of a pair (the reference's synthesis_results.jsonl rows)."""
-
-    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
-
-    pair_id: str
-    """Pair it was written for."""
-    reasoning: str
-    """The wrong reasoning (names the responses as Response A / Response B)."""
-    verdict: Verdict
-    """The wrong verdict it lands on."""
-    sonnet_verdict: Verdict | None = None
-    """The teacher's verdict the negative was written against."""
-    failure_mode: str | None = None
-    """How it goes wrong: stereotype_aligned, verbose_hedging, surface_engagement, length_burying."""
 
 
 def read_hard_negatives(path: str | Path, *, skip_invalid: bool = False) -> ReadResult[HardNegative]:

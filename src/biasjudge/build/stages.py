@@ -2,7 +2,7 @@
 `label_file` (`data label`), `write_bbq_sample` (`data bbq --write-sample`), `candidates_from_file`,
 `classify_file`, `pairs_from_files` and `split_file`. Each counts what it read (rejects to a side
 file with skip_invalid) and writes its output with a `.meta.json` sidecar, through the helpers of
-:mod:`biasjudge.dataset` (which holds the whole build and the rows). Nothing here prints.
+:mod:`biasjudge.build.dataset` (which holds the whole build and the rows). Nothing here prints.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from biasjudge.dataset import ReadReport, counting_reader, write_output
+from biasjudge.build.dataset import ReadReport, counting_reader, write_output
 from biasjudge.errors import ConfigError
 from biasjudge.io import read_records, side_path, write_meta
 from biasjudge.records import CandidateResponse, Pair, Question
 
 if TYPE_CHECKING:
     from biasjudge.backends.base import Backend, GenerationParams
-    from biasjudge.costs import CostControl
+    from biasjudge.backends.costs import CostControl
     from biasjudge.data.holdout import HoldoutConfig, Split
     from biasjudge.data.pairs import PairsConfig
     from biasjudge.labels.answer_key import UnclearVsBiased
@@ -74,7 +74,7 @@ def label_file(
     `method="answer-key"` labels from BBQ's answer key (instant). `method="teacher"` imports the
     labels of `teacher_file` (dryrun_*.jsonl shape) or runs the `teacher` backend (resumable: its
     raw output goes to `<out>_teacher.jsonl`, unreadable outputs to `<out>_teacher.dropped.jsonl`;
-    `cost` books its calls and may stop it at a budget, see :mod:`biasjudge.costs`; a dry run
+    `cost` books its calls and may stop it at a budget, see :mod:`biasjudge.backends.costs`; a dry run
     writes nothing; `rubric` replaces prompts/teacher.md).
     """
     from biasjudge.data.holdout import load_pairs
@@ -191,7 +191,7 @@ def candidates_from_file(
 ) -> CandidatesRun:
     """`biasjudge data candidates`: answer each question with `backend` into `out` (appended to;
     resumable: answers already there are kept), with its .meta.json sidecar. `cost` books the calls
-    and may stop the run at a budget (:mod:`biasjudge.costs`); a dry run writes nothing."""
+    and may stop the run at a budget (:mod:`biasjudge.backends.costs`); a dry run writes nothing."""
     from biasjudge.data.candidates import generate_candidates
 
     reads: list[ReadReport] = []

@@ -1,7 +1,7 @@
 """All file I/O of records: validated reads, atomic writes, resumable appends, meta sidecars.
 
 The file primitives below the records (atomic writes, locks, hashes, side-file names) live in
-:mod:`biasjudge.files` and are exported here too.
+:mod:`biasjudge.io.files` and are exported here too.
 
 Readers name the file, the line and the field of every invalid record. With
 `skip_invalid=True` they go on and hand back the rejects, so a caller can write them to a side
@@ -22,12 +22,12 @@ from typing import IO, Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from biasjudge.errors import DataError
-from biasjudge.files import atomic_open as atomic_open
-from biasjudge.files import folder_lock as folder_lock
-from biasjudge.files import meta_path as meta_path
-from biasjudge.files import rejects_path as rejects_path
-from biasjudge.files import sha256_file as sha256_file
-from biasjudge.files import side_path as side_path
+from biasjudge.io.files import atomic_open as atomic_open
+from biasjudge.io.files import folder_lock as folder_lock
+from biasjudge.io.files import meta_path as meta_path
+from biasjudge.io.files import rejects_path as rejects_path
+from biasjudge.io.files import sha256_file as sha256_file
+from biasjudge.io.files import side_path as side_path
 from biasjudge.records import SCHEMA_VERSION
 
 R = TypeVar("R", bound=BaseModel)

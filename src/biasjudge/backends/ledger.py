@@ -1,6 +1,6 @@
-"""What cost control (:mod:`biasjudge.costs`) reads and books: the price table (the shipped
+"""What cost control (:mod:`biasjudge.backends.costs`) reads and books: the price table (the shipped
 `prices.yaml`, a user's file laid over it) and the ledger's lines, one per model call, with their
-totals. :mod:`biasjudge.costs` exports all of these too.
+totals. :mod:`biasjudge.backends.costs` exports all of these too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from biasjudge.config import ConfigModel, load_config, packaged_config
 from biasjudge.errors import ConfigError
 from biasjudge.io import read_records
 
-log = logging.getLogger("biasjudge.costs")  # the logger cost control has always warned on
+log = logging.getLogger("biasjudge.backends.costs")  # the logger cost control has always warned on
 
 
 # --------------------------------------------------------------------------- prices
