@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from biasjudge.build.rows import build_analysis_rows
 from biasjudge.config import resolve_data_dir
 from biasjudge.data.bbq import holdout_keys, load_questions
 from biasjudge.data.holdout import load_pairs
+from biasjudge.dataset.rows import build_analysis_rows
 from biasjudge.judge.reading.analysis import analyze, answer_text, fit_analysis
 from biasjudge.judge.reading.entities import anonymize
 from biasjudge.records import AnalysisRow

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from biasjudge.backends.embedded import embedded_gguf_path
-from biasjudge.build.rows import sft_rows
 from biasjudge.config import resolve_data_dir
+from biasjudge.dataset.rows import sft_rows
 from biasjudge.eval.protocol import run_eval, select_runs
 from biasjudge.io import read_records, write_json, write_records
 from biasjudge.judge.registry import make_judge

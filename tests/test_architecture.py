@@ -91,7 +91,7 @@ def test_metrics_are_pure(name: str) -> None:
 def test_data_stages_flow_one_way(name: str) -> None:
     later_packages = (
         "biasjudge.labels",
-        "biasjudge.build",
+        "biasjudge.dataset",
         "biasjudge.recipes",
         "biasjudge.train",
         "biasjudge.judge",

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biasjudge.build.rows import read_hard_negatives
 from biasjudge.config import load_config
 from biasjudge.data.bbq import _read_raw_file
 from biasjudge.data.holdout import load_pairs
+from biasjudge.dataset.rows import read_hard_negatives
 from biasjudge.errors import BiasJudgeError, DataError
 from biasjudge.eval.report import read_log
 from biasjudge.io import JsonlAppender, read_json, read_records, write_records

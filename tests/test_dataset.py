@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from biasjudge.build.dataset import OUTPUTS, DatasetBuild, MissingHoldoutError, ReadReport, build_dataset
 from biasjudge.data.holdout import check_leakage, load_pairs
+from biasjudge.dataset.build import OUTPUTS, DatasetBuild, MissingHoldoutError, ReadReport, build_dataset
 from biasjudge.io import meta_path, read_json, read_records
 from biasjudge.records import DPORow, SFTRow
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from biasjudge.build.rows import (
+from biasjudge.dataset.rows import (
     RATIONALE_TEMPLATE,
     HardNegative,
     build_dpo_rows,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from biasjudge.build.dataset import record_read, write_output
+from biasjudge.dataset.build import record_read, write_output
 from biasjudge.io import meta_path, read_json, read_records
 from biasjudge.records import Pair
 

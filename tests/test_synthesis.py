@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from biasjudge.backends.base import GenerationParams, PromptRequest
 from biasjudge.backends.costs import BudgetReached, CostControl, ModelPrice, PriceTable, read_ledger
 from biasjudge.backends.openai import OpenAIBackend
-from biasjudge.build.rows import read_hard_negatives, split_of
+from biasjudge.dataset.rows import read_hard_negatives, split_of
 from biasjudge.io import read_records
 from biasjudge.labels.answer_key import label_pairs
 from biasjudge.labels.hard_negatives import FAILURE_MODES, check_negative, failure_mode_for, synth_messages

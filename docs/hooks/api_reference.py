@@ -33,9 +33,9 @@ log = logging.getLogger("mkdocs.hooks.api_reference")
 # (page, title, folder of the package it holds, top-level modules it holds too)
 PARTS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
     ("core", "Core: records, output contract, files, configs, prompts", None, ()),
-    ("data", "Data stages and the dataset build", "data", ("build", "build.dataset", "build.stages")),
+    ("data", "Data stages and the dataset build", "data", ("dataset", "dataset.build", "dataset.stages")),
     ("labels", "Labels", "labels", ()),
-    ("rows", "Training rows", None, ("build.rows",)),
+    ("rows", "Training rows", None, ("dataset.rows",)),
     ("train", "Training, and the shipped judges' recipes", "train", ("recipes", "recipes.pairwise", "recipes.reader")),
     ("export", "Export", "train.export", ()),
     ("backends", "Backends", "backends", ()),
@@ -48,7 +48,7 @@ PARTS: list[tuple[str, str, str | None, tuple[str, ...]]] = [
 ORDER = [
     "", "records", "verdict", "io", "io.files", "io.progress", "config", "errors", "prompts", "prompts.render",
     "data", "data.sources", "data.bbq", "data.bbq_targets", "data.candidates", "data.classify", "data.pairs",
-    "data.holdout", "build", "build.stages", "build.dataset", "build.rows",
+    "data.holdout", "dataset", "dataset.stages", "dataset.build", "dataset.rows",
     "labels", "labels.answer_key", "labels.teacher", "labels.hard_negatives", "labels.synthesis",
     "labels.label_sets", "labels.agreement", "labels.flips", "labels.human", "labels.human_safety",
     "train", "train.config", "train.common", "train.sft", "train.dpo", "train.card", "recipes", "recipes.pairwise",

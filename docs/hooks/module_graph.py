@@ -42,7 +42,7 @@ ORDER = [
     "data.holdout", "data.statements",
     "labels", "labels.answer_key", "labels.teacher", "labels.hard_negatives", "labels.synthesis",
     "labels.label_sets", "labels.agreement", "labels.flips", "labels.human_safety", "labels.human",
-    "build", "build.rows", "build.stages", "build.dataset",
+    "dataset", "dataset.rows", "dataset.stages", "dataset.build",
     "train", "train.config", "train.common", "train.sft", "train.dpo", "train.card",
     "train.export", "train.export.tokenizer", "train.export.merge", "train.export.convert",
     "train.export.verify", "train.export.push",

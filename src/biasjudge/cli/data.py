@@ -3,7 +3,7 @@
 Pipeline order: bbq -> candidates -> classify -> pairs -> split -> label -> rows, with `check`
 (leakage) and `stats` (counts) to look at any file; `statements` writes the free-text judge's
 statement pairs from BBQ's metadata. `build` runs split -> label -> rows from the
-judge-from-scratch files in one go (seconds, no model): it calls `biasjudge.build.dataset.build_dataset`
+judge-from-scratch files in one go (seconds, no model): it calls `biasjudge.dataset.build.build_dataset`
 and prints the result.
 
 Every command reads through validated readers; with --skip-invalid, invalid rows go to a
@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.table import Table
 
-from biasjudge.build.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
 from biasjudge.cli import data_labels, data_stages
 from biasjudge.cli.common import (
     DataDirOption,
@@ -32,9 +31,10 @@ from biasjudge.cli.common import (
     console,
 )
 from biasjudge.cli.data_common import counts_table, fmt, make_table, on_read
+from biasjudge.dataset.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
 
 if TYPE_CHECKING:
-    from biasjudge.build.dataset import LeakageLevel
+    from biasjudge.dataset.build import LeakageLevel
     from biasjudge.labels.answer_key import KappaTable, UnclearVsBiased
 
 app = typer.Typer(
@@ -100,8 +100,8 @@ def build(
     pairs whose question is in the holdout. Writes pairs, holdout (levels attached), train_pool,
     unused, labelled, sft, dpo and answer_key_kappa.json, each with a .meta.json sidecar.
     """
-    from biasjudge.build.dataset import MissingHoldoutError, build_dataset
     from biasjudge.config import resolve_data_dir
+    from biasjudge.dataset.build import MissingHoldoutError, build_dataset
 
     try:
         built = build_dataset(

@@ -18,8 +18,8 @@ from biasjudge.cli.common import console
 if TYPE_CHECKING:
     from biasjudge.backends.base import Backend
     from biasjudge.backends.costs import CostControl
-    from biasjudge.build.dataset import ReadReport
     from biasjudge.cli.common import CostOptions
+    from biasjudge.dataset.build import ReadReport
     from biasjudge.io import ReadResult
     from biasjudge.records import Pair
 
@@ -46,7 +46,7 @@ def on_read(skip_invalid: bool) -> Callable[[ReadReport], None]:
 
 def report_read(result: ReadResult[Any], rejects_dir: Path | None, skip_invalid: bool) -> None:
     """Print in/out/rejected counts; write rejects to a side file (in the current folder by default)."""
-    from biasjudge.build.dataset import record_read
+    from biasjudge.dataset.build import record_read
 
     print_read(record_read(result, rejects_dir if rejects_dir is not None else Path.cwd()), skip_invalid)
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from pydantic import BaseModel
 
-from biasjudge.build.rows import DPO_MIN_CONFIDENCE
 from biasjudge.cli.common import (
     CostOptions,
     LabelMethod,
@@ -34,13 +33,14 @@ from biasjudge.cli.data_common import (
     read_pairs,
     report_read,
 )
+from biasjudge.dataset.rows import DPO_MIN_CONFIDENCE
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from biasjudge.backends.base import Backend
     from biasjudge.backends.costs import CostControl
-    from biasjudge.build.stages import LabelMethod as LabelMethodName
+    from biasjudge.dataset.stages import LabelMethod as LabelMethodName
     from biasjudge.labels.agreement import GroupBy, LabelSet
     from biasjudge.labels.answer_key import UnclearVsBiased
     from biasjudge.records import LabelSource
@@ -90,7 +90,7 @@ def label(
     from contextlib import nullcontext
 
     from biasjudge.backends.base import GenerationParams
-    from biasjudge.build.stages import label_file
+    from biasjudge.dataset.stages import label_file
 
     if labels is LabelMethod.teacher and judge is None and teacher_file is None:
         raise typer.BadParameter("--labels teacher needs --judge SPEC or --teacher-file FILE", param_hint="--judge")

@@ -12,7 +12,6 @@ import typer
 from pydantic import BaseModel, ConfigDict
 from rich.table import Table
 
-from biasjudge.build.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
 from biasjudge.cli.common import (
     CostOptions,
     DataDirOption,
@@ -26,6 +25,7 @@ from biasjudge.cli.common import (
     option_groups,
 )
 from biasjudge.cli.data_common import counts_table, make_table, model_stage, on_read, read, read_pairs
+from biasjudge.dataset.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
 
 if TYPE_CHECKING:
     from biasjudge.records import LabelSource
@@ -77,7 +77,7 @@ def bbq(
     elif sample is not None:
         raise typer.BadParameter(f"{sample} not found", param_hint="--sample")
     if write_sample is not None:
-        from biasjudge.build.stages import write_bbq_sample
+        from biasjudge.dataset.stages import write_bbq_sample
 
         picked = write_bbq_sample(raw, write_sample, n_per_cell=n_per_cell, seed=seed, categories=found)
         console.print(f"wrote {len(picked)} questions to {write_sample}", highlight=False)
@@ -157,7 +157,7 @@ def candidates(
     Every call is booked in the cost ledger; --budget-usd stops before a call that could cross it (exit 3).
     """
     from biasjudge.backends.base import GenerationParams
-    from biasjudge.build.stages import candidates_from_file
+    from biasjudge.dataset.stages import candidates_from_file
 
     with model_stage(out, judge, cost) as (backend, control):
         run = candidates_from_file(
@@ -190,7 +190,7 @@ def classify(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Classify candidate answers: chosen letter, answer class, hedging, suspected bias level."""
-    from biasjudge.build.stages import classify_file
+    from biasjudge.dataset.stages import classify_file
 
     run = classify_file(
         questions,
@@ -214,9 +214,9 @@ def pairs(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Build pairs in the five buckets from classified candidates."""
-    from biasjudge.build.stages import pairs_from_files
     from biasjudge.config import load_config
     from biasjudge.data.pairs import PairsConfig
+    from biasjudge.dataset.stages import pairs_from_files
 
     config = load_config(PairsConfig, config_file, {"seed": seed})
     run = pairs_from_files(
@@ -248,9 +248,9 @@ def split(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Split pairs by question into holdout / train_pool / unused (OOD and leftovers), then check for leakage."""
-    from biasjudge.build.stages import split_file
     from biasjudge.config import load_config
     from biasjudge.data.holdout import HoldoutConfig
+    from biasjudge.dataset.stages import split_file
 
     config = load_config(HoldoutConfig, config_file, {"seed": seed, "ood_category": ood_category})
     result = split_file(pairs_file, out, config, skip_invalid=skip_invalid, on_read=on_read(skip_invalid)).split
@@ -337,7 +337,7 @@ def rows(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """SFT rows (swap-doubled) and DPO rows (confident non-TIE labels) from labelled pairs."""
-    from biasjudge.build.dataset import rows_from_file
+    from biasjudge.dataset.build import rows_from_file
 
     written = rows_from_file(
         pairs_file,
@@ -412,7 +412,7 @@ def stats(
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Counts per bucket, verdict, BBQ category (and swap, split, sources for rows)."""
-    from biasjudge.build.rows import row_stats
+    from biasjudge.dataset.rows import row_stats
 
     model = _sniff(file)
     records: list[Any] = read(file, model, skip_invalid, None)

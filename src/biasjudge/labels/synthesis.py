@@ -19,7 +19,7 @@ to the side file `<out>.dropped.jsonl` with every attempt's reason. Output is ap
 (resume by pair_id: pairs in the output or the dropped file are skipped; a pair in the output is
 done whatever the dropped file says), each line a :class:`SynthesisRecord`, the shape of the reference's
 synthesis_results.jsonl, which `biasjudge data rows --hard-negatives` reads
-(:func:`biasjudge.build.rows.read_hard_negatives`). Every call goes through the cost ledger
+(:func:`biasjudge.dataset.rows.read_hard_negatives`). Every call goes through the cost ledger
 (:mod:`biasjudge.backends.costs`; stage `synthesis`, key `pair_id#attempt`).
 """
 

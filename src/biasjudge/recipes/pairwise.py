@@ -1,6 +1,6 @@
 """The shipped judge's recipe, end to end: `biasjudge train judge --config configs/embedded-judge.yaml`.
 
-1. Dataset: :func:`biasjudge.build.dataset.build_dataset` (holdout, leakage check, answer-key labels)
+1. Dataset: :func:`biasjudge.dataset.build.build_dataset` (holdout, leakage check, answer-key labels)
    with the judge's own system prompt.
 2. Labels: the answer-key rule, or (``teacher_labels: true``) the reference's teacher verdicts where
    the shared data has them (synthesis_results.jsonl `sonnet_verdict`, the two dry runs), the rule
@@ -118,7 +118,7 @@ class DryRunVerdict(BaseModel):
 
 def teacher_verdicts(jfs: Path) -> dict[str, Verdict]:
     """pair_id -> teacher verdict from the judge-from-scratch teacher files that exist (first file wins)."""
-    from biasjudge.build.rows import read_hard_negatives
+    from biasjudge.dataset.rows import read_hard_negatives
 
     found: dict[str, Verdict] = {}
     synthesis = jfs / TEACHER_FILES[0]
@@ -155,7 +155,7 @@ def training_label(pair: Pair, prefer_teacher: bool) -> Label | None:
 
 def build_rows(pairs: Sequence[Pair], *, system_prompt: str, prefer_teacher: bool) -> list[SFTRow]:
     """Swap-doubled SFT rows, each pair with its :func:`training_label`."""
-    from biasjudge.build.rows import sft_rows
+    from biasjudge.dataset.rows import sft_rows
 
     rows: list[SFTRow] = []
     for source in ("teacher", "answer_key"):
@@ -225,8 +225,8 @@ def train_judge(
     config: JudgeRecipeConfig, *, install: bool = False, log: Callable[[str], None] = print
 ) -> RecipeResult:
     """Run the whole recipe (see the module docstring) and return what it wrote."""
-    from biasjudge.build.dataset import build_dataset
-    from biasjudge.build.rows import split_of
+    from biasjudge.dataset.build import build_dataset
+    from biasjudge.dataset.rows import split_of
     from biasjudge.judge.calibration import CALIBRATION_FILE
     from biasjudge.judge.shipped import ADAPTER_FILE, CARD_FILE, manifest_path, shipped_dir, write_manifest
     from biasjudge.prompts.render import DEFAULT_TURN_FORMAT

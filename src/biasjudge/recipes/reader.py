@@ -1,7 +1,7 @@
 """The question-reading judge's recipe, end to end: `biasjudge train reader [--install]`.
 
 1. Questions: BBQ's raw category files found in `<data dir>/bbq/` and judge-from-scratch's
-   `bbq_sample.jsonl` (all eleven categories), one row per item (:func:`biasjudge.build.rows.build_analysis_rows`):
+   `bbq_sample.jsonl` (all eleven categories), one row per item (:func:`biasjudge.dataset.rows.build_analysis_rows`):
    never a holdout question; with `leakage_level: template`, never a holdout template; never the
    OOD category (religion). A share of templates is the validation split.
 2. Fit the question analysis on the train split and score the validation split (templates it
@@ -171,8 +171,8 @@ def train_reader(
     config: ReaderRecipeConfig, *, install: bool = False, log: Callable[[str], None] = print
 ) -> ReaderResult:
     """Run the whole recipe (see the module docstring) and return what it wrote."""
-    from biasjudge.build.rows import build_analysis_rows
     from biasjudge.data.holdout import load_pairs
+    from biasjudge.dataset.rows import build_analysis_rows
     from biasjudge.judge.reading.analysis import fit_analysis
     from biasjudge.judge.reading.judge import ANALYSIS_FILE
     from biasjudge.judge.shipped import READING_DIR_NAME

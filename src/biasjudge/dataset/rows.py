@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
 from biasjudge.data.bbq import left_out_reason, stable_fraction, template_id
 from biasjudge.data.pairs import question_text
 from biasjudge.errors import ConfigError

@@ -2,7 +2,7 @@
 
 `rows_from_file` (`data rows`) turns labelled pairs into SFT and DPO rows; `build_dataset`
 (`data build`) runs split -> label -> rows in one go. The single stages (`data label`,
-`candidates`, `classify`, `pairs`, `split`, the BBQ sample) are :mod:`biasjudge.build.stages`, built on
+`candidates`, `classify`, `pairs`, `split`, the BBQ sample) are :mod:`biasjudge.dataset.stages`, built on
 the helpers here (reads counted with their rejects written, outputs written with their sidecars).
 `build_dataset` is what `biasjudge data build` runs. From the judge-from-scratch folder
 (pairs.jsonl, eval_set_unlabeled.jsonl, synthesis_results.jsonl) it takes the holdout (the
@@ -39,10 +39,9 @@ from biasjudge.records import Pair
 
 if TYPE_CHECKING:
     from biasjudge.data.holdout import LeakageReport
+    from biasjudge.dataset.rows import RowsBuild
     from biasjudge.labels.answer_key import KappaTable, UnclearVsBiased
-    from biasjudge.records import DPORow, LabelSource, SFTRow
-    from biasjudge.build.rows import RowsBuild
-    from biasjudge.records import HardNegative
+    from biasjudge.records import DPORow, HardNegative, LabelSource, SFTRow
 
 LeakageLevel = Literal["question", "pair"]
 
@@ -215,8 +214,8 @@ def build_dataset(
         split_holdout,
     )
     from biasjudge.data.sources import jfs_dir
+    from biasjudge.dataset.rows import read_hard_negatives
     from biasjudge.labels.answer_key import AnswerKeyConfig, compare_settings, label_pairs
-    from biasjudge.build.rows import read_hard_negatives
 
     started = time.perf_counter()
     if leakage_level not in ("question", "pair"):
@@ -421,7 +420,7 @@ def write_rows(
     holdout (LeakageError on a shared question, or pair at `leakage_level="pair"`) and write
     `out/sft.jsonl` and `out/dpo.jsonl`, each with its .meta.json sidecar."""
     from biasjudge.data.holdout import assert_no_leakage
-    from biasjudge.build.rows import build_dpo_rows, build_sft_rows, row_stats
+    from biasjudge.dataset.rows import build_dpo_rows, build_sft_rows, row_stats
 
     system_prompt, prompt_source = load_system_prompt(system_prompt_file)
     sft = build_sft_rows(
@@ -483,7 +482,7 @@ def rows_from_file(
     input rows go to `<input>.rejects.jsonl` in `out`.
     """
     from biasjudge.data.holdout import load_pairs
-    from biasjudge.build.rows import read_hard_negatives
+    from biasjudge.dataset.rows import read_hard_negatives
 
     out.mkdir(parents=True, exist_ok=True)
     reads: list[ReadReport] = []

@@ -2,7 +2,7 @@
 `label_file` (`data label`), `write_bbq_sample` (`data bbq --write-sample`), `candidates_from_file`,
 `classify_file`, `pairs_from_files` and `split_file`. Each counts what it read (rejects to a side
 file with skip_invalid) and writes its output with a `.meta.json` sidecar, through the helpers of
-:mod:`biasjudge.build.dataset` (which holds the whole build and the rows). Nothing here prints.
+:mod:`biasjudge.dataset.build` (which holds the whole build and the rows). Nothing here prints.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from biasjudge.build.dataset import ReadReport, counting_reader, write_output
+from biasjudge.dataset.build import ReadReport, counting_reader, write_output
 from biasjudge.errors import ConfigError
 from biasjudge.io import read_records, side_path, write_meta
 from biasjudge.records import CandidateResponse, Pair, Question
