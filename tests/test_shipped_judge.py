@@ -20,6 +20,7 @@ from biasjudge.backends.registry import PAIRWISE_JUDGE_SPEC
 from biasjudge.config import JudgeSpec
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_records
+from biasjudge.io.files import sha256_file
 from biasjudge.judge.debiased import OrderDebiasedJudge, combine_orders
 from biasjudge.judge.judge import Judge
 from biasjudge.judge.protocol import JudgeRequest
@@ -29,7 +30,6 @@ from biasjudge.judge.shipped import (
     CARD_FILE,
     check_system_prompt,
     read_manifest,
-    sha256_path,
     sha256_text,
     shipped_dir,
     shipped_manifest,
@@ -146,7 +146,7 @@ def test_a_manifest_refuses_another_system_prompt(tmp_path: Path) -> None:
     adapter.write_bytes(b"not really a gguf")
     write_manifest(adapter, system_prompt="Judge it.\n", chat_format="gemma4", order="both")
     manifest = read_manifest(adapter)
-    assert manifest is not None and manifest.adapter_sha256 == sha256_path(adapter)
+    assert manifest is not None and manifest.adapter_sha256 == sha256_file(adapter)
     assert check_system_prompt(manifest, None) == "Judge it.\n"
     assert check_system_prompt(manifest, "Judge it.\n") == "Judge it.\n"
     with pytest.raises(ConfigError, match="another system prompt"):
@@ -160,7 +160,7 @@ def test_shipped_adapter_matches_its_manifest_and_card() -> None:
     folder = shipped_dir()
     adapter = folder / ADAPTER_FILE
     manifest = shipped_manifest()
-    digest = sha256_path(adapter)
+    digest = sha256_file(adapter)
     assert manifest.adapter_sha256 == digest
     assert manifest.system_prompt_sha256 == sha256_text(manifest.system_prompt)
     assert "<|think|>" not in manifest.system_prompt

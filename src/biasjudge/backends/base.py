@@ -42,6 +42,7 @@ from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 from biasjudge.errors import BackendError, MissingDependency
+from biasjudge.io.files import sha256_file
 from biasjudge.records import ChatMessage
 
 
@@ -185,7 +186,7 @@ def files_identity(*paths: str | Path | None) -> str:
         elif path.is_file():
             stat = path.stat()
             if stat.st_size < SMALL_FILE:
-                parts.append(f"{path.name}:sha256:{_sha256(path)[:16]}")
+                parts.append(f"{path.name}:sha256:{sha256_file(path)[:16]}")
             else:
                 parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
         else:
@@ -195,14 +196,6 @@ def files_identity(*paths: str | Path | None) -> str:
 
 SMALL_FILE = 64 << 20
 """Files below this size are fingerprinted by content (sha256), larger ones by size and mtime."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @runtime_checkable

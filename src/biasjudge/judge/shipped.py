@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from biasjudge.errors import ConfigError
+from biasjudge.io.files import sha256_file
 
 SHIPPED_DIR_NAME = "embedded-judge"
 ADAPTER_FILE = "adapter.gguf"
@@ -33,15 +34,6 @@ CARD_FILE = "MODEL_CARD.md"
 def sha256_text(text: str) -> str:
     """Hex SHA-256 of `text` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def sha256_path(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -71,7 +63,7 @@ def write_manifest(adapter: Path, *, system_prompt: str, chat_format: str, order
     """Write `<adapter>.json` for a trained GGUF adapter; returns its path."""
     data = {
         "adapter": adapter.name,
-        "adapter_sha256": sha256_path(adapter),
+        "adapter_sha256": sha256_file(adapter),
         "system_prompt": system_prompt,
         "system_prompt_sha256": sha256_text(system_prompt),
         "chat_format": chat_format,
@@ -128,7 +120,7 @@ def shipped_manifest(*, verify: bool = True) -> AdapterManifest:
             "`biasjudge train judge --config configs/embedded-judge.yaml --install`, or use "
             "'llamacpp:embedded-base' for the untrained base model"
         )
-    if verify and manifest.adapter_sha256 and sha256_path(adapter) != manifest.adapter_sha256:
+    if verify and manifest.adapter_sha256 and sha256_file(adapter) != manifest.adapter_sha256:
         raise ConfigError(f"{adapter}: sha256 differs from its manifest; the shipped judge is damaged, reinstall")
     return manifest
 
