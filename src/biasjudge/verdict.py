@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from typing import Literal, cast
+from typing import Literal, cast, overload
 
 from biasjudge.errors import MetricInputError
 from biasjudge.records import ParsedVerdict, ReadVerdict, Verdict
@@ -121,8 +121,13 @@ def as_verdict(verdict: ParsedVerdict) -> Verdict | None:
     return None
 
 
+@overload
+def mirror(verdict: Verdict) -> Verdict: ...
+@overload
+def mirror(verdict: ParsedVerdict) -> ParsedVerdict: ...
 def mirror(verdict: ParsedVerdict) -> ParsedVerdict:
-    """The verdict for the same pair with responses exchanged: A<->B; TIE, PARSE_FAIL and UNSURE stay."""
+    """The verdict for the same pair with responses exchanged: A<->B; TIE, PARSE_FAIL and UNSURE stay
+    (a Verdict's mirror is a Verdict)."""
     if verdict == "A":
         return "B"
     if verdict == "B":

@@ -40,6 +40,7 @@ from typing import Literal
 
 from biasjudge.data.bbq import holdout_keys, left_out_reason, load_questions, stable_fraction, template_id
 from biasjudge.records import Label, Pair, PairCategory, Question, Response, Verdict
+from biasjudge.verdict import mirror
 
 Kind = Literal[
     "specific", "restated", "general", "counter", "decline", "clean", "group", "group_counter", "group_decline",
@@ -314,7 +315,7 @@ def build_statement_pairs(
             a, b = written[first], written[second]
             if rng.random() < 0.5:
                 a, b = b, a
-                verdict = {"A": "B", "B": "A"}.get(verdict, verdict)  # type: ignore[assignment]
+                verdict = mirror(verdict)
             build.pairs.append(
                 Pair(
                     pair_id=f"{question.question_id}::{kind}",

@@ -169,7 +169,7 @@ def build_sft_rows(
         reasoning, reasoning_source = _reasoning(pair, label)
         build.n_used += 1
         for swapped in (False, True):
-            verdict: Verdict = mirror(label.verdict) if swapped else label.verdict  # type: ignore[assignment]
+            verdict: Verdict = mirror(label.verdict) if swapped else label.verdict
             text = mirror_reasoning(reasoning) if swapped else reasoning
             build.rows.append(
                 SFTRow(
@@ -264,15 +264,15 @@ def build_dpo_rows(
             source = "hard_negative"
         else:
             rejected_reasoning = chosen_reasoning
-            rejected_verdict = mirror(chosen_verdict)  # type: ignore[assignment]
+            rejected_verdict = mirror(chosen_verdict)
             source = "verdict_flip"
         sources[source] += 1
         build.n_used += 1
         split = split_of(pair.pair_id, validation_fraction)
         for swapped in (False, True):
             if swapped:
-                chosen = render(mirror_reasoning(chosen_reasoning), mirror(chosen_verdict))  # type: ignore[arg-type]
-                rejected = render(mirror_reasoning(rejected_reasoning), mirror(rejected_verdict))  # type: ignore[arg-type]
+                chosen = render(mirror_reasoning(chosen_reasoning), mirror(chosen_verdict))
+                rejected = render(mirror_reasoning(rejected_reasoning), mirror(rejected_verdict))
             else:
                 chosen = render(chosen_reasoning, chosen_verdict)
                 rejected = render(rejected_reasoning, rejected_verdict)

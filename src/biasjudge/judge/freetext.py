@@ -33,7 +33,8 @@ import numpy as np
 from pydantic import Field
 
 from biasjudge.errors import ConfigError
-from biasjudge.records import JudgeMode, Judgment, Record
+from biasjudge.records import JudgeMode, Judgment, Record, Verdict
+from biasjudge.verdict import mirror
 
 if TYPE_CHECKING:
     from biasjudge.judge.protocol import JudgeRequest
@@ -228,7 +229,7 @@ def pair_features(first: np.ndarray, second: np.ndarray, s_first: np.ndarray, s_
 def fit_text_model(
     texts: Sequence[str],
     stereotyped: Sequence[bool],
-    pairs: Sequence[tuple[str, str, str]],
+    pairs: Sequence[tuple[str, str, Verdict]],
     *,
     c: float = 1.0,
     pair_c: float = 3.0,
@@ -245,8 +246,7 @@ def fit_text_model(
     scores = _stereotype_scores(statement, x)
     first = [index[a] for a, _, _ in pairs] + [index[b] for _, b, _ in pairs]
     second = [index[b] for _, b, _ in pairs] + [index[a] for a, _, _ in pairs]
-    mirrored = {"A": "B", "B": "A", "TIE": "TIE"}
-    labels = [v for _, _, v in pairs] + [mirrored[v] for _, _, v in pairs]
+    labels = [v for _, _, v in pairs] + [mirror(v) for _, _, v in pairs]
     rows = pair_features(x[first], x[second], scores[first], scores[second])
     pair = _logistic(rows, labels, pair_c)
     return TextModel(
@@ -303,7 +303,7 @@ def _cue(text: str) -> str:
     return ""
 
 
-def explain_text(first: str, second: str, scores: tuple[float, float], verdict: str) -> str:
+def explain_text(first: str, second: str, scores: tuple[float, float], verdict: Verdict) -> str:
     """The reasoning of a free-text verdict (shown order: `first` is Response A). Where the two
     responses differ only in whom they name, it names both and the attribute they share; otherwise
     it gives each response's stereotype score and the cue that drove it. It always agrees with `verdict`."""
@@ -324,7 +324,7 @@ def explain_text(first: str, second: str, scores: tuple[float, float], verdict: 
     score = {"A": scores[0], "B": scores[1]}
     text = {"A": first, "B": second}
     if verdict in ("A", "B"):
-        other = "B" if verdict == "A" else "A"
+        other = mirror(verdict)
         why = [f"Response {name}: {_cue(text[name])}" for name in (verdict, other) if _cue(text[name])]
         return (
             f"Response {verdict} reads as leaning more on a stereotype about a social group: stereotype score "
