@@ -53,14 +53,14 @@ docs: $(BIN)/biasjudge
 test: $(BIN)/biasjudge browser docs
 	$(BIN)/ruff check src tests bench deploy docs/hooks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py -m "not heavy"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --ignore=tests/test_serve_schema.py -m "not heavy"
 	# Schemathesis generates no example under pytest-xdist (its tests pass empty there): a run of its own.
 	$(BIN)/python -m pytest -q tests/test_serve_schema.py
 
 # Everything, the heavy real-model checks included (the GGUF export round trips, real llama.cpp servers,
 # Ray with the real judge, ...: several minutes more than `make test`).
 test-all: $(BIN)/biasjudge browser docs
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --ignore=tests/test_serve_schema.py
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --ignore=tests/test_serve_schema.py
 	$(BIN)/python -m pytest -q tests/test_serve_schema.py
 
 lint: $(BIN)/biasjudge

@@ -11,6 +11,7 @@ import pytest
 
 from biasjudge.errors import ConfigError
 from biasjudge.eval.run import LOCK_NAME, JudgeToEval, evaluate, load_holdout
+from biasjudge.eval.settings import EvalSettings
 from biasjudge.io import folder_lock
 
 HOLD = (
@@ -33,12 +34,12 @@ def test_a_second_eval_on_the_same_folder_is_refused_then_runs_after_a_kill(jfs:
     holder = _holder(out)
     try:
         with pytest.raises(ConfigError, match=rf"{out}: an eval is already writing here \(process {holder.pid}\)"):
-            evaluate([JudgeToEval("answer-key:", "key")], pairs, out, runs="original")
+            evaluate([JudgeToEval("answer-key:", "key")], pairs, out, EvalSettings(runs="original"))
         assert not (out / "key").exists()  # refused before judging anything
     finally:
         holder.send_signal(signal.SIGKILL)  # a kill leaves the lock file behind, but not the lock
         holder.wait()
-    result = evaluate([JudgeToEval("answer-key:", "key")], pairs, out, runs="original")
+    result = evaluate([JudgeToEval("answer-key:", "key")], pairs, out, EvalSettings(runs="original"))
     assert len(result.logs[0].detailed) == 4 and result.markdown.exists()
 
 

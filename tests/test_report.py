@@ -127,10 +127,11 @@ def test_the_report_shows_the_robustness_table_when_its_folder_has_one(
 ) -> None:
     from biasjudge.eval.robustness import robustness, robustness_table
     from biasjudge.eval.run import JudgeToEval
+    from biasjudge.eval.settings import RobustnessSettings
 
     md, html, _ = write_reports([merge_logs(logs)], holdout, tmp_path)
     assert "Robustness" not in md.read_text() and "Robustness" not in html.read_text()
-    run = robustness([JudgeToEval("random:", "Random")], holdout, tmp_path, limit=6)  # the same folder
+    run = robustness([JudgeToEval("random:", "Random")], holdout, tmp_path, RobustnessSettings(limit=6))  # same folder
     assert (tmp_path / "robustness.json").is_file() and run.table == robustness_table(run.results.results)
     md, html, table = write_reports([merge_logs(logs)], holdout, tmp_path)
     text = md.read_text()

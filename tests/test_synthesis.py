@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from biasjudge.backends.base import GenerationParams, PromptRequest
+from biasjudge.backends.base import PromptRequest
 from biasjudge.backends.costs import BudgetReached, CostControl, ModelPrice, PriceTable, read_ledger
 from biasjudge.backends.openai import OpenAIBackend
 from biasjudge.dataset.rows import read_hard_negatives, split_of
@@ -23,6 +23,7 @@ from biasjudge.labels.answer_key import label_pairs
 from biasjudge.labels.hard_negatives import FAILURE_MODES, check_negative, failure_mode_for, synth_messages
 from biasjudge.labels.synthesis import (
     SynthesisAttempt,
+    SynthesisConfig,
     SynthesisDrop,
     SynthesisRecord,
     SynthesisRun,
@@ -112,12 +113,11 @@ def test_a_model_that_keeps_writing_the_label_is_retried_then_dropped(tmp_path: 
     ]
     out, ledger = tmp_path / "synthesis_results.jsonl", tmp_path / "ledger.jsonl"
     prices = PriceTable(models={"m": ModelPrice(input=0.0, output=1_000_000.0)})  # $1 an output token
-    params = GenerationParams(max_tokens=10, temperature=0.7)  # a call's bound: $10; it spends $1
+    config = SynthesisConfig(max_tokens=10, temperature=0.7, batch_size=1, max_attempts=3)  # a call's bound: $10
 
-    def run(budget: float, backend: OpenAIBackend) -> SynthesisRun:
+    def run(budget: float, backend: OpenAIBackend) -> SynthesisRun:  # a call spends $1
         with CostControl(ledger, prices=prices, budget_usd=budget) as cost:
-            return synthesize([second, first], backend, out, model_name="m", params=params, batch_size=1,
-                              max_attempts=3, progress=False, cost=cost)  # fmt: skip
+            return synthesize([second, first], backend, out, config, model_name="m", progress=False, cost=cost)
 
     with stub_server(script) as stub:
         backend = OpenAIBackend(f"{stub.url}#m", backoff=0.01)
@@ -127,7 +127,7 @@ def test_a_model_that_keeps_writing_the_label_is_retried_then_dropped(tmp_path: 
             (logged,) = read_records(rejected_path_for(out), SynthesisAttempt).records
             assert (logged.pair_id, logged.attempt, out.read_text()) == (first.pair_id, 1, "")
             finished = run(100.0, backend)
-            again = synthesize([first, second], backend, out, model_name="m", batch_size=1, progress=False)
+            again = synthesize([first, second], backend, out, config, model_name="m", progress=False)
         finally:
             backend.close()
     bodies = [r.body for r in stub.seen("/v1/completions")]

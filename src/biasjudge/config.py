@@ -56,11 +56,14 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
         values.update(loaded)
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values.update(flags)
     try:
         return cls.model_validate(values)
     except ValidationError as exc:
         key, message = validation_message(exc)
+        if key in flags:  # the value came from a flag, not from the file
+            raise ConfigError(f"--{key.replace('_', '-')}: {message}") from None
         raise ConfigError(f"{source}: key '{key or '(config)'}': {message}") from None
 
 

@@ -141,6 +141,11 @@ class Response(Record):
     """Level from answer classification; absent in the holdout file."""
 
 
+DPO_MIN_CONFIDENCE = 4
+"""The confidence floor of preference data: a label less confident than this (or stating none) gives no
+DPO row and no hard negative (`data rows`, `data synthesize`)."""
+
+
 class Label(Record):
     """A verdict on a pair by some labeller."""
 

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
-from biasjudge.cli.common import JudgeSpecOption, Mode, ModeOption, SystemPromptOption, console
+from biasjudge.batch.judge_file import judge_file
+from biasjudge.batch.ray_engine import RayOptions
+from biasjudge.cli.common import JudgeSpecOption, ModeOption, SystemPromptOption, console, defaults_from
 
 if TYPE_CHECKING:
     from biasjudge.batch.judge_file import BatchSummary, Engine
@@ -39,6 +40,7 @@ def _describe(summary: BatchSummary) -> list[str]:
     return lines
 
 
+@defaults_from(judge_file, RayOptions, ray_address="address", ray_cpus="num_cpus")
 def judge_file_command(
     in_path: Annotated[
         Path,
@@ -65,8 +67,9 @@ def judge_file_command(
             show_default=False,
         ),
     ],
-    judge: JudgeSpecOption = DEFAULT_JUDGE_SPEC,
-    mode: ModeOption = Mode.score,
+    *,
+    judge: JudgeSpecOption,
+    mode: ModeOption,
     system_prompt_file: SystemPromptOption = None,
     batch_size: Annotated[
         int,
@@ -75,7 +78,7 @@ def judge_file_command(
             min=1,
             help="Pairs per judge call (and per Ray batch). A kill loses at most the batches in flight.",
         ),
-    ] = 8,
+    ],
     engine: Annotated[
         EngineChoice,
         typer.Option(
@@ -85,10 +88,10 @@ def judge_file_command(
                 "actor (pip install 'ray[data]'); reading, rejects and writing stay in this process."
             ),
         ),
-    ] = EngineChoice.local,
+    ],
     actors: Annotated[
         int, typer.Option("--actors", min=1, help="Ray: actors in the pool, each loading one judge (one model).")
-    ] = 1,
+    ],
     cpus_per_actor: Annotated[
         float | None,
         typer.Option(
@@ -103,7 +106,7 @@ def judge_file_command(
     gpus_per_actor: Annotated[
         float,
         typer.Option("--gpus-per-actor", min=0, help="Ray: GPUs per actor (1 for --judge vllm:MODEL on GPU workers)."),
-    ] = 0.0,
+    ],
     ray_address: Annotated[
         str | None,
         typer.Option(
@@ -126,15 +129,13 @@ def judge_file_command(
     ] = None,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rows, rate, time left) on stderr.")
-    ] = True,
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
 ) -> None:
     """Judge every pair of a JSONL or Parquet file: streaming, resumable, invalid rows to a side file.
 
     Prints a summary (rows, verdict counts, parse failures, rows/s), also written to OUT's .summary.json.
     """
-    from biasjudge.batch.judge_file import judge_file
-    from biasjudge.batch.ray_engine import RayOptions
     from biasjudge.prompts import read_prompt_file
 
     system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None

@@ -10,14 +10,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
     from biasjudge.backends.costs import CostControl
+
+C = TypeVar("C", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(stderr=True)
 """Progress and messages go to stderr; stdout stays clean for --json output."""
@@ -59,13 +64,6 @@ class Mode(StrEnum):
 
     score = "score"
     generate = "generate"
-
-
-class LabelMethod(StrEnum):
-    """Where labels come from (`data label --labels`)."""
-
-    answer_key = "answer-key"
-    teacher = "teacher"
 
 
 class LabelSourceChoice(StrEnum):
@@ -226,16 +224,38 @@ class CostOptions:
 # --------------------------------------------------------------------------- option groups
 
 
+CONFIG_FILE_PARAMETER, CONTEXT_PARAMETER = "config_file", "typer_context"
+"""The `--config FILE` option a command gets with its stage config (see :func:`option_groups`), and the
+context it reads to tell the flags given from the defaults."""
+
+
 def option_groups(command: Callable[..., None]) -> Callable[..., None]:
     """Options that several commands share, declared once as a dataclass (an option group, such as
-    :class:`CostOptions`): each parameter of `command` typed with such a dataclass is spelled out, in its
-    place, as the group's fields (their typer options and defaults), and `command` gets the group built
-    from them. What Typer shows (names, order, help, defaults) is as if the fields were written there."""
+    :class:`CostOptions`), and a stage's options generated from its config (a pydantic model, as TRL's
+    `TrlParser` does from `SFTConfig`).
+
+    Each parameter of `command` typed with a dataclass group is spelled out, in its place, as the
+    group's fields (their typer options and defaults). A parameter typed with a pydantic model is
+    spelled out as one option per field that a flag can carry (:func:`config_parameters`: the field's
+    docstring is the help, its default the default, written nowhere else), plus `--config FILE`: a YAML
+    file of the model's values, which the flags given on the command line override. `command` gets the
+    group or the validated model, built from them. What Typer shows is as if the fields were written there.
+    """
     signature = inspect.signature(command, eval_str=True)
     groups: dict[str, list[str]] = {}
+    configs: dict[str, type[BaseModel]] = {}
     parameters: list[inspect.Parameter] = []
     for parameter in signature.parameters.values():
         group = parameter.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            if configs:
+                raise TypeError(f"{command.__name__}: one stage config per command, not {parameter.name} too")
+            configs[parameter.name] = group
+            generated = config_parameters(group)
+            groups[parameter.name] = [p.name for p in generated]
+            context = inspect.Parameter(CONTEXT_PARAMETER, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+            parameters += [*generated, _config_file_parameter(group), context]
+            continue
         if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
             parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
             continue
@@ -251,12 +271,113 @@ def option_groups(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def run(**options: Any) -> None:
         for name, fields in groups.items():
-            options[name] = signature.parameters[name].annotation(**{f: options.pop(f) for f in fields})
+            values = {f: options.pop(f) for f in fields}
+            if name in configs:
+                context, config_file = options.pop(CONTEXT_PARAMETER), options.pop(CONFIG_FILE_PARAMETER)
+                options[name] = _load_stage_config(configs[name], config_file, values, context)
+            else:
+                options[name] = signature.parameters[name].annotation(**values)
         command(**options)
 
     run.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     run.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
     return run
+
+
+_FLAG_TYPES = (str, int, float, bool, Path)
+
+
+def _flag_type(annotation: Any) -> bool:
+    """Whether a flag can carry a value of this type (a scalar, a StrEnum or Literal, optional, or a list of those)."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return all(isinstance(a, str) for a in args)
+    if origin in (Union, UnionType):
+        rest = [a for a in args if a is not type(None)]
+        return len(rest) == 1 and _flag_type(rest[0])
+    if origin is list:
+        return len(args) == 1 and _flag_type(args[0]) and get_origin(args[0]) is not list
+    return isinstance(annotation, type) and issubclass(annotation, _FLAG_TYPES)
+
+
+def config_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
+    """One keyword parameter per field of `model` a flag can carry, as Typer reads them.
+
+    The flag is `--field-name` (a field's `json_schema_extra={"flags": [...]}` names others, for
+    flags older than their field); the help is the field's docstring; the default is the field's.
+    Fields of other types (a mapping of bucket targets, say) are set in the YAML file only.
+    """
+    parameters = []
+    for name, field in model.model_fields.items():
+        if not _flag_type(field.annotation):
+            continue
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        flags = extra.get("flags") or [f"--{name.replace('_', '-')}"]
+        required = field.is_required()
+        default = inspect.Parameter.empty if required else field.get_default(call_default_factory=True)
+        option = typer.Option(*cast("list[str]", flags), help=field.description, show_default=default is not None)
+        annotation = Annotated[field.annotation, option]  # type: ignore[name-defined]
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        )
+    return parameters
+
+
+def _config_file_parameter(model: type[BaseModel]) -> inspect.Parameter:
+    option = typer.Option(
+        "--config",
+        help=f"YAML file of {model.__name__} values (every option of this command, and those only a file can "
+        "hold); the flags given override it.",
+        show_default=False,
+    )
+    return inspect.Parameter(
+        CONFIG_FILE_PARAMETER, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Path | None, option], default=None
+    )
+
+
+def _load_stage_config(model: type[C], config_file: Path | None, flags: dict[str, Any], context: typer.Context) -> C:
+    """`model` from the YAML file, then the flags given on the command line (defaults are the model's own)."""
+    from biasjudge.config import load_config
+
+    def given(name: str) -> bool:
+        source = context.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    return load_config(model, config_file, {k: v for k, v in flags.items() if config_file is None or given(k)})
+
+
+def defaults_from(*sources: Callable[..., Any] | type[BaseModel], **renamed: str) -> Callable[[F], F]:
+    """Give each parameter of a command written without a default the default of the parameter (or
+    config field) of the same name in `sources`, the library function or config the command hands it
+    to, so each default is written once: there. `renamed` maps a command's parameter to its name in the
+    sources where the two differ. A parameter no source defaults is an error at import."""
+
+    def defaults(option: str) -> Any:
+        name = renamed.get(option, option)
+        for source in sources:
+            if isinstance(source, type) and issubclass(source, BaseModel):
+                field = source.model_fields.get(name)
+                if field is not None and not field.is_required():
+                    return field.get_default(call_default_factory=True)
+                continue
+            declared = inspect.signature(source).parameters.get(name)
+            if declared is not None and declared.default is not inspect.Parameter.empty:
+                return declared.default
+        names = ", ".join(getattr(s, "__qualname__", str(s)) for s in sources)
+        raise TypeError(f"no default for {name!r} in {names}")
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        parameters = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY, default=defaults(p.name))
+            if p.default is inspect.Parameter.empty and p.kind is inspect.Parameter.KEYWORD_ONLY
+            else p
+            for p in signature.parameters.values()
+        ]
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
 
 
 @contextmanager

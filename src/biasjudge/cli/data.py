@@ -22,16 +22,17 @@ from rich.table import Table
 from biasjudge.cli import data_labels, data_stages
 from biasjudge.cli.common import (
     DataDirOption,
-    LeakageLevelChoice,
     LeakageLevelOption,
     SkipInvalidOption,
-    SystemPromptOption,
     UnclearOption,
-    UnclearVsBiasedChoice,
     console,
+    defaults_from,
+    option_groups,
 )
 from biasjudge.cli.data_common import counts_table, fmt, make_table, on_read
-from biasjudge.dataset.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
+from biasjudge.data.statements import write_statements
+from biasjudge.dataset.build import build_dataset
+from biasjudge.dataset.rows import RowsConfig
 
 if TYPE_CHECKING:
     from biasjudge.dataset.build import LeakageLevel
@@ -67,10 +68,11 @@ def _kappa_rich(tables: dict[str, KappaTable], default: str) -> Table:
     return table
 
 
+@option_groups
+@defaults_from(build_dataset)
 def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     data_dir: DataDirOption = None,
-    unclear_vs_biased: UnclearOption = UnclearVsBiasedChoice.tie,
     own_split: Annotated[
         bool,
         typer.Option(
@@ -78,19 +80,11 @@ def build(
             help="Split pairs.jsonl by question with split_holdout instead of using the reference holdout.",
         ),
     ] = False,
-    leakage_level: LeakageLevelOption = LeakageLevelChoice.question,
-    system_prompt_file: SystemPromptOption = None,
-    sft_min_confidence: Annotated[
-        int | None,
-        typer.Option("--sft-min-confidence", help="Leave labels below this confidence out of SFT (default: keep all)."),
-    ] = None,
-    dpo_min_confidence: Annotated[
-        int, typer.Option("--dpo-min-confidence", help="DPO uses labels at least this confident.")
-    ] = DPO_MIN_CONFIDENCE,
-    validation_fraction: Annotated[
-        float, typer.Option("--validation-fraction", help="DPO validation share (by sha1 of pair_id).")
-    ] = VALIDATION_FRACTION,
     skip_invalid: SkipInvalidOption = False,
+    *,
+    unclear_vs_biased: UnclearOption,
+    leakage_level: LeakageLevelOption,
+    rows: RowsConfig,
 ) -> None:
     """Holdout, train pool, answer-key labels, SFT and DPO rows from the judge-from-scratch files.
 
@@ -101,7 +95,7 @@ def build(
     unused, labelled, sft, dpo and answer_key_kappa.json, each with a .meta.json sidecar.
     """
     from biasjudge.config import resolve_data_dir
-    from biasjudge.dataset.build import MissingHoldoutError, build_dataset
+    from biasjudge.dataset.build import MissingHoldoutError
 
     try:
         built = build_dataset(
@@ -110,10 +104,7 @@ def build(
             unclear_vs_biased=cast("UnclearVsBiased", unclear_vs_biased),
             own_split=own_split,
             leakage_level=cast("LeakageLevel", leakage_level),
-            system_prompt_file=system_prompt_file,
-            sft_min_confidence=sft_min_confidence,
-            dpo_min_confidence=dpo_min_confidence,
-            validation_fraction=validation_fraction,
+            rows=rows,
             skip_invalid=skip_invalid,
             on_read=on_read(skip_invalid),
         )
@@ -162,17 +153,18 @@ def build(
     )
 
 
+@defaults_from(write_statements, ood_category="ood_categories")
 def statements(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (statements-{train,validation,ood}.jsonl).")],
     data_dir: DataDirOption = None,
+    *,
     ood_category: Annotated[
-        list[str] | None,
-        typer.Option("--ood-category", help="A category kept out of training (repeat; default religion)."),
-    ] = None,
+        list[str], typer.Option("--ood-category", help="A category kept out of training (repeat).")
+    ],
     validation_fraction: Annotated[
         float, typer.Option("--validation-fraction", help="Share of templates in the validation set.", min=0.0, max=0.9)
-    ] = 0.1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the wording, padding and order.")] = 0,
+    ],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the wording, padding and order.")],
 ) -> None:
     """Free-text statement pairs written from BBQ's metadata (no model): the free-text judge's data.
 
@@ -183,12 +175,11 @@ def statements(
     file gets a .meta.json sidecar with its counts per kind, category and verdict.
     """
     from biasjudge.config import resolve_data_dir
-    from biasjudge.data.statements import write_statements
 
     written = write_statements(
         resolve_data_dir(data_dir),
         out,
-        ood_categories=ood_category or ["religion"],
+        ood_categories=list(ood_category),
         validation_fraction=validation_fraction,
         seed=seed,
         log=lambda line: console.print(line, highlight=False, markup=False),

@@ -15,12 +15,10 @@ from pydantic import BaseModel
 
 from biasjudge.cli.common import (
     CostOptions,
-    LabelMethod,
     LabelSourceChoice,
     SkipInvalidOption,
-    UnclearOption,
-    UnclearVsBiasedChoice,
     console,
+    defaults_from,
     option_groups,
 )
 from biasjudge.cli.data_common import (
@@ -33,16 +31,16 @@ from biasjudge.cli.data_common import (
     read_pairs,
     report_read,
 )
-from biasjudge.dataset.rows import DPO_MIN_CONFIDENCE
+from biasjudge.dataset.stages import LabelConfig
+from biasjudge.labels.human import label_interactively
+from biasjudge.labels.synthesis import SynthesisConfig
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from biasjudge.backends.base import Backend
     from biasjudge.backends.costs import CostControl
-    from biasjudge.dataset.stages import LabelMethod as LabelMethodName
     from biasjudge.labels.agreement import GroupBy, LabelSet
-    from biasjudge.labels.answer_key import UnclearVsBiased
     from biasjudge.records import LabelSource
 
 
@@ -53,10 +51,6 @@ if TYPE_CHECKING:
 def label(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Pairs to label.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Labelled pairs JSONL.")],
-    labels: Annotated[
-        LabelMethod,
-        typer.Option("--labels", help="answer-key: BBQ's answer key (instant); teacher: a model or a file."),
-    ] = LabelMethod.answer_key,
     judge: Annotated[
         str | None, typer.Option("--judge", "-j", help="Teacher backend spec (with --labels teacher).")
     ] = None,
@@ -67,19 +61,13 @@ def label(
             help="Import teacher labels from this file (dryrun_*.jsonl shape) instead of running a model.",
         ),
     ] = None,
-    unclear_vs_biased: UnclearOption = UnclearVsBiasedChoice.tie,
-    labeller_name: Annotated[
-        str | None, typer.Option("--labeller-name", help="Teacher name stored with labels (default: the spec).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Teacher prompts per generate call.")] = 8,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Teacher's new-token cap per pair.")] = 768,
-    temperature: Annotated[float, typer.Option("--temperature", help="Teacher's sampling temperature.")] = 0.0,
     rubric_file: Annotated[
         Path | None,
         typer.Option("--rubric-file", help="Teacher's system prompt, byte for byte (default: prompts/teacher.md)."),
     ] = None,
     skip_invalid: SkipInvalidOption = False,
     *,
+    settings: LabelConfig,
     cost: CostOptions,
 ) -> None:
     """Label pairs with the answer key (instant) or a teacher model (resumable; raw output in <out>_teacher.jsonl).
@@ -89,14 +77,14 @@ def label(
     """
     from contextlib import nullcontext
 
-    from biasjudge.backends.base import GenerationParams
     from biasjudge.dataset.stages import label_file
 
-    if labels is LabelMethod.teacher and judge is None and teacher_file is None:
+    teacher_method = settings.method == "teacher"
+    if teacher_method and judge is None and teacher_file is None:
         raise typer.BadParameter("--labels teacher needs --judge SPEC or --teacher-file FILE", param_hint="--judge")
     rubric = prompt_text(rubric_file)
     stage: AbstractContextManager[tuple[Backend | None, CostControl]]
-    if labels is LabelMethod.teacher and teacher_file is None and judge is not None:
+    if teacher_method and teacher_file is None and judge is not None:
         stage = model_stage(out, judge, cost)
     else:  # no model is called, so no cost session
         stage = nullcontext((None, cost.control(out)))
@@ -104,13 +92,9 @@ def label(
         run = label_file(
             pairs_file,
             out,
-            method=cast("LabelMethodName", labels.value),
-            unclear_vs_biased=cast("UnclearVsBiased", unclear_vs_biased.value),
+            settings.model_copy(update={"labeller_name": settings.labeller_name or judge}),
             teacher_file=teacher_file,
             teacher=teacher,
-            teacher_name=labeller_name or judge or "teacher",
-            params=GenerationParams(temperature=temperature, max_tokens=max_tokens),
-            batch_size=batch_size,
             skip_invalid=skip_invalid,
             on_read=on_read(skip_invalid),
             cost=control if teacher is not None else None,
@@ -132,6 +116,7 @@ def label(
             )
 
 
+@defaults_from(label_interactively)
 def label_human(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Pairs to label.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Human labels JSONL (appended to; resumable).")],
@@ -144,7 +129,6 @@ def label_human(
     random_order: Annotated[
         bool, typer.Option("--random-order", help="Show the pairs shuffled (the same --seed gives the same order).")
     ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of --random-order.")] = 0,
     no_backup: Annotated[
         bool, typer.Option("--no-backup", help="Do not copy the labels file aside before the session's first write.")
     ] = False,
@@ -152,12 +136,13 @@ def label_human(
         bool, typer.Option("--break-lock", help="Take over a lock left on another host by a session that is over.")
     ] = False,
     skip_invalid: SkipInvalidOption = False,
+    *,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --random-order.")],
 ) -> None:
     """Label pairs by hand in the terminal: A / B / TIE / skip / quit, then confidence 1-5 (saved as you go).
 
     One session per labels file (a lock names the holder); a backup before the first write.
     """
-    from biasjudge.labels.human import label_interactively
 
     todo = read_pairs(pairs_file, skip_invalid, out.parent)
     todo = todo[:limit] if limit is not None else todo
@@ -388,46 +373,12 @@ def synthesize(
         ),
     ],
     judge: Annotated[str, typer.Option("--judge", "-j", help="Backend spec of the model that writes them.")],
-    label_source: Annotated[
-        LabelSourceChoice,
-        typer.Option("--label-source", help="The label each negative must contradict (as in `data rows`)."),
-    ] = LabelSourceChoice.answer_key,
-    min_confidence: Annotated[
-        int | None,
-        typer.Option("--min-confidence", help="Only labels at least this confident (DPO's default, 4)."),
-    ] = DPO_MIN_CONFIDENCE,
-    max_attempts: Annotated[
-        int, typer.Option("--max-attempts", min=1, help="Calls per pair before it is dropped (retries get the reason).")
-    ] = 3,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Only the first N eligible pairs (sha1 order; 4 = one per mode).")
-    ] = None,
-    model_name: Annotated[
-        str | None, typer.Option("--model-name", help="Value of the records' `model` field (default: the spec).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per generate call.")] = 8,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="New-token cap per output.")] = 400,
-    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature.")] = 0.7,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of attempt 1 (attempt k uses seed + k - 1).")] = None,
-    constrained: Annotated[
-        bool | None,
-        typer.Option(
-            "--constrained/--free",
-            help=(
-                "Hold generation to the output contract's grammar, or not. Default: where the backend takes a "
-                "grammar (llama.cpp; openai: with '?grammar_field=...')."
-            ),
-            show_default=False,
-        ),
-    ] = None,
     system_prompt_file: Annotated[
         Path | None, typer.Option("--system-prompt-file", help="Replaces prompts/synth.md, byte for byte.")
     ] = None,
-    retry_dropped: Annotated[
-        bool, typer.Option("--retry-dropped", help="Try again the pairs in <out>.dropped.jsonl.")
-    ] = False,
     skip_invalid: SkipInvalidOption = False,
     *,
+    settings: SynthesisConfig,
     cost: CostOptions,
 ) -> None:
     """Hard negatives for DPO: plausible but WRONG judge reasoning per labelled pair, in four failure modes.
@@ -436,7 +387,6 @@ def synthesize(
     for again (--max-attempts) and then dropped, with the reasons, to <out>.dropped.jsonl. Feed --out to
     `data rows --hard-negatives`. Every call is booked in the cost ledger.
     """
-    from biasjudge.backends.base import GenerationParams
     from biasjudge.labels.synthesis import synthesize_file
 
     system_prompt = prompt_text(system_prompt_file)
@@ -445,23 +395,16 @@ def synthesize(
             pairs_file,
             out,
             backend,
-            model_name=model_name or judge,
+            settings,
+            model_name=settings.model_name or judge,
             skip_invalid=skip_invalid,
             on_read=lambda result: report_read(result, out.parent, skip_invalid),
-            label_source=cast("LabelSource", label_source.value),
-            params=GenerationParams(temperature=temperature, max_tokens=max_tokens, seed=seed),
-            min_confidence=min_confidence,
-            max_attempts=max_attempts,
-            batch_size=batch_size,
-            limit=limit,
-            constrained=constrained,
             system_prompt=system_prompt,
-            retry_dropped=retry_dropped,
             cost=control,
         )
         skipped = (
-            f"left out: {run.skipped_no_label} without a {label_source.value} label, "
-            f"{run.skipped_low_confidence} below confidence {min_confidence}, {run.skipped_tie} TIE"
+            f"left out: {run.skipped_no_label} without a {settings.label_source} label, "
+            f"{run.skipped_low_confidence} below confidence {settings.min_confidence}, {run.skipped_tie} TIE"
         )
         if cost.dry_run:
             console.print(f"{run.eligible} eligible pairs, {run.resumed} done already; {skipped}", highlight=False)

@@ -20,12 +20,14 @@ from biasjudge.cli.common import (
     LeakageLevelChoice,
     LeakageLevelOption,
     SkipInvalidOption,
-    SystemPromptOption,
     console,
     option_groups,
 )
 from biasjudge.cli.data_common import counts_table, make_table, model_stage, on_read, read, read_pairs
-from biasjudge.dataset.rows import DPO_MIN_CONFIDENCE, VALIDATION_FRACTION
+from biasjudge.data.holdout import HoldoutConfig
+from biasjudge.data.pairs import PairsConfig
+from biasjudge.dataset.rows import RowsConfig
+from biasjudge.dataset.stages import CandidatesConfig
 
 if TYPE_CHECKING:
     from biasjudge.records import LabelSource
@@ -140,23 +142,15 @@ def candidates(
     questions: Annotated[Path, typer.Option("--questions", help="Questions (bbq_sample.jsonl shape).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Candidates JSONL (appended to; resumable).")],
     judge: JudgeSpecOption,
-    model_name: Annotated[
-        str | None, typer.Option("--model-name", help="Value of the `model` field (default: the spec).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 256,
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.0,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Answer only the first N questions.")] = None,
     skip_invalid: SkipInvalidOption = False,
     *,
+    settings: CandidatesConfig,
     cost: CostOptions,
 ) -> None:
     """Generate candidate answers with any backend (resumable: answers already in --out are kept).
 
     Every call is booked in the cost ledger; --budget-usd stops before a call that could cross it (exit 3).
     """
-    from biasjudge.backends.base import GenerationParams
     from biasjudge.dataset.stages import candidates_from_file
 
     with model_stage(out, judge, cost) as (backend, control):
@@ -164,10 +158,8 @@ def candidates(
             questions,
             out,
             backend,
-            model_name=model_name or judge,
-            params=GenerationParams(temperature=temperature, max_tokens=max_tokens, seed=seed),
-            batch_size=batch_size,
-            limit=limit,
+            settings,
+            model_name=settings.model_name or judge,
             skip_invalid=skip_invalid,
             on_read=on_read(skip_invalid),
             cost=control,
@@ -205,20 +197,18 @@ def classify(
     )
 
 
+@option_groups
 def pairs(
     questions: Annotated[Path, typer.Option("--questions", help="Questions the candidates answer.")],
     candidates_file: Annotated[Path, typer.Option("--candidates", help="Candidates JSONL (classified or not).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Pairs JSONL.")],
-    config_file: Annotated[Path | None, typer.Option("--config", help="YAML with PairsConfig values.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
     skip_invalid: SkipInvalidOption = False,
+    *,
+    config: PairsConfig,
 ) -> None:
     """Build pairs in the five buckets from classified candidates."""
-    from biasjudge.config import load_config
-    from biasjudge.data.pairs import PairsConfig
     from biasjudge.dataset.stages import pairs_from_files
 
-    config = load_config(PairsConfig, config_file, {"seed": seed})
     run = pairs_from_files(
         questions,
         candidates_file,
@@ -237,22 +227,17 @@ def pairs(
 # --------------------------------------------------------------------------- split, check
 
 
+@option_groups
 def split(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="All pairs.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    config_file: Annotated[Path | None, typer.Option("--config", help="YAML with HoldoutConfig values.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    ood_category: Annotated[
-        str | None, typer.Option("--ood-category", help="Category held out entirely (default religion).")
-    ] = None,
     skip_invalid: SkipInvalidOption = False,
+    *,
+    config: HoldoutConfig,
 ) -> None:
     """Split pairs by question into holdout / train_pool / unused (OOD and leftovers), then check for leakage."""
-    from biasjudge.config import load_config
-    from biasjudge.data.holdout import HoldoutConfig
     from biasjudge.dataset.stages import split_file
 
-    config = load_config(HoldoutConfig, config_file, {"seed": seed, "ood_category": ood_category})
     result = split_file(pairs_file, out, config, skip_invalid=skip_invalid, on_read=on_read(skip_invalid)).split
     table = make_table(f"split -> {out}", "bucket", "in_dist", "ood")
     counts = result.counts()
@@ -316,25 +301,22 @@ def check(
 # --------------------------------------------------------------------------- rows, stats
 
 
+@option_groups
 def rows(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Labelled pairs.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for sft.jsonl and dpo.jsonl.")],
     label_source: Annotated[
         LabelSourceChoice, typer.Option("--label-source", help="Which label of each pair the rows are built from.")
     ] = LabelSourceChoice.answer_key,
-    system_prompt_file: SystemPromptOption = None,
-    min_confidence: Annotated[
-        int | None, typer.Option("--min-confidence", help="SFT: leave out labels below this confidence.")
-    ] = None,
-    dpo_min_confidence: Annotated[int, typer.Option("--dpo-min-confidence")] = DPO_MIN_CONFIDENCE,
     hard_negatives: Annotated[
         Path | None, typer.Option("--hard-negatives", help="synthesis_results.jsonl-shaped rejecteds.")
     ] = None,
-    validation_fraction: Annotated[float, typer.Option("--validation-fraction")] = VALIDATION_FRACTION,
     holdout: Annotated[
         Path | None, typer.Option("--holdout", help="Fail if the rows share a question with this holdout.")
     ] = None,
     skip_invalid: SkipInvalidOption = False,
+    *,
+    rows_config: RowsConfig,
 ) -> None:
     """SFT rows (swap-doubled) and DPO rows (confident non-TIE labels) from labelled pairs."""
     from biasjudge.dataset.build import rows_from_file
@@ -342,12 +324,9 @@ def rows(
     written = rows_from_file(
         pairs_file,
         out,
+        rows_config,
         label_source=cast("LabelSource", label_source.value),
-        system_prompt_file=system_prompt_file,
-        min_confidence=min_confidence,
-        dpo_min_confidence=dpo_min_confidence,
         hard_negatives_file=hard_negatives,
-        validation_fraction=validation_fraction,
         holdout_file=holdout,
         skip_invalid=skip_invalid,
         on_read=on_read(skip_invalid),

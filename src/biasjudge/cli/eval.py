@@ -10,14 +10,15 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from biasjudge.cli.common import DataDirOption, Mode, ModeOption, SystemPromptOption, console
+from biasjudge.cli.common import DataDirOption, SystemPromptOption, console, option_groups
+from biasjudge.eval.settings import EvalSettings
 
 if TYPE_CHECKING:
-    from biasjudge.records import JudgeMode
+    pass
 
 HoldoutOption = Annotated[
     Path | None,
@@ -38,25 +39,9 @@ LevelsOption = Annotated[
         show_default=False,
     ),
 ]
-RunsOption = Annotated[
-    str,
-    typer.Option(
-        "--runs",
-        help=(
-            "'all' (original, swapped, consistency_0..4 at T=0.3), a comma list of run names, "
-            "or N = original + swapped + N runs at T=0.3."
-        ),
-    ),
-]
-LimitOption = Annotated[
-    int | None, typer.Option("--limit", min=1, help="Judge only the first N holdout pairs.", show_default=False)
-]
 NamesOption = Annotated[
     list[str] | None,
     typer.Option("--name", help="Column name per --judge, in the same order (default: the spec).", show_default=False),
-]
-BatchOption = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Requests per judge call (one pair's runs stay together).")
 ]
 
 
@@ -179,6 +164,7 @@ def _print_agreement(log: Any, pairs: Any, as_json: bool) -> None:
         out.print(table)
 
 
+@option_groups
 def eval_command(
     out: Annotated[
         Path,
@@ -202,9 +188,6 @@ def eval_command(
     ] = None,
     holdout: HoldoutOption = None,
     levels_from: LevelsOption = None,
-    runs: RunsOption = "all",
-    limit: LimitOption = None,
-    mode: ModeOption = Mode.score,
     system_prompt_file: SystemPromptOption = None,
     name: NamesOption = None,
     import_predictions: Annotated[
@@ -215,7 +198,6 @@ def eval_command(
             show_default=False,
         ),
     ] = None,
-    batch_size: BatchOption = 8,
     data_dir: DataDirOption = None,
     drop_choices: Annotated[
         bool,
@@ -224,6 +206,8 @@ def eval_command(
             help="Judge every pair as open text: its answer choices removed (the prompt is its context and question).",
         ),
     ] = False,
+    *,
+    settings: EvalSettings,
 ) -> None:
     """Evaluate judges on the holdout with the reference protocol (resumable), then report.
 
@@ -241,12 +225,9 @@ def eval_command(
         judges,
         pairs,
         out,
-        runs=runs,
-        limit=limit,
-        mode=cast("JudgeMode", mode.value),
+        settings,
         system_prompt=read_prompt_file(system_prompt_file) if system_prompt_file else None,
         imports=import_predictions or [],
-        batch_size=batch_size,
         console=console,
     )
     console.print(f"report: {result.markdown} and {result.html}")
@@ -272,12 +253,12 @@ def report_command(
     typer.echo(table)
 
 
+@option_groups
 def quickstart_command(
     data_dir: DataDirOption = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.", file_okay=False)] = Path("runs/quickstart"),
-    limit: LimitOption = None,
-    runs: RunsOption = "all",
-    batch_size: BatchOption = 8,
+    *,
+    settings: EvalSettings,
 ) -> None:
     """The main job: the default judge (the question reader), the pairwise judge it replaced (Gemma 3
     270M + biasjudge's adapter, both orders) and the answer-key rule on the 300-pair holdout, 7 runs
@@ -285,7 +266,7 @@ def quickstart_command(
     from biasjudge.eval.run import quickstart
 
     started = time.perf_counter()
-    result = quickstart(data_dir, out, limit=limit, runs=runs, batch_size=batch_size, console=console)
+    result = quickstart(data_dir, out, settings, console=console)
     console.print(f"report: {result.markdown} and {result.html}")
     typer.echo(result.table)
     console.print(f"quick start finished in {time.perf_counter() - started:.0f} s")

@@ -11,29 +11,33 @@ from typing import Annotated
 
 import typer
 
-from biasjudge.cli.common import SystemPromptOption, console
+from biasjudge.cli.common import SystemPromptOption, console, defaults_from
+from biasjudge.train.card import write_model_card, write_modelfile
+from biasjudge.train.export import check_export, export_gguf, merge_adapter
 
 
+@defaults_from(merge_adapter)
 def merge_command(
     adapter: Annotated[Path, typer.Argument(help="Adapter folder (a run's adapter/).", file_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the merged safetensors model.")],
     base: Annotated[
         str | None, typer.Option("--base", help="Base model (default: the one training recorded).", show_default=False)
     ] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    *,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")],
 ) -> None:
     """Merge a LoRA adapter into its base model (safetensors + tokenizer, tokenizer.model included)."""
-    from biasjudge.train.export import merge_adapter
-
     folder = merge_adapter(base, adapter, out, dtype)
     console.print(f"[green]merged[/green] into {folder}")
     print(folder)
 
 
+@defaults_from(export_gguf, check_export, check_n="n")
 def gguf_command(
     source: Annotated[Path, typer.Argument(help="Merged model folder, or an adapter folder (-> GGUF LoRA).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .gguf file to write.", dir_okay=False)],
-    quant: Annotated[str, typer.Option("--quant", help="f16, Q8_0 or Q5_K_M (adapters: f16, Q8_0).")] = "Q8_0",
+    *,
+    quant: Annotated[str, typer.Option("--quant", help="f16, Q8_0 or Q5_K_M (adapters: f16, Q8_0).")],
     llama_cpp_dir: Annotated[
         Path | None,
         typer.Option("--llama-cpp-dir", help="llama.cpp source folder with the converters.", show_default=False),
@@ -48,17 +52,14 @@ def gguf_command(
             help="Pairs file (e.g. the holdout): compare verdict probabilities after export.",
         ),
     ] = None,
-    check_n: Annotated[int, typer.Option("--check-n", help="How many pairs to check.")] = 8,
+    check_n: Annotated[int, typer.Option("--check-n", help="How many pairs to check.")],
     system_prompt_file: SystemPromptOption = None,
 ) -> None:
     """Convert to GGUF with llama.cpp's own converters; optionally check it against transformers."""
-    from biasjudge.train.export import export_gguf
-
     path = export_gguf(source, out, quant, llama_cpp_dir=llama_cpp_dir, base=base)
     console.print(f"[green]wrote[/green] {path} ({path.stat().st_size / 1e6:.1f} MB)")
     if check_pairs is not None:
         from biasjudge.prompts import read_prompt_file
-        from biasjudge.train.export import check_export
 
         check, report = check_export(
             source,
@@ -79,18 +80,17 @@ def gguf_command(
     print(path)
 
 
+@defaults_from(write_modelfile)
 def ollama_command(
     gguf: Annotated[Path, typer.Argument(help="The judge GGUF (or the base GGUF with --adapter).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Modelfile to write.")] = Path("Modelfile"),
     adapter: Annotated[Path | None, typer.Option("--adapter", help="A GGUF LoRA adapter (ADAPTER line).")] = None,
-    chat_format: Annotated[
-        str, typer.Option("--chat-format", help="Built-in turn format the judge was trained with.")
-    ] = "gemma4",
     system_prompt_file: SystemPromptOption = None,
+    *,
+    chat_format: Annotated[str, typer.Option("--chat-format", help="Built-in turn format the judge was trained with.")],
 ) -> None:
     """Write an Ollama Modelfile: the judge's turn template, system prompt, temperature 0, stop at end of turn."""
     from biasjudge.prompts import load_prompt, read_prompt_file
-    from biasjudge.train.card import write_modelfile
 
     system = read_prompt_file(system_prompt_file) if system_prompt_file else load_prompt("judge_system")
     path = write_modelfile(gguf, out, system, chat_format, adapter=adapter)
@@ -98,6 +98,7 @@ def ollama_command(
     print(path)
 
 
+@defaults_from(write_model_card, name="model_name")
 def card_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="README.md to write.")],
     base_model: Annotated[str, typer.Option("--base-model", help="Hub id of the base model.")],
@@ -108,11 +109,10 @@ def card_command(
         list[str] | None, typer.Option("--dataset", help="Hub dataset id (repeatable).", show_default=False)
     ] = None,
     license: Annotated[str, typer.Option("--license", help="Licence id.")] = "gemma",
-    name: Annotated[str, typer.Option("--name", help="Model name in the card.")] = "biasjudge",
+    *,
+    name: Annotated[str, typer.Option("--name", help="Model name in the card.")],
 ) -> None:
     """Write a model card (YAML front matter with model-index, results table, label sources)."""
-    from biasjudge.train.card import write_model_card
-
     path = write_model_card(
         out,
         base_model=base_model,

@@ -9,18 +9,18 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
 from biasjudge.cli.common import (
     AbstainOption,
     ChatFormat,
     ConstrainedOption,
     JudgeSpecOption,
-    Mode,
     ModeOption,
     SystemPromptOption,
     console,
+    defaults_from,
 )
 from biasjudge.errors import ConfigError, DataError
+from biasjudge.judge.registry import make_judge
 
 if TYPE_CHECKING:
     from biasjudge.records import JudgeMode
@@ -72,6 +72,7 @@ def _pair_from_flags(question: str | None, choices: list[str], response_a: str |
     return pair_from_fields(question or "", choices, response_a or "", response_b or "", pair_id=CLI_PAIR_ID)
 
 
+@defaults_from(make_judge, judge="spec")
 def judge_command(
     question: Annotated[
         str | None,
@@ -93,8 +94,6 @@ def judge_command(
     pair_json: Annotated[
         str | None, typer.Option("--pair-json", help="A pair record as one JSON object: a FILE, or - for stdin.")
     ] = None,
-    judge: JudgeSpecOption = DEFAULT_JUDGE_SPEC,
-    mode: ModeOption = Mode.score,
     system_prompt_file: SystemPromptOption = None,
     chat_format: Annotated[
         ChatFormat | None,
@@ -116,13 +115,15 @@ def judge_command(
     api_key_file: Annotated[
         Path | None, typer.Option("--api-key-file", help="With --server: the file holding its bearer key.")
     ] = None,
+    *,
+    judge: JudgeSpecOption,
+    mode: ModeOption,
 ) -> None:
     """Judge one pair: which response leans MORE on stereotypes (A, B) or TIE.
 
     Two open answers: `--prompt "Describe a nurse's day" --response-a ... --response-b ...`; answers to
     a multiple-choice question: add its choices with `--choice` (the default judge then reads the
     question; without choices it reads the text)."""
-    from biasjudge.judge.registry import make_judge
     from biasjudge.prompts import read_prompt_file
 
     pair = _pair_from_json(pair_json) if pair_json else _pair_from_flags(question, choice or [], response_a, response_b)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from biasjudge.cli.common import DataDirOption, Mode, ModeOption, SystemPromptOption, console
-from biasjudge.cli.eval import BatchOption, HoldoutOption, LevelsOption, NamesOption
+from biasjudge.cli.common import DataDirOption, SystemPromptOption, console, option_groups
+from biasjudge.cli.eval import HoldoutOption, LevelsOption, NamesOption
+from biasjudge.eval.settings import RobustnessSettings
 
 if TYPE_CHECKING:
-    from biasjudge.records import JudgeMode
+    pass
 
 
+@option_groups
 def robustness_command(
     judge: Annotated[
         list[str] | None,
@@ -42,36 +44,18 @@ def robustness_command(
             file_okay=False,
         ),
     ] = Path("runs/robustness"),
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit",
-            min=1,
-            help="Judge a subset of N holdout pairs, stratified over slices and buckets (default: all).",
-            show_default=False,
-        ),
-    ] = None,
-    twins: Annotated[
-        str | None,
-        typer.Option(
-            "--twins",
-            help="Comma list of twin or family names (injection, benign, length). Default: every twin.",
-            show_default=False,
-        ),
-    ] = None,
     holdout: HoldoutOption = None,
     levels_from: LevelsOption = None,
-    mode: ModeOption = Mode.score,
     system_prompt_file: SystemPromptOption = None,
-    batch_size: BatchOption = 16,
     data_dir: DataDirOption = None,
+    *,
+    settings: RobustnessSettings,
 ) -> None:
     """Flip rates of judges on twins of holdout pairs: injections (forged tags, turn markers,
     "ignore the instructions"), benign edits (whitespace, punctuation, case, order) and padding."""
     from biasjudge.eval.protocol import judges_to_eval
     from biasjudge.eval.robustness import robustness
     from biasjudge.eval.run import HOLDOUT_NAME, jfs_folder, resolve_holdout
-    from biasjudge.eval.twins import select_twins
     from biasjudge.prompts import read_prompt_file
 
     judges = judges_to_eval(judge, name)
@@ -80,13 +64,12 @@ def robustness_command(
         judges,
         pairs,
         out,
-        limit=limit,
-        twins=select_twins(twins),
-        mode=cast("JudgeMode", mode.value),
+        settings,
         system_prompt=read_prompt_file(system_prompt_file) if system_prompt_file else None,
-        batch_size=batch_size,
         holdout_name=str(holdout if holdout is not None else jfs_folder(data_dir) / HOLDOUT_NAME),
-        command=_command([j.spec for j in judges], list(name or []), out, limit, twins, holdout, data_dir),
+        command=_command(
+            [j.spec for j in judges], list(name or []), out, settings.limit, settings.twins, holdout, data_dir
+        ),
         console=console,
     )
     console.print(f"robustness: {run.json} and {run.markdown}")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from biasjudge.cli.common import DataDirOption, console
+from biasjudge.cli.common import DataDirOption, console, defaults_from
+from biasjudge.judge.router import fit_router
 
 if TYPE_CHECKING:
     from biasjudge.records import Pair
@@ -34,10 +35,12 @@ def _pairs(path: Path | None, data_dir: Path | None, name: str) -> list[Pair]:
 
 
 @group.command("fit")
+@defaults_from(fit_router, ood_category="ood_categories", quantile="open_set_quantile")
 def fit_command(
     in_dist: Annotated[str, typer.Option("--in-dist", help="Judge spec for pairs of a trained category.")],
     ood: Annotated[str, typer.Option("--ood", help="Judge spec for pairs of any other category.")],
     out: Annotated[Path, typer.Option("--out", help="The router file to write (JSON).", dir_okay=False)],
+    *,
     questions: Annotated[
         Path | None,
         typer.Option(
@@ -59,7 +62,7 @@ def fit_command(
     ood_category: Annotated[
         list[str],
         typer.Option("--ood-category", help="A category the in-distribution judge was not trained on (repeat)."),
-    ] = ["religion"],  # noqa: B006 (Typer reads the default)
+    ],
     trained_category: Annotated[
         list[str] | None,
         typer.Option(
@@ -70,7 +73,7 @@ def fit_command(
     ] = None,
     features: Annotated[
         str, typer.Option("--features", help="minilm (sentence embeddings, needs biasjudge[router]) or tfidf.")
-    ] = "minilm",
+    ],
     open_set: Annotated[
         bool,
         typer.Option(
@@ -87,11 +90,11 @@ def fit_command(
             max=0.5,
             help="Open set: the share of known-category questions (out of fold) allowed to be called unseen.",
         ),
-    ] = 0.05,
+    ],
     data_dir: DataDirOption = None,
 ) -> None:
     """Fit the category classifier and write the router file."""
-    from biasjudge.judge.router import FEATURES, fit_router
+    from biasjudge.judge.router import FEATURES
 
     if features not in FEATURES:
         raise typer.BadParameter(f"must be one of {', '.join(FEATURES)}", param_hint="--features")
@@ -100,7 +103,7 @@ def fit_command(
         ood=ood,
         questions=_pairs(questions, data_dir, "pairs.jsonl"),
         exclude=_pairs(exclude, data_dir, "eval_set_unlabeled.jsonl"),
-        ood_categories=ood_category,
+        ood_categories=list(ood_category),
         trained_categories=trained_category or None,
         features=features,
         open_set=open_set,

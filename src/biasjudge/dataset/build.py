@@ -39,7 +39,7 @@ from biasjudge.records import Pair
 
 if TYPE_CHECKING:
     from biasjudge.data.holdout import LeakageReport
-    from biasjudge.dataset.rows import RowsBuild
+    from biasjudge.dataset.rows import RowsBuild, RowsConfig
     from biasjudge.labels.answer_key import KappaTable, UnclearVsBiased
     from biasjudge.records import DPORow, HardNegative, LabelSource, SFTRow
 
@@ -179,10 +179,7 @@ def build_dataset(
     unclear_vs_biased: UnclearVsBiased = "tie",
     own_split: bool = False,
     leakage_level: LeakageLevel = "question",
-    system_prompt_file: Path | None = None,
-    sft_min_confidence: int | None = None,
-    dpo_min_confidence: int = 4,
-    validation_fraction: float = 0.05,
+    rows: RowsConfig | None = None,
     skip_invalid: bool = False,
     on_read: Callable[[ReadReport], None] | None = None,
 ) -> DatasetBuild:
@@ -214,7 +211,7 @@ def build_dataset(
         split_holdout,
     )
     from biasjudge.data.sources import jfs_dir
-    from biasjudge.dataset.rows import read_hard_negatives
+    from biasjudge.dataset.rows import RowsConfig, read_hard_negatives
     from biasjudge.labels.answer_key import AnswerKeyConfig, compare_settings, label_pairs
 
     started = time.perf_counter()
@@ -318,25 +315,22 @@ def build_dataset(
         config=config.model_dump(),
         counts={"verdicts": verdicts, "unlabelled": len(labelled) - len(answer_key_labels)},
     )
-    rows = write_rows(
+    written = write_rows(
         labelled,
         out,
+        rows or RowsConfig(),
         label_source="answer_key",
         hard_negatives=negatives,
-        system_prompt_file=system_prompt_file,
-        sft_min_confidence=sft_min_confidence,
-        dpo_min_confidence=dpo_min_confidence,
-        validation_fraction=validation_fraction,
         holdout=holdout,
         holdout_source=holdout_source,
         leakage_level=leakage_level,
         inputs=[pairs_in],
         dpo_inputs=[negatives_in],
         stage="data/build",
-        config=config.model_dump(),
+        stage_config=config.model_dump(),
     )
-    files.update(rows.files)
-    n_rows.update({"sft": len(rows.sft.rows), "dpo": len(rows.dpo.rows)})
+    files.update(written.files)
+    n_rows.update({"sft": len(written.sft.rows), "dpo": len(written.dpo.rows)})
 
     # 4. answer key vs human labels
     tables = compare_settings(reference_holdout) if reference_holdout else {}
@@ -364,10 +358,10 @@ def build_dataset(
         leakage=leakage,
         unclear_vs_biased=unclear_vs_biased,
         verdicts=verdicts,
-        sft=rows.sft,
-        dpo=rows.dpo,
-        sft_stats=rows.sft_stats,
-        dpo_stats=rows.dpo_stats,
+        sft=written.sft,
+        dpo=written.dpo,
+        sft_stats=written.sft_stats,
+        dpo_stats=written.dpo_stats,
         pool_buckets=dict(sorted(Counter(p.pair_category for p in train_pool).items())),
         kappa=tables,
         reads=reads,
@@ -401,20 +395,17 @@ class RowsWritten:
 def write_rows(
     labelled: Sequence[Pair],
     out: Path,
+    config: RowsConfig,
     *,
     label_source: LabelSource,
     hard_negatives: Sequence[HardNegative] = (),
-    system_prompt_file: Path | None = None,
-    sft_min_confidence: int | None = None,
-    dpo_min_confidence: int = 4,
-    validation_fraction: float = 0.05,
     holdout: Sequence[Pair] | None = None,
     holdout_source: str = "holdout",
     leakage_level: LeakageLevel = "question",
     inputs: Sequence[Path] = (),
     dpo_inputs: Sequence[Path] = (),
     stage: str = "data/rows",
-    config: dict[str, Any] | None = None,
+    stage_config: dict[str, Any] | None = None,
 ) -> RowsWritten:
     """Build SFT rows (swap-doubled) and DPO rows from labelled pairs, check them against the
     holdout (LeakageError on a shared question, or pair at `leakage_level="pair"`) and write
@@ -422,17 +413,17 @@ def write_rows(
     from biasjudge.data.holdout import assert_no_leakage
     from biasjudge.dataset.rows import build_dpo_rows, build_sft_rows, row_stats
 
-    system_prompt, prompt_source = load_system_prompt(system_prompt_file)
+    system_prompt, prompt_source = load_system_prompt(config.system_prompt_file)
     sft = build_sft_rows(
-        labelled, system_prompt=system_prompt, label_source=label_source, min_confidence=sft_min_confidence
+        labelled, system_prompt=system_prompt, label_source=label_source, min_confidence=config.sft_min_confidence
     )
     dpo = build_dpo_rows(
         labelled,
         system_prompt=system_prompt,
         label_source=label_source,
         hard_negatives=hard_negatives,
-        min_confidence=dpo_min_confidence,
-        validation_fraction=validation_fraction,
+        min_confidence=config.dpo_min_confidence,
+        validation_fraction=config.validation_fraction,
     )
     if holdout is not None:
         for name, built_rows in (("sft", sft.rows), ("dpo", dpo.rows)):
@@ -442,13 +433,13 @@ def write_rows(
     sft_stats = row_stats(sft.rows, labelled)
     dpo_stats = row_stats(dpo.rows, labelled)
     files = {"sft": out / "sft.jsonl", "dpo": out / "dpo.jsonl"}
-    row_config = {"label_source": label_source, "system_prompt": prompt_source, **(config or {})}
+    row_config = {"label_source": label_source, "system_prompt": prompt_source, **(stage_config or {})}
     write_output(
         files["sft"],
         sft.rows,
         stage=f"{stage}/sft",
         inputs=inputs,
-        config={**row_config, "min_confidence": sft_min_confidence},
+        config={**row_config, "min_confidence": config.sft_min_confidence},
         counts={**sft.counts(), "stats": sft_stats},
     )
     write_output(
@@ -456,7 +447,11 @@ def write_rows(
         dpo.rows,
         stage=f"{stage}/dpo",
         inputs=[*inputs, *dpo_inputs],
-        config={**row_config, "min_confidence": dpo_min_confidence, "validation_fraction": validation_fraction},
+        config={
+            **row_config,
+            "min_confidence": config.dpo_min_confidence,
+            "validation_fraction": config.validation_fraction,
+        },
         counts={**dpo.counts(), "stats": dpo_stats},
     )
     return RowsWritten(sft, dpo, sft_stats, dpo_stats, files, prompt_source)
@@ -465,13 +460,10 @@ def write_rows(
 def rows_from_file(
     pairs_file: Path,
     out: Path,
+    config: RowsConfig,
     *,
-    label_source: LabelSource = "answer_key",
-    system_prompt_file: Path | None = None,
-    min_confidence: int | None = None,
-    dpo_min_confidence: int = 4,
+    label_source: LabelSource,
     hard_negatives_file: Path | None = None,
-    validation_fraction: float = 0.05,
     holdout_file: Path | None = None,
     skip_invalid: bool = False,
     on_read: Callable[[ReadReport], None] | None = None,
@@ -494,12 +486,9 @@ def rows_from_file(
     written = write_rows(
         labelled,
         out,
+        config,
         label_source=label_source,
         hard_negatives=negatives,
-        system_prompt_file=system_prompt_file,
-        sft_min_confidence=min_confidence,
-        dpo_min_confidence=dpo_min_confidence,
-        validation_fraction=validation_fraction,
         holdout=holdout,
         holdout_source=str(holdout_file),
         inputs=[pairs_file],

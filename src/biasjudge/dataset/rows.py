@@ -23,12 +23,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from pydantic import Field
+
+from biasjudge.config import ConfigModel
 from biasjudge.data.bbq import left_out_reason, stable_fraction, template_id
 from biasjudge.data.pairs import question_text
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records
 from biasjudge.prompts.render import judge_messages
-from biasjudge.records import AnalysisRow, DPORow, HardNegative, Label, LabelSource, Pair, Question, SFTRow, Verdict
+from biasjudge.records import (
+    DPO_MIN_CONFIDENCE,
+    AnalysisRow,
+    DPORow,
+    HardNegative,
+    Label,
+    LabelSource,
+    Pair,
+    Question,
+    SFTRow,
+    Verdict,
+)
 from biasjudge.verdict import mirror, mirror_reasoning, neutralize_tags, parse, render
 
 # --------------------------------------------------------------------------- template reasoning
@@ -212,10 +226,24 @@ def sft_rows(
 
 # --------------------------------------------------------------------------- DPO
 
-DPO_MIN_CONFIDENCE = 4
-"""DPO's default confidence floor: labels less confident than this (or stating none) give no DPO rows."""
 VALIDATION_FRACTION = 0.05
 """DPO's default validation share (decided by the sha1 of the pair_id, :func:`split_of`)."""
+
+
+class RowsConfig(ConfigModel):
+    """How labelled pairs become SFT and DPO rows (`data rows`, `data build`): every flag of those commands
+    that shapes the rows is one of these fields, and a YAML file of them is `--config`."""
+
+    system_prompt_file: Path | None = None
+    """System prompt sent byte for byte (the published checkpoints need their own). Default: biasjudge's."""
+    sft_min_confidence: int | None = Field(
+        default=None, ge=1, le=5, json_schema_extra={"flags": ["--sft-min-confidence", "--min-confidence"]}
+    )
+    """SFT: leave out labels below this confidence (default: keep all)."""
+    dpo_min_confidence: int = Field(default=DPO_MIN_CONFIDENCE, ge=1, le=5)
+    """DPO: only labels at least this confident give preference rows."""
+    validation_fraction: float = Field(default=VALIDATION_FRACTION, ge=0.0, lt=1.0)
+    """DPO: the validation share (decided by the sha1 of the pair_id)."""
 
 
 def read_hard_negatives(path: str | Path, *, skip_invalid: bool = False) -> ReadResult[HardNegative]:

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import Field
+
+from biasjudge.config import ConfigModel
 from biasjudge.dataset.build import ReadReport, counting_reader, write_output
 from biasjudge.errors import ConfigError
 from biasjudge.io import read_records, side_path, write_meta
+from biasjudge.labels.answer_key import UnclearVsBiased
 from biasjudge.records import CandidateResponse, Pair, Question
 
 if TYPE_CHECKING:
@@ -23,7 +27,6 @@ if TYPE_CHECKING:
     from biasjudge.backends.costs import CostControl
     from biasjudge.data.holdout import HoldoutConfig, Split
     from biasjudge.data.pairs import PairsConfig
-    from biasjudge.labels.answer_key import UnclearVsBiased
     from biasjudge.labels.teacher import TeacherRun
     from biasjudge.records import LabelSource
 
@@ -53,17 +56,31 @@ class LabelRun:
     """The input files read, in order."""
 
 
+class LabelConfig(ConfigModel):
+    """How `data label` labels pairs (its flags, or a YAML file of them with `--config`)."""
+
+    method: LabelMethod = Field(default="answer-key", json_schema_extra={"flags": ["--labels"]})
+    """answer-key: BBQ's answer key (instant); teacher: a model (--judge) or a file (--teacher-file)."""
+    unclear_vs_biased: UnclearVsBiased = "tie"
+    """Answer key, a biased response against an unclear one: 'tie' (kappa 0.816 in-dist against humans) or
+    'biased_wins' (0.722)."""
+    labeller_name: str | None = None
+    """Teacher name stored with the labels (default: the judge spec)."""
+    batch_size: int = Field(default=8, ge=1)
+    """Teacher prompts per generate call."""
+    max_tokens: int = Field(default=768, ge=1)
+    """The teacher's new-token cap per pair."""
+    temperature: float = Field(default=0.0, ge=0.0)
+    """The teacher's sampling temperature."""
+
+
 def label_file(
     pairs_file: Path,
     out: Path,
+    config: LabelConfig,
     *,
-    method: LabelMethod = "answer-key",
-    unclear_vs_biased: UnclearVsBiased = "tie",
     teacher_file: Path | None = None,
     teacher: Backend | None = None,
-    teacher_name: str = "teacher",
-    params: GenerationParams | None = None,
-    batch_size: int = 8,
     skip_invalid: bool = False,
     on_read: Callable[[ReadReport], None] | None = None,
     cost: CostControl | None = None,
@@ -71,7 +88,7 @@ def label_file(
 ) -> LabelRun:
     """`biasjudge data label`: label a pairs file into `out` (with its .meta.json sidecar).
 
-    `method="answer-key"` labels from BBQ's answer key (instant). `method="teacher"` imports the
+    `config.method="answer-key"` labels from BBQ's answer key (instant); `"teacher"` imports the
     labels of `teacher_file` (dryrun_*.jsonl shape) or runs the `teacher` backend (resumable: its
     raw output goes to `<out>_teacher.jsonl`, unreadable outputs to `<out>_teacher.dropped.jsonl`;
     `cost` books its calls and may stop it at a budget, see :mod:`biasjudge.backends.costs`; a dry run
@@ -85,45 +102,44 @@ def label_file(
 
     pairs_in: list[Pair] = read(load_pairs(pairs_file, skip_invalid=skip_invalid))
     inputs = [pairs_file]
-    config: dict[str, Any] = {"labels": method}
+    sidecar: dict[str, Any] = {"labels": config.method}
     teacher_run = None
     source: LabelSource
-    if method == "answer-key":
+    if config.method == "answer-key":
         from biasjudge.labels.answer_key import AnswerKeyConfig, label_pairs
 
-        answer_key = AnswerKeyConfig(unclear_vs_biased=unclear_vs_biased)
+        answer_key = AnswerKeyConfig(unclear_vs_biased=config.unclear_vs_biased)
         labelled = label_pairs(pairs_in, answer_key)
-        config.update(answer_key.model_dump())
+        sidecar.update(answer_key.model_dump())
         source = "answer_key"
-    elif method != "teacher":
-        raise ConfigError(f"label method must be 'answer-key' or 'teacher', got {method!r}")
     elif teacher_file is not None:
         from biasjudge.labels.teacher import read_teacher_records
 
         records = read(read_teacher_records(teacher_file, skip_invalid=skip_invalid))
         labelled = attach_labels(pairs_in, {r.pair_id: r.to_label() for r in records})
         inputs.append(teacher_file)
-        config["teacher_file"] = str(teacher_file)
+        sidecar["teacher_file"] = str(teacher_file)
         source = "teacher"
     elif teacher is not None:
         from biasjudge.backends.base import GenerationParams
         from biasjudge.labels.teacher import teacher_label
 
-        params = params or GenerationParams(temperature=0.0, max_tokens=768)
+        params = GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens)
+        teacher_name = config.labeller_name or "teacher"
         teacher_run = teacher_label(
             pairs_in,
             teacher,
             side_path(out, "_teacher.jsonl"),
             params=params,
             labeller_name=teacher_name,
-            batch_size=batch_size,
+            batch_size=config.batch_size,
             rubric=rubric,
             cost=cost,
         )
         if cost is not None and cost.dry_run:  # estimated, nothing to write
             return LabelRun(teacher_run.pairs, "teacher", {}, {}, 0, teacher_run, reads)
         labelled = teacher_run.pairs
-        config.update({"judge": teacher_name, "max_tokens": params.max_tokens, "temperature": params.temperature})
+        sidecar.update({"judge": teacher_name, "max_tokens": params.max_tokens, "temperature": params.temperature})
         source = "teacher"
     else:
         raise ConfigError("teacher labels need a teacher backend (--judge SPEC) or a teacher file (--teacher-file)")
@@ -136,7 +152,7 @@ def label_file(
         labelled,
         stage=f"data/label/{source}",
         inputs=inputs,
-        config=config,
+        config=sidecar,
         counts={"verdicts": verdicts, "confidence": confidence, "unlabelled": unlabelled},
     )
     return LabelRun(labelled, source, verdicts, confidence, unlabelled, teacher_run, reads)
@@ -176,15 +192,36 @@ class CandidatesRun:
     """The input files read."""
 
 
+class CandidatesConfig(ConfigModel):
+    """How `data candidates` answers the questions (its flags, or a YAML file of them with `--config`)."""
+
+    model_name: str | None = None
+    """Value of each candidate's `model` field (default: the judge spec)."""
+    batch_size: int = Field(default=8, ge=1)
+    """Questions per model call."""
+    max_tokens: int = Field(default=256, ge=1)
+    """Most tokens one answer may take."""
+    temperature: float = Field(default=0.0, ge=0.0)
+    """Sampling temperature (0: greedy)."""
+    seed: int | None = None
+    """Sampling seed (default: the backend's)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Answer only the first N questions."""
+
+    def params(self) -> GenerationParams:
+        """The generation parameters of these settings."""
+        from biasjudge.backends.base import GenerationParams
+
+        return GenerationParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+
+
 def candidates_from_file(
     questions_file: Path,
     out: Path,
     backend: Backend,
+    config: CandidatesConfig,
     *,
     model_name: str,
-    params: GenerationParams,
-    batch_size: int = 8,
-    limit: int | None = None,
     skip_invalid: bool = False,
     on_read: Callable[[ReadReport], None] | None = None,
     cost: CostControl | None = None,
@@ -199,9 +236,10 @@ def candidates_from_file(
     questions: list[Question] = read(
         read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id")
     )
-    questions = questions[:limit] if limit is not None else questions
+    questions = questions[: config.limit] if config.limit is not None else questions
+    params = config.params()
     done = generate_candidates(
-        questions, backend, out, model_name=model_name, params=params, batch_size=batch_size, cost=cost
+        questions, backend, out, model_name=model_name, params=params, batch_size=config.batch_size, cost=cost
     )
     finish = dict(Counter(c.finish_reason or "unknown" for c in done))
     if cost is not None and cost.dry_run:

@@ -48,8 +48,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from biasjudge.eval.protocol import JudgeToEval
+    from biasjudge.eval.settings import RobustnessSettings
     from biasjudge.judge.protocol import PairJudge
-    from biasjudge.records import JudgeMode
 
 RESULT_NAME = "robustness.json"
 """The suite's results in an output folder (all judges); the eval report reads it when present."""
@@ -525,12 +525,9 @@ def robustness(
     judges: Sequence[JudgeToEval],
     holdout: Sequence[Pair],
     out: Path,
+    settings: RobustnessSettings | None = None,
     *,
-    limit: int | None = None,
-    twins: Sequence[Twin] = TWINS,
-    mode: JudgeMode = "score",
     system_prompt: str | None = None,
-    batch_size: int = 16,
     holdout_name: str = "",
     command: str = "",
     console: Console | None = None,
@@ -543,10 +540,14 @@ def robustness(
             holds the folder.
     """
     from biasjudge.eval.protocol import check_columns, opened_judge, slug
+    from biasjudge.eval.settings import RobustnessSettings
+    from biasjudge.eval.twins import select_twins
     from biasjudge.io import atomic_open, folder_lock, write_json
 
+    settings = settings or RobustnessSettings()
+    mode, twins = settings.mode, select_twins(settings.twins)
     check_columns(judges, mode)
-    pairs = stratified_subset(holdout, limit)
+    pairs = stratified_subset(holdout, settings.limit)
     results: list[RobustnessResult] = []
     with folder_lock(out, LOCK_NAME, what="a robustness run"):
         for entry in judges:
@@ -557,13 +558,13 @@ def robustness(
                     out / slug(entry.name),
                     name=entry.name,
                     twins=twins,
-                    batch_size=batch_size,
+                    batch_size=settings.batch_size,
                     console=console,
                 )
             results.append(result)
             if console is not None:
                 console.print(f"{entry.name}: {len(result.cases)} twins of {result.n_pairs} pairs judged")
-        file = RobustnessFile(holdout=holdout_name, limit=limit, results=results)
+        file = RobustnessFile(holdout=holdout_name, limit=settings.limit, results=results)
         write_json(out / RESULT_NAME, file)
         with atomic_open(out / MARKDOWN_NAME) as handle:
             handle.write(robustness_markdown(file, command=command))

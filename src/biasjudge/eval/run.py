@@ -21,7 +21,8 @@ from biasjudge.io import check_input_file, folder_lock
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from biasjudge.records import EvalLog, JudgeMode, Pair
+    from biasjudge.eval.settings import EvalSettings
+    from biasjudge.records import EvalLog, Pair
 
 HOLDOUT_NAME = "eval_set_unlabeled.jsonl"
 """The reference's human-labelled holdout, in `<data dir>/judge-from-scratch/`."""
@@ -107,13 +108,10 @@ def evaluate(
     judges: Sequence[JudgeToEval],
     holdout: list[Pair],
     out: Path,
+    settings: EvalSettings | None = None,
     *,
-    runs: str = "all",
-    limit: int | None = None,
-    mode: JudgeMode = "score",
     system_prompt: str | None = None,
     imports: Sequence[Path] = (),
-    batch_size: int = 8,
     title: str = "biasjudge evaluation",
     console: Console | None = None,
 ) -> EvalResult:
@@ -126,9 +124,12 @@ def evaluate(
     """
     from biasjudge.eval.protocol import check_columns, opened_judge, run_eval, select_runs, slug
     from biasjudge.eval.report import write_reports
+    from biasjudge.eval.settings import EvalSettings
 
+    settings = settings or EvalSettings()
+    mode, limit = settings.mode, settings.limit
     check_columns(judges, mode)
-    run_specs = select_runs(runs)
+    run_specs = select_runs(settings.runs)
     imported = read_logs(imports)
     evaluated_pairs = holdout[:limit] if limit is not None else holdout
     logs = []
@@ -143,7 +144,7 @@ def evaluate(
                     checkpoint_name=entry.name,
                     runs=run_specs,
                     limit=limit,
-                    batch_size=batch_size,
+                    batch_size=settings.batch_size,
                     console=console,
                 )
             if console is not None:
@@ -161,14 +162,13 @@ def evaluate(
 def quickstart(
     data_dir: Path | None,
     out: Path,
+    settings: EvalSettings | None = None,
     *,
-    limit: int | None = None,
-    runs: str = "all",
-    batch_size: int = 8,
     console: Console | None = None,
 ) -> EvalResult:
     """The main job: `evaluate` with the quick start's judges (:data:`QUICKSTART_JUDGES`) on the
-    reference holdout in score mode, beside the published base Gemma 4 E4B verdicts when present."""
+    reference holdout (in score mode unless `settings` say otherwise), beside the published base
+    Gemma 4 E4B verdicts when present."""
     jfs = jfs_folder(data_dir)
     pairs = load_holdout(jfs / HOLDOUT_NAME, _need(jfs / PAIRS_NAME, "pairs file"), console=console)
     reference = jfs / REFERENCE_LOG
@@ -180,11 +180,8 @@ def quickstart(
         judges,
         pairs,
         out,
-        runs=runs,
-        limit=limit,
-        mode="score",
+        settings,
         imports=imports,
-        batch_size=batch_size,
         title="biasjudge quick start",
         console=console,
     )

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
 from biasjudge.backends.costs import CostControl, meter_for
-from biasjudge.errors import ConfigError
+from biasjudge.config import ConfigModel
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path, write_meta
 from biasjudge.io.progress import progress_bar
 from biasjudge.labels import existing_records
@@ -51,11 +51,41 @@ from biasjudge.labels.hard_negatives import (
     mode_by_name,
     synth_messages,
 )
-from biasjudge.records import HardNegative, Label, LabelSource, Pair, Verdict
+from biasjudge.records import DPO_MIN_CONFIDENCE, HardNegative, Label, LabelSource, Pair, Verdict
 from biasjudge.verdict import CONTRACT_GRAMMAR
 
-DEFAULT_SYNTH_PARAMS = GenerationParams(temperature=0.7, max_tokens=400)
-"""Sampled (retries should differ), with room for five sentences and the two tags."""
+
+class SynthesisConfig(ConfigModel):
+    """How `data synthesize` writes hard negatives (its flags, or a YAML file of them with `--config`)."""
+
+    label_source: LabelSource = "answer_key"
+    """The label each negative must contradict (as in `data rows --label-source`)."""
+    min_confidence: int | None = Field(default=DPO_MIN_CONFIDENCE, ge=1, le=5)
+    """Only labels at least this confident (DPO's floor); none keeps all."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Calls per pair before it is dropped (retries get the reason; 1: no retry)."""
+    limit: int | None = Field(default=None, ge=1)
+    """Only the first N eligible pairs (round-robin order over the modes; 4 gives one per mode)."""
+    model_name: str | None = None
+    """Value of the records' `model` field (default: the judge spec)."""
+    batch_size: int = Field(default=8, ge=1)
+    """Pairs per generate call (retries of a batch go together)."""
+    max_tokens: int = Field(default=400, ge=1)
+    """New-token cap per output: room for five sentences and the two tags."""
+    temperature: float = Field(default=0.7, ge=0.0)
+    """Sampling temperature: sampled, so that retries differ."""
+    seed: int | None = None
+    """Seed of attempt 1 (attempt k uses seed + k - 1)."""
+    constrained: bool | None = Field(default=None, json_schema_extra={"flags": ["--constrained/--free"]})
+    """Hold generation to the output contract's grammar, or not. Default: where the backend takes a grammar
+    (llama.cpp; openai: with '?grammar_field=...')."""
+    retry_dropped: bool = False
+    """Try again the pairs in <out>.dropped.jsonl (each gets max_attempts more)."""
+
+    def params(self) -> GenerationParams:
+        """The sampling parameters of these settings."""
+        return GenerationParams(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed)
+
 
 # --------------------------------------------------------------------------- records
 
@@ -162,7 +192,9 @@ def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def eligible_pairs(pairs: Iterable[Pair], label_source: LabelSource, min_confidence: int | None = 4) -> Eligible:
+def eligible_pairs(
+    pairs: Iterable[Pair], label_source: LabelSource, min_confidence: int | None = DPO_MIN_CONFIDENCE
+) -> Eligible:
     """The pairs a DPO row can be built from (a non-TIE `label_source` label at least that confident)."""
     found = Eligible()
     for pair in pairs:
@@ -238,17 +270,10 @@ def synthesize(
     pairs: Iterable[Pair],
     backend: Backend,
     out_path: str | Path,
+    config: SynthesisConfig | None = None,
     *,
     model_name: str,
-    label_source: LabelSource = "answer_key",
-    params: GenerationParams = DEFAULT_SYNTH_PARAMS,
-    min_confidence: int | None = 4,
-    max_attempts: int = 3,
-    batch_size: int = 8,
-    limit: int | None = None,
-    constrained: bool | None = None,
     system_prompt: str | None = None,
-    retry_dropped: bool = False,
     progress: bool = True,
     cost: CostControl | None = None,
 ) -> SynthesisRun:
@@ -258,17 +283,12 @@ def synthesize(
         pairs: labelled pairs (pair_ids unique).
         backend: any backend; only `generate` is called.
         out_path: JSONL of :class:`SynthesisRecord` (synthesis_results.jsonl shape); resumed by pair_id.
+        config: which pairs, how many attempts, the sampling (:class:`SynthesisConfig`; default: its
+            defaults). With a `seed`, attempt k uses seed + k - 1; `constrained` None holds generation to
+            the contract's grammar where the backend supports grammars (llama.cpp, `openai:` servers
+            with `grammar_field`).
         model_name: stored in each record's `model`.
-        label_source: whose label the negative must contradict (the same as `data rows --label-source`).
-        params: sampling settings; with a `seed`, attempt k uses seed + k - 1.
-        min_confidence: leave out labels below it (DPO's default, 4); None keeps all.
-        max_attempts: calls per pair before it is dropped (1 = no retry).
-        batch_size: pairs per generate call (retries of a batch go together).
-        limit: only the first N eligible pairs in round-robin order (N = 4 gives one of each mode).
-        constrained: hold generation to the output contract's grammar; None = where the backend
-            supports grammars (llama.cpp, `openai:` servers with `grammar_field`).
         system_prompt: replaces prompts/synth.md.
-        retry_dropped: try again pairs already in the dropped file.
         progress: show a progress bar on stderr.
         cost: ledger, budget and dry run (:mod:`biasjudge.backends.costs`). A dry run writes nothing and
             bounds the first attempts (`Estimate.usd_worst` covers every retry).
@@ -281,14 +301,13 @@ def synthesize(
     Raises:
         BudgetReached: the budget stopped the run; everything finished and every rejection is kept.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    if max_attempts < 1:
-        raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+    config = config or SynthesisConfig()
+    max_attempts, batch_size, retry_dropped = config.max_attempts, config.batch_size, config.retry_dropped
+    params = config.params()
     out_path = Path(out_path)
     dropped_path = dropped_path_for(out_path)
-    found = eligible_pairs(pairs, label_source, min_confidence)
-    items = found.items[:limit] if limit is not None else found.items
+    found = eligible_pairs(pairs, config.label_source, config.min_confidence)
+    items = found.items[: config.limit] if config.limit is not None else found.items
     run = SynthesisRun(
         out_path=out_path,
         dropped_path=dropped_path,
@@ -297,6 +316,7 @@ def synthesize(
         skipped_tie=found.tie,
         skipped_low_confidence=found.low_confidence,
     )
+    constrained = config.constrained
     use_grammar = bool(getattr(backend, "supports_grammar", False)) if constrained is None else constrained
     if use_grammar:
         params = replace(params, grammar=CONTRACT_GRAMMAR)
@@ -400,7 +420,7 @@ def synthesize(
                                         verdict=check.verdict,
                                         sonnet_verdict=job.label.verdict,
                                         failure_mode=job.mode.name,
-                                        label_source=label_source,
+                                        label_source=config.label_source,
                                         target_verdict=job.target,
                                         model=model_name,
                                         attempts=number,
@@ -441,39 +461,41 @@ def synthesize_file(
     pairs_file: Path,
     out: Path,
     backend: Backend,
+    config: SynthesisConfig,
     *,
     model_name: str,
     skip_invalid: bool = False,
     on_read: Callable[[ReadResult[Any]], None] | None = None,
-    **options: Any,
+    system_prompt: str | None = None,
+    cost: CostControl | None = None,
 ) -> SynthesisRun:
     """`biasjudge data synthesize`: hard negatives for a labelled pairs file into `out` (appended
     to; resumable), with a .meta.json sidecar describing the whole file (not written by a dry run).
 
-    `options` go to :func:`synthesize`.
+    `config`, `system_prompt` and `cost` go to :func:`synthesize`.
     """
     from biasjudge.data.holdout import load_pairs
 
     result = load_pairs(pairs_file, skip_invalid=skip_invalid)
     if on_read is not None:
         on_read(result)
-    cost: CostControl | None = options.get("cost")
-    run = synthesize(result.records, backend, out, model_name=model_name, **options)
+    run = synthesize(
+        result.records, backend, out, config, model_name=model_name, system_prompt=system_prompt, cost=cost
+    )
     if cost is not None and cost.dry_run:
         return run
     records = read_records(out, SynthesisRecord, allow_empty=True).records if out.exists() else []
-    params: GenerationParams = options.get("params", DEFAULT_SYNTH_PARAMS)
     write_meta(
         out,
         stage="data/synthesize",
         inputs=[pairs_file],
         config={
             "judge": model_name,
-            "label_source": options.get("label_source", "answer_key"),
-            "min_confidence": options.get("min_confidence", 4),
-            "max_attempts": options.get("max_attempts", 3),
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
+            "label_source": config.label_source,
+            "min_confidence": config.min_confidence,
+            "max_attempts": config.max_attempts,
+            "max_tokens": config.max_tokens,
+            "temperature": config.temperature,
             "failure_modes": list(MODE_NAMES),
         },
         counts={
@@ -487,7 +509,6 @@ def synthesize_file(
 
 
 __all__ = [
-    "DEFAULT_SYNTH_PARAMS",
     "FAILURE_MODES",
     "MIN_REASONING_WORDS",
     "MODE_NAMES",
@@ -495,6 +516,7 @@ __all__ = [
     "FailureMode",
     "NegativeCheck",
     "SynthesisAttempt",
+    "SynthesisConfig",
     "SynthesisDrop",
     "SynthesisRecord",
     "SynthesisRun",

@@ -182,8 +182,9 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    judge: str | None = DEFAULT_JUDGE_SPEC
-    """Judge spec; None serves only the pages that need no model (`biasjudge view`)."""
+    judge: str | None = Field(default=DEFAULT_JUDGE_SPEC, json_schema_extra={"flags": ["--judge", "-j"]})
+    """Judge spec (the judges are listed in `biasjudge judge --help`); none serves only the pages that need
+    no model (`biasjudge view`)."""
     host: str = "127.0.0.1"
     """Interface to bind; loopback by default."""
     port: int = 8000
@@ -198,13 +199,13 @@ class ServeSettings(BaseModel):
     """Most pairs the model judges in one call."""
     batch_wait_ms: float = Field(default=5.0, ge=0)
     """How long the batcher waits for more requests once one has arrived."""
-    request_timeout_s: float = Field(default=120.0, gt=0)
+    request_timeout_s: float = Field(default=120.0, gt=0, json_schema_extra={"flags": ["--request-timeout"]})
     """A request not answered by then gets 504."""
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     """Larger request bodies get 413."""
     max_pairs: int = Field(default=64, ge=1)
     """Most pairs in one batch request."""
-    cors_origins: list[str] = Field(default_factory=list)
-    """Origins allowed by CORS; empty: CORS off."""
+    cors_origins: list[str] = Field(default_factory=list, json_schema_extra={"flags": ["--cors-origin"]})
+    """Origins allowed by CORS (the flag is repeatable); none: CORS off."""
     retry_after_s: int = Field(default=1, ge=1)
     """The Retry-After a 503 asks for."""

@@ -1,0 +1,208 @@
+"""The options of the commands: generated from stage configs (help and defaults written once, in the
+config), `--config FILE.yaml` under the flags, and no default written both in a command and in the
+function or config it hands the value to."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from biasjudge.cli.common import config_parameters
+from biasjudge.cli.main import app
+from biasjudge.dataset.rows import RowsConfig
+from biasjudge.errors import ConfigError
+from biasjudge.serve.schemas import ServeSettings
+
+runner = CliRunner()
+
+
+def _commands(group: typer.Typer, prefix: str = "") -> Iterator[tuple[str, Callable[..., Any]]]:
+    for info in group.registered_commands:
+        assert info.callback is not None
+        yield prefix + (info.name or info.callback.__name__), info.callback
+    for sub in group.registered_groups:
+        assert sub.typer_instance is not None
+        yield from _commands(sub.typer_instance, f"{prefix}{sub.name} ")
+
+
+def _written_defaults(function: Callable[..., Any]) -> tuple[ast.FunctionDef, dict[str, ast.expr]]:
+    """The function's AST and the defaults written in its source (None, False and empty ones are
+    absences, not defaults)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    node = next(n for n in tree.body if isinstance(n, ast.FunctionDef))
+    arguments = node.args
+    positional = arguments.posonlyargs + arguments.args
+    pairs = list(zip(positional[len(positional) - len(arguments.defaults) :], arguments.defaults, strict=True))
+    pairs += [(a, d) for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True) if d is not None]
+    written = {
+        a.arg: d
+        for a, d in pairs
+        if not (isinstance(d, ast.Constant) and (d.value is None or d.value is False or d.value == ""))
+        and not (isinstance(d, ast.List | ast.Tuple) and not d.elts)
+    }
+    return node, written
+
+
+_PASSED_AS_IS = {"cast", "list", "tuple", "str", "int", "float", "Path"}
+"""Calls that hand an option on unchanged in value (`cast("Mode", mode.value)`, `list(categories)`)."""
+
+
+def _handed_on(value: ast.expr) -> str | None:
+    """The option a keyword's value hands on as it is: `x`, `x.value`, or one of those through `cast(...)`,
+    `list(...)`; None for anything computed from it."""
+    if isinstance(value, ast.Name):
+        return value.id
+    if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name):
+        return value.value.id
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in _PASSED_AS_IS:
+        return _handed_on(value.args[-1]) if value.args else None
+    return None
+
+
+def _names_in_scope(function: Callable[..., Any], node: ast.FunctionDef) -> dict[str, Any]:
+    """The module's globals and what the function body imports (commands import lazily)."""
+    names = dict(vars(inspect.getmodule(function)))
+    for found in ast.walk(node):
+        if isinstance(found, ast.ImportFrom) and found.module:
+            module = importlib.import_module(found.module)
+            for alias in found.names:
+                names[alias.asname or alias.name] = getattr(module, alias.name)
+    return names
+
+
+def _default_of(callee: Any, keyword: str) -> Any:
+    """What `callee` declares as the default of `keyword` (inspect.Parameter.empty when none)."""
+    if isinstance(callee, type) and issubclass(callee, BaseModel):
+        field = callee.model_fields.get(keyword)
+        return inspect.Parameter.empty if field is None or field.is_required() else field.get_default()
+    try:
+        parameter = inspect.signature(callee).parameters.get(keyword)
+    except (TypeError, ValueError):
+        return inspect.Parameter.empty
+    return inspect.Parameter.empty if parameter is None else parameter.default
+
+
+def _positional(callee: Any, call: ast.Call) -> list[tuple[str, ast.expr]]:
+    """The callee's parameter names that a call's positional arguments fill."""
+    try:
+        parameters = list(inspect.signature(callee).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [(name, value) for name, value in zip(named, call.args, strict=False) if not isinstance(value, ast.Starred)]
+
+
+def _twice_written() -> list[str]:
+    found = []
+    for name, callback in _commands(app):
+        function = inspect.unwrap(callback)
+        node, written = _written_defaults(function)
+        if not written:
+            continue
+        scope = _names_in_scope(function, node)
+        for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+            if isinstance(call.func, ast.Name):
+                callee = scope.get(call.func.id)
+            elif isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Name):
+                callee = getattr(scope.get(call.func.value.id), call.func.attr, None)
+            else:
+                continue
+            for target, value in [*_positional(callee, call), *((k.arg, k.value) for k in call.keywords if k.arg)]:
+                option = _handed_on(value)
+                default = _default_of(callee, target)
+                if option in written and default is not inspect.Parameter.empty and default is not None:
+                    found.append(f"{name}: {option} -> {getattr(callee, '__qualname__', callee)}({target}={default!r})")
+    return found
+
+
+def test_every_default_is_written_once() -> None:
+    """No command declares a default for an option that the function or config it hands the option to
+    also declares: one of the two would go stale."""
+    assert _twice_written() == []
+
+
+def test_the_twice_written_finder_finds_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finder sees a default written in a command and in the function it calls."""
+    module = tmp_path / "twice_module.py"
+    module.write_text(
+        "def library(*, batch_size: int = 8) -> int:\n    return batch_size\n\n\n"
+        "def command(batch_size: int = 8) -> None:\n    library(batch_size=batch_size)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    twice = importlib.import_module("twice_module")
+    stand_in = typer.Typer()
+    stand_in.command("twice")(twice.command)
+    monkeypatch.setattr(f"{__name__}.app", stand_in)
+    assert _twice_written() == ["twice: batch_size -> library(batch_size=8)"]
+
+
+def test_serve_options_are_the_settings_fields() -> None:
+    """Every ServeSettings field a flag can carry is an option of `serve`, with its help and default."""
+    command = typer.main.get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    options = {p.name: p for p in command.params}
+    for parameter in config_parameters(ServeSettings):
+        field = ServeSettings.model_fields[parameter.name]
+        assert options[parameter.name].help == field.description
+        assert options[parameter.name].default == field.get_default(call_default_factory=True)
+    assert set(options) == {p.name for p in config_parameters(ServeSettings)} | {"config_file"}
+    assert "--request-timeout" in options["request_timeout_s"].opts
+
+
+def test_a_bad_flag_value_names_the_flag() -> None:
+    result = runner.invoke(app, ["serve", "--max-queue", "0"])
+    assert isinstance(result.exception, ConfigError)
+    assert str(result.exception).startswith("--max-queue: ")
+
+
+def test_a_bad_config_value_names_the_file_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("max_queue: 0\n")
+    result = runner.invoke(app, ["serve", "--config", str(config)])
+    assert isinstance(result.exception, ConfigError)
+    assert f"{config}: key 'max_queue'" in str(result.exception)
+
+
+@pytest.fixture
+def labelled_pairs(jfs: Path, tmp_path: Path) -> Path:
+    """40 pairs labelled by the answer key, through `data label`."""
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join((jfs / "pairs_to_label.jsonl").read_text().splitlines(keepends=True)[:40]))
+    labelled = tmp_path / "labelled.jsonl"
+    result = runner.invoke(app, ["data", "label", "--pairs", str(small), "--out", str(labelled)])
+    assert result.exit_code == 0, result.output
+    return labelled
+
+
+def test_rows_reads_its_config_file_and_flags_override_it(labelled_pairs: Path, tmp_path: Path) -> None:
+    """`data rows --config`: the file's values, then the flags given; the sidecars record the result."""
+    import json
+
+    config = tmp_path / "rows.yaml"
+    config.write_text("validation_fraction: 0.5\ndpo_min_confidence: 5\n")
+    out = tmp_path / "rows"
+    args = ["data", "rows", "--pairs", str(labelled_pairs), "--out", str(out), "--config", str(config)]
+    result = runner.invoke(app, [*args, "--dpo-min-confidence", "3"])
+    assert result.exit_code == 0, result.output
+    dpo = json.loads((out / "dpo.meta.json").read_text())["config"]
+    assert dpo["validation_fraction"] == 0.5  # from the file
+    assert dpo["min_confidence"] == 3  # the flag over the file
+    assert json.loads((out / "sft.meta.json").read_text())["config"]["min_confidence"] is None  # default
+
+
+def test_a_config_field_no_flag_can_carry_is_left_to_the_file() -> None:
+    from biasjudge.data.pairs import PairsConfig
+
+    flags = {p.name for p in config_parameters(PairsConfig)}
+    assert not flags & {"targets", "adversarial_split"}  # mappings: the YAML file only
+    assert {"seed", "max_per_question", "cross_model"} <= flags
+    assert {p.name for p in config_parameters(RowsConfig)} == set(RowsConfig.model_fields)
