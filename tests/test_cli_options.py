@@ -5,6 +5,7 @@ function or config it hands the value to."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import inspect
 import textwrap
@@ -102,12 +103,43 @@ def _positional(callee: Any, call: ast.Call) -> list[tuple[str, ast.expr]]:
     return [(name, value) for name, value in zip(named, call.args, strict=False) if not isinstance(value, ast.Starred)]
 
 
+def _group_defaults(function: Callable[..., Any]) -> dict[str, dict[str, ast.expr]]:
+    """Option groups (dataclasses) among the function's parameters: parameter -> the defaults their
+    fields write as literals in the class."""
+    groups = {}
+    for parameter in inspect.signature(function, eval_str=True).parameters.values():
+        group = parameter.annotation
+        if isinstance(group, type) and dataclasses.is_dataclass(group):
+            body = ast.parse(textwrap.dedent(inspect.getsource(group))).body[0]
+            assert isinstance(body, ast.ClassDef)
+            groups[parameter.name] = {
+                n.target.id: n.value
+                for n in body.body
+                if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.value is not None
+                if isinstance(n.value, ast.Constant) and n.value.value is not None and n.value.value is not False
+            }
+    return groups
+
+
+def _unpacked(call: ast.Call, groups: dict[str, dict[str, ast.expr]]) -> list[tuple[str, str]]:
+    """(keyword, group field) for a group handed on whole: `f(**asdict(group))`."""
+    found = []
+    for keyword in call.keywords:
+        value = keyword.value
+        if keyword.arg is None and isinstance(value, ast.Call) and value.args:
+            inner = value.args[0]
+            if isinstance(inner, ast.Name) and inner.id in groups:
+                found += [(field, field) for field in groups[inner.id]]
+    return found
+
+
 def _twice_written() -> list[str]:
     found = []
     for name, callback in _commands(app):
         function = inspect.unwrap(callback)
         node, written = _written_defaults(function)
-        if not written:
+        groups = _group_defaults(function)
+        if not written and not groups:
             continue
         scope = _names_in_scope(function, node)
         for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
@@ -117,6 +149,10 @@ def _twice_written() -> list[str]:
                 callee = getattr(scope.get(call.func.value.id), call.func.attr, None)
             else:
                 continue
+            for target, field in _unpacked(call, groups):
+                default = _default_of(callee, target)
+                if default is not inspect.Parameter.empty and default is not None:
+                    found.append(f"{name}: {field} -> {getattr(callee, '__qualname__', callee)}({target}={default!r})")
             for target, value in [*_positional(callee, call), *((k.arg, k.value) for k in call.keywords if k.arg)]:
                 option = _handed_on(value)
                 default = _default_of(callee, target)

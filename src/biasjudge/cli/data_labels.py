@@ -4,6 +4,7 @@ flips, and synthesize (hard negatives for DPO); registered on the group by :mod:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -32,6 +33,7 @@ from biasjudge.cli.data_common import (
     report_read,
 )
 from biasjudge.dataset.stages import LabelConfig
+from biasjudge.labels.flips import flip_gate
 from biasjudge.labels.human import label_interactively
 from biasjudge.labels.synthesis import SynthesisConfig
 
@@ -288,27 +290,31 @@ def agreement(
     _write_report(report, options)
 
 
+_GATE = inspect.signature(flip_gate).parameters
+
+
 @dataclass(frozen=True)
 class GateOptions:
-    """The thresholds of `data flips`' gate (an option group; :func:`~biasjudge.labels.flips.flip_gate`'s arguments)."""
+    """The thresholds of `data flips`' gate (an option group of :func:`~biasjudge.labels.flips.flip_gate`'s
+    arguments, whose defaults are the gate's own)."""
 
     max_flip_rate: Annotated[
         float, typer.Option("--max-flip-rate", help="Regression when more shared pairs than this share flip verdict.")
-    ] = 0.10
+    ] = _GATE["max_flip_rate"].default
     max_group_flip_rate: Annotated[
         float | None,
         typer.Option("--max-group-flip-rate", help="Regression when any one group flips more than this (default off)."),
-    ] = None
+    ] = _GATE["max_group_flip_rate"].default
     min_group_size: Annotated[
         int, typer.Option("--min-group-size", help="Groups smaller than this are not held to --max-group-flip-rate.")
-    ] = 5
+    ] = _GATE["min_group_size"].default
     min_shared: Annotated[
         int, typer.Option("--min-shared", help="Invalid (exit 2) when fewer pairs than this are in both versions.")
-    ] = 1
+    ] = _GATE["min_shared"].default
     max_lost_rate: Annotated[
         float | None,
         typer.Option("--max-lost-rate", help="Regression when more old labels than this share are missing from new."),
-    ] = None
+    ] = _GATE["max_lost_rate"].default
 
 
 @option_groups
@@ -323,7 +329,7 @@ def flips(
 
     Exit 0: pass; 1: regression (a threshold crossed); 2: invalid input (an unreadable file, too few shared pairs).
     """
-    from biasjudge.labels.agreement import flip_gate, flip_report
+    from biasjudge.labels.agreement import flip_report
 
     old_set, new_set = _label_sets([old, new], options)
     if old_set.name == new_set.name:
