@@ -4,9 +4,11 @@ split, check, rows, stats (registered on the group by :mod:`biasjudge.cli.data`,
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -24,16 +26,19 @@ from biasjudge.cli.common import (
     option_groups,
 )
 from biasjudge.cli.data_common import counts_table, make_table, model_stage, on_read, read, read_pairs
-from biasjudge.data.holdout import HoldoutConfig
+from biasjudge.data.holdout import HoldoutConfig, Split
 from biasjudge.data.pairs import PairsConfig
 from biasjudge.dataset.rows import RowsConfig
-from biasjudge.dataset.stages import CandidatesConfig
+from biasjudge.dataset.runner import Stage, StageRun, run_stage
+from biasjudge.dataset.stages import CLASSIFY, PAIRS, SPLIT, CandidatesConfig
 
 if TYPE_CHECKING:
     from biasjudge.records import LabelSource
 
+R = TypeVar("R")
 
-# --------------------------------------------------------------------------- bbq, candidates, classify, pairs
+
+# --------------------------------------------------------------------------- bbq, candidates
 
 
 def bbq(
@@ -172,73 +177,51 @@ def candidates(
         )
 
 
-def classify(
-    questions: Annotated[Path, typer.Option("--questions", help="Questions the candidates answer.")],
-    candidates_file: Annotated[Path, typer.Option("--candidates", help="Candidates JSONL.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Classified candidates JSONL.")],
-    require_stop: Annotated[
-        bool, typer.Option("--require-stop", help="Count truncated answers as parse_failed.")
-    ] = False,
-    skip_invalid: SkipInvalidOption = False,
-) -> None:
-    """Classify candidate answers: chosen letter, answer class, hedging, suspected bias level."""
-    from biasjudge.dataset.stages import classify_file
+# --------------------------------------------------------------------------- classify, pairs, split: stages as data
 
-    run = classify_file(
-        questions,
-        candidates_file,
-        out,
-        require_stop=require_stop,
-        skip_invalid=skip_invalid,
-        on_read=on_read(skip_invalid),
-    )
+
+def stage_command(stage: Stage[Any, R], report: Callable[[StageRun[R], Path, Any], None]) -> Callable[..., None]:
+    """The command of a stage declared as data (:class:`~biasjudge.dataset.runner.Stage`): an option
+    per input file (`--<name>`), `--out`, `--skip-invalid` and the options of the stage's config
+    (:func:`~biasjudge.cli.common.option_groups`, `--config FILE.yaml` among them); it runs the stage
+    with :func:`~biasjudge.dataset.runner.run_stage`, then `report(run, out, config)` prints."""
+
+    def command(*, out: Path, skip_invalid: bool, config: Any, **inputs: Path) -> None:
+        run = run_stage(stage, config, inputs, out, skip_invalid=skip_invalid, on_read=on_read(skip_invalid))
+        report(run, out, config)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [
+        inspect.Parameter(i.name, keyword, annotation=Annotated[Path, typer.Option(f"--{i.name}", help=i.help)])
+        for i in stage.inputs
+    ]
+    parameters += [
+        inspect.Parameter("out", keyword, annotation=Annotated[Path, typer.Option("--out", "-o", help=stage.out_help)]),
+        inspect.Parameter("skip_invalid", keyword, annotation=SkipInvalidOption, default=False),
+        inspect.Parameter("config", keyword, annotation=stage.config),
+    ]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__, command.__name__ = stage.help, stage.name.replace("-", "_")
+    return option_groups(command)
+
+
+def _report_classify(run: StageRun[dict[str, dict[str, int]]], out: Path, config: Any) -> None:
+    classes, levels = run.result["answer_class"], run.result["level"]
     console.print(
-        f"{len(run.classified)} classified -> {out}\n  classes: {run.classes}\n  levels: {run.levels}", highlight=False
+        f"{sum(classes.values())} classified -> {out}\n  classes: {classes}\n  levels: {levels}", highlight=False
     )
 
 
-@option_groups
-def pairs(
-    questions: Annotated[Path, typer.Option("--questions", help="Questions the candidates answer.")],
-    candidates_file: Annotated[Path, typer.Option("--candidates", help="Candidates JSONL (classified or not).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Pairs JSONL.")],
-    skip_invalid: SkipInvalidOption = False,
-    *,
-    config: PairsConfig,
-) -> None:
-    """Build pairs in the five buckets from classified candidates."""
-    from biasjudge.dataset.stages import pairs_from_files
-
-    run = pairs_from_files(
-        questions,
-        candidates_file,
-        out,
-        config,
-        skip_invalid=skip_invalid,
-        on_read=on_read(skip_invalid),
-    )
-    buckets = run.buckets
+def _report_pairs(run: StageRun[dict[str, int]], out: Path, config: PairsConfig) -> None:
     table = make_table(f"pairs -> {out}", "bucket", "pairs", "target")
-    for bucket, n in buckets.items():
+    for bucket, n in run.result.items():
         table.add_row(bucket, str(n), str(config.targets.get(bucket, 0)))
     console.print(table)
 
 
-# --------------------------------------------------------------------------- split, check
-
-
-@option_groups
-def split(
-    pairs_file: Annotated[Path, typer.Option("--pairs", help="All pairs.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    skip_invalid: SkipInvalidOption = False,
-    *,
-    config: HoldoutConfig,
-) -> None:
-    """Split pairs by question into holdout / train_pool / unused (OOD and leftovers), then check for leakage."""
-    from biasjudge.dataset.stages import split_file
-
-    result = split_file(pairs_file, out, config, skip_invalid=skip_invalid, on_read=on_read(skip_invalid)).split
+def _report_split(run: StageRun[Split], out: Path, config: HoldoutConfig) -> None:
+    result = run.result
     table = make_table(f"split -> {out}", "bucket", "in_dist", "ood")
     counts = result.counts()
     # Pairs of a new bias axis may hold no pair of the OOD category: its column is then all 0.
@@ -251,6 +234,14 @@ def split(
         f"unused_in_dist {len(result.unused_in_dist)}; shortfalls: {result.shortfalls or 'none'}; no leakage.",
         highlight=False,
     )
+
+
+classify = stage_command(CLASSIFY, _report_classify)
+pairs = stage_command(PAIRS, _report_pairs)
+split = stage_command(SPLIT, _report_split)
+
+
+# --------------------------------------------------------------------------- check
 
 
 class _Ids(BaseModel):

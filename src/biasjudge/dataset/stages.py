@@ -1,8 +1,11 @@
-"""The `biasjudge data` stages one at a time, file in and file out, as the commands run them:
-`label_file` (`data label`), `write_bbq_sample` (`data bbq --write-sample`), `candidates_from_file`,
-`classify_file`, `pairs_from_files` and `split_file`. Each counts what it read (rejects to a side
-file with skip_invalid) and writes its output with a `.meta.json` sidecar, through the helpers of
-:mod:`biasjudge.dataset.build` (which holds the whole build and the rows). Nothing here prints.
+"""The `biasjudge data` stages one at a time, file in and file out, as the commands run them.
+
+The pure stages are declared as data and run by :func:`biasjudge.dataset.runner.run_stage`:
+:data:`CLASSIFY`, :data:`PAIRS` and :data:`SPLIT`. The stages that call a model append as they go
+and resume after a kill, so they keep their own loops: `candidates_from_file` (`data candidates`)
+and `label_file` (`data label`); `write_bbq_sample` is `data bbq --write-sample`. Each counts what
+it read (rejects to a side file with skip_invalid) and writes its output with a `.meta.json`
+sidecar, through the helpers of :mod:`biasjudge.dataset.build`. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from biasjudge.config import ConfigModel
+from biasjudge.data.holdout import HoldoutConfig, Split
+from biasjudge.data.pairs import PairsConfig
 from biasjudge.dataset.build import ReadReport, counting_reader, write_output
+from biasjudge.dataset.runner import ONE_FILE, Stage, StageInput, StageOutput
 from biasjudge.errors import ConfigError
-from biasjudge.io import read_records, side_path, write_meta
+from biasjudge.io import ReadResult, read_records, side_path, write_meta
 from biasjudge.labels.answer_key import UnclearVsBiased
 from biasjudge.records import CandidateResponse, Pair, Question
 
 if TYPE_CHECKING:
     from biasjudge.backends.base import Backend, GenerationParams
     from biasjudge.backends.costs import CostControl
-    from biasjudge.data.holdout import HoldoutConfig, Split
-    from biasjudge.data.pairs import PairsConfig
     from biasjudge.labels.teacher import TeacherRun
     from biasjudge.records import LabelSource
 
@@ -254,147 +258,102 @@ def candidates_from_file(
     return CandidatesRun(list(done), len(questions), finish, reads)
 
 
-def _questions_and_candidates(
-    questions_file: Path, candidates_file: Path, read: Any, skip_invalid: bool
-) -> tuple[dict[str, Question], list[CandidateResponse]]:
-    questions = read(read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id"))
-    candidates = read(read_records(candidates_file, CandidateResponse, skip_invalid=skip_invalid))
-    return {q.question_id: q for q in questions}, candidates
+# --------------------------------------------------------------------------- pure stages (run by run_stage)
 
 
-@dataclass
-class ClassifyRun:
-    """What `classify_file` wrote."""
-
-    classified: list[CandidateResponse]
-    """The candidates with answer class and suspected bias level."""
-    classes: dict[str, int]
-    """Candidates per answer class."""
-    levels: dict[str, int]
-    """Candidates per suspected bias level."""
-    reads: list[ReadReport] = field(default_factory=list)
-    """The input files read."""
+def _read_questions(path: Path, skip_invalid: bool) -> ReadResult[Question]:
+    return read_records(path, Question, skip_invalid=skip_invalid, unique_key="question_id")
 
 
-def classify_file(
-    questions_file: Path,
-    candidates_file: Path,
-    out: Path,
-    *,
-    require_stop: bool = False,
-    skip_invalid: bool = False,
-    on_read: Callable[[ReadReport], None] | None = None,
-) -> ClassifyRun:
-    """`biasjudge data classify`: chosen letter, answer class, hedging and suspected bias level of
-    every candidate, into `out` with its sidecar."""
+def _read_candidates(path: Path, skip_invalid: bool) -> ReadResult[CandidateResponse]:
+    return read_records(path, CandidateResponse, skip_invalid=skip_invalid)
+
+
+def _read_pairs(path: Path, skip_invalid: bool) -> ReadResult[Pair]:
+    from biasjudge.data.holdout import load_pairs
+
+    return load_pairs(path, skip_invalid=skip_invalid)
+
+
+QUESTIONS = StageInput("questions", "Questions the candidates answer (bbq_sample.jsonl shape).", _read_questions)
+CANDIDATES = StageInput("candidates", "Candidates JSONL (the output of `data candidates`).", _read_candidates)
+
+
+class ClassifyConfig(ConfigModel):
+    """How `data classify` reads the candidates' answers."""
+
+    require_stop: bool = False
+    """Count truncated answers (stopped by the token cap) as parse_failed."""
+
+
+def classify(
+    config: ClassifyConfig, *, questions: list[Question], candidates: list[CandidateResponse]
+) -> StageOutput[dict[str, dict[str, int]]]:
+    """Chosen letter, answer class, hedging and suspected bias level of every candidate."""
     from biasjudge.data.classify import classify_all
 
-    reads: list[ReadReport] = []
-    questions, candidates = _questions_and_candidates(
-        questions_file, candidates_file, counting_reader(reads, out.parent, on_read), skip_invalid
-    )
-    classified = classify_all(candidates, questions, require_stop=require_stop)
-    classes = dict(sorted(Counter(str(c.answer_class) for c in classified).items()))
-    levels = dict(sorted(Counter(str(c.suspected_bias_level) for c in classified).items()))
-    write_output(
-        out,
-        classified,
-        stage="data/classify",
-        inputs=[questions_file, candidates_file],
-        config={"require_stop": require_stop},
-        counts={"answer_class": classes, "level": levels},
-    )
-    return ClassifyRun(classified, classes, levels, reads)
+    by_id = {q.question_id: q for q in questions}
+    classified = classify_all(candidates, by_id, require_stop=config.require_stop)
+    counts = {
+        "answer_class": dict(sorted(Counter(str(c.answer_class) for c in classified).items())),
+        "level": dict(sorted(Counter(str(c.suspected_bias_level) for c in classified).items())),
+    }
+    return StageOutput({ONE_FILE: classified}, counts, {ONE_FILE: counts})
 
 
-@dataclass
-class PairsRun:
-    """What `pairs_from_files` wrote."""
-
-    pairs: list[Pair]
-    """The pairs built."""
-    buckets: dict[str, int]
-    """Pairs per bucket."""
-    config: PairsConfig
-    """The config used (targets per bucket, seed)."""
-    reads: list[ReadReport] = field(default_factory=list)
-    """The input files read."""
+CLASSIFY: Stage[ClassifyConfig, dict[str, dict[str, int]]] = Stage(
+    "classify",
+    "Classify candidate answers: chosen letter, answer class, hedging, suspected bias level.",
+    (QUESTIONS, CANDIDATES),
+    ClassifyConfig,
+    classify,
+    out_help="Classified candidates JSONL.",
+)
 
 
-def pairs_from_files(
-    questions_file: Path,
-    candidates_file: Path,
-    out: Path,
-    config: PairsConfig,
-    *,
-    skip_invalid: bool = False,
-    on_read: Callable[[ReadReport], None] | None = None,
-) -> PairsRun:
-    """`biasjudge data pairs`: pairs in the five buckets from classified candidates, into `out`."""
+def pairs(
+    config: PairsConfig, *, questions: list[Question], candidates: list[CandidateResponse]
+) -> StageOutput[dict[str, int]]:
+    """Pairs in the five buckets from classified candidates (pairs per bucket as the result)."""
     from biasjudge.data.pairs import build_pairs, count_by_bucket
 
-    reads: list[ReadReport] = []
-    questions, candidates = _questions_and_candidates(
-        questions_file, candidates_file, counting_reader(reads, out.parent, on_read), skip_invalid
-    )
-    built = build_pairs(questions, candidates, config)
+    built = build_pairs({q.question_id: q for q in questions}, candidates, config)
     buckets = count_by_bucket(built)
-    write_output(
-        out,
-        built,
-        stage="data/pairs",
-        inputs=[questions_file, candidates_file],
-        config=config.model_dump(),
-        counts={"by_bucket": buckets},
-    )
-    return PairsRun(built, buckets, config, reads)
+    return StageOutput({ONE_FILE: built}, buckets, {ONE_FILE: {"by_bucket": buckets}})
 
 
-@dataclass
-class SplitRun:
-    """What `split_file` wrote."""
+PAIRS: Stage[PairsConfig, dict[str, int]] = Stage(
+    "pairs",
+    "Build pairs in the five buckets from classified candidates.",
+    (QUESTIONS, CANDIDATES),
+    PairsConfig,
+    pairs,
+    out_help="Pairs JSONL.",
+)
 
-    split: Split
-    """Holdout, train pool, unused OOD and unused in-distribution pairs, with shortfalls."""
-    files: dict[str, Path]
-    """Output name -> file."""
-    reads: list[ReadReport] = field(default_factory=list)
-    """The input files read."""
+SPLIT_FILES = ("holdout", "train_pool", "unused_ood", "unused_in_dist")
 
 
-def split_file(
-    pairs_file: Path,
-    out: Path,
-    config: HoldoutConfig,
-    *,
-    skip_invalid: bool = False,
-    on_read: Callable[[ReadReport], None] | None = None,
-) -> SplitRun:
-    """`biasjudge data split`: split pairs by question into holdout / train_pool / unused_ood /
-    unused_in_dist in `out` (LeakageError if the train pool shares a question with the holdout)."""
-    from biasjudge.data.holdout import assert_no_leakage, load_pairs, split_holdout
+def split(config: HoldoutConfig, *, pairs: list[Pair]) -> StageOutput[Split]:
+    """Pairs split by question into holdout / train pool / unused (OOD and leftovers); LeakageError
+    if the train pool shares a question with the holdout."""
+    from biasjudge.data.holdout import assert_no_leakage, split_holdout
 
-    out.mkdir(parents=True, exist_ok=True)
-    reads: list[ReadReport] = []
-    pairs: list[Pair] = counting_reader(reads, out, on_read)(load_pairs(pairs_file, skip_invalid=skip_invalid))
     result = split_holdout(pairs, config)
     assert_no_leakage(
         result.holdout, result.train_pool, holdout_source="holdout.jsonl", train_source="train_pool.jsonl"
     )
-    files: dict[str, Path] = {}
-    for name, records in (
-        ("holdout", result.holdout),
-        ("train_pool", result.train_pool),
-        ("unused_ood", result.unused_ood),
-        ("unused_in_dist", result.unused_in_dist),
-    ):
-        files[name] = out / f"{name}.jsonl"
-        write_output(
-            files[name],
-            records,
-            stage=f"data/split/{name}",
-            inputs=[pairs_file],
-            config=config.model_dump(),
-            counts={"shortfalls": result.shortfalls} if name == "holdout" else None,
-        )
-    return SplitRun(result, files, reads)
+    return StageOutput(
+        {name: getattr(result, name) for name in SPLIT_FILES}, result, {"holdout": {"shortfalls": result.shortfalls}}
+    )
+
+
+SPLIT: Stage[HoldoutConfig, Split] = Stage(
+    "split",
+    "Split pairs by question into holdout / train_pool / unused (OOD and leftovers), then check for leakage.",
+    (StageInput("pairs", "All pairs.", _read_pairs),),
+    HoldoutConfig,
+    split,
+    outputs=SPLIT_FILES,
+    out_help="Output folder.",
+)
