@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from biasjudge.batch.judge_file import judge_file
+from biasjudge.batch.judge_file import Engine, judge_file
 from biasjudge.batch.ray_engine import RayOptions
 from biasjudge.cli.common import JudgeSpecOption, ModeOption, SystemPromptOption, console, defaults_from
 
 if TYPE_CHECKING:
-    from biasjudge.batch.judge_file import BatchSummary, Engine
-    from biasjudge.records import JudgeMode
-
-
-class EngineChoice(StrEnum):
-    """Where the judging runs (`--engine`)."""
-
-    local = "local"
-    ray = "ray"
+    from biasjudge.batch.judge_file import BatchSummary
 
 
 def _describe(summary: BatchSummary) -> list[str]:
@@ -80,7 +71,7 @@ def judge_file_command(
         ),
     ],
     engine: Annotated[
-        EngineChoice,
+        Engine,
         typer.Option(
             "--engine",
             help=(
@@ -139,16 +130,16 @@ def judge_file_command(
     from biasjudge.prompts import read_prompt_file
 
     system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
-    where = f" on Ray ({actors} actor{'s' if actors > 1 else ''})" if engine is EngineChoice.ray else ""
-    console.print(f"judging {in_path} with {judge} ({mode.value} mode){where} -> {out_path}", highlight=False)
+    where = f" on Ray ({actors} actor{'s' if actors > 1 else ''})" if engine == "ray" else ""
+    console.print(f"judging {in_path} with {judge} ({mode} mode){where} -> {out_path}", highlight=False)
     summary = judge_file(
         in_path,
         out_path,
         judge=judge,
-        mode=cast("JudgeMode", mode.value),
+        mode=mode,
         system_prompt=system_prompt,
         batch_size=batch_size,
-        engine=cast("Engine", engine.value),
+        engine=engine,
         ray=RayOptions(
             actors=actors,
             cpus_per_actor=cpus_per_actor,

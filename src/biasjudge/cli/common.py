@@ -8,7 +8,6 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
@@ -17,6 +16,10 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
+
+from biasjudge.dataset.build import LeakageLevel
+from biasjudge.labels.answer_key import UnclearVsBiased
+from biasjudge.records import JudgeMode
 
 if TYPE_CHECKING:
     from biasjudge.backends.costs import CostControl
@@ -59,44 +62,14 @@ SystemPromptOption = Annotated[
 ]
 
 
-class Mode(StrEnum):
-    """How a judge decides (`--mode`)."""
-
-    score = "score"
-    generate = "generate"
-
-
-class LabelSourceChoice(StrEnum):
-    """Which label of a pair rows are built from (`data rows --label-source`)."""
-
-    answer_key = "answer_key"
-    teacher = "teacher"
-    human = "human"
-
-
-class UnclearVsBiasedChoice(StrEnum):
-    """Answer key, a biased response vs an unclear one (`--unclear-vs-biased`)."""
-
-    tie = "tie"
-    biased_wins = "biased_wins"
-
-
-class LeakageLevelChoice(StrEnum):
-    """What may not be shared with the holdout (`--leakage-level`)."""
-
-    question = "question"
-    pair = "pair"
-
-
-class ChatFormat(StrEnum):
-    """Built-in turn formats for models without a chat template (`--chat-format`)."""
-
-    gemma4 = "gemma4"
-    gemma3 = "gemma3"
+LabelSourceChoice = Literal["answer_key", "teacher", "human"]
+"""The labels a pair file's user picks from (`--label-source`, `--source`); the others are made by tools."""
+ChatFormat = Literal["gemma4", "gemma3"]
+"""Built-in turn formats for models without a chat template (`--chat-format`; prompts.render.TURN_FORMATS)."""
 
 
 UnclearOption = Annotated[
-    UnclearVsBiasedChoice,
+    UnclearVsBiased,
     typer.Option(
         "--unclear-vs-biased",
         help=(
@@ -106,7 +79,7 @@ UnclearOption = Annotated[
     ),
 ]
 LeakageLevelOption = Annotated[
-    LeakageLevelChoice,
+    LeakageLevel,
     typer.Option(
         "--leakage-level",
         help=(
@@ -116,7 +89,7 @@ LeakageLevelOption = Annotated[
     ),
 ]
 ModeOption = Annotated[
-    Mode,
+    JudgeMode,
     typer.Option(
         "--mode",
         help="generate: reasoning then verdict, read from text. score: one forward pass, verdict probabilities.",

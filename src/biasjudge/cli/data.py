@@ -14,7 +14,7 @@ printed. Every output file gets a `.meta.json` sidecar (inputs' sha256, config, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -35,8 +35,7 @@ from biasjudge.dataset.build import build_dataset
 from biasjudge.dataset.rows import RowsConfig
 
 if TYPE_CHECKING:
-    from biasjudge.dataset.build import LeakageLevel
-    from biasjudge.labels.answer_key import KappaTable, UnclearVsBiased
+    from biasjudge.labels.answer_key import KappaTable
 
 app = typer.Typer(
     name="data",
@@ -101,9 +100,9 @@ def build(
         built = build_dataset(
             resolve_data_dir(data_dir),
             out,
-            unclear_vs_biased=cast("UnclearVsBiased", unclear_vs_biased),
+            unclear_vs_biased=unclear_vs_biased,
             own_split=own_split,
-            leakage_level=cast("LeakageLevel", leakage_level),
+            leakage_level=leakage_level,
             rows=rows,
             skip_invalid=skip_invalid,
             on_read=on_read(skip_invalid),

@@ -7,9 +7,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import BaseModel
@@ -35,6 +34,7 @@ from biasjudge.cli.data_common import (
 from biasjudge.dataset.stages import LabelConfig
 from biasjudge.labels.flips import flip_gate
 from biasjudge.labels.human import label_interactively
+from biasjudge.labels.label_sets import GroupBy
 from biasjudge.labels.synthesis import SynthesisConfig
 
 if TYPE_CHECKING:
@@ -42,8 +42,7 @@ if TYPE_CHECKING:
 
     from biasjudge.backends.base import Backend
     from biasjudge.backends.costs import CostControl
-    from biasjudge.labels.agreement import GroupBy, LabelSet
-    from biasjudge.records import LabelSource
+    from biasjudge.labels.agreement import LabelSet
 
 
 # --------------------------------------------------------------------------- labels
@@ -166,15 +165,6 @@ def label_human(
 # --------------------------------------------------------------------------- label agreement, flips
 
 
-class GroupByChoice(StrEnum):
-    """What agreement and flip reports are split by (`--by`)."""
-
-    pair_category = "pair_category"
-    bias_category = "bias_category"
-    eval_slice = "eval_slice"
-    none = "none"
-
-
 LabelFilesArgument = Annotated[
     list[str],
     typer.Argument(
@@ -194,9 +184,7 @@ PairSourceOption = Annotated[
 ]
 
 
-GroupByOption = Annotated[
-    GroupByChoice, typer.Option("--by", help="Split the per-group rows by this field of the pairs.")
-]
+GroupByOption = Annotated[GroupBy, typer.Option("--by", help="Split the per-group rows by this field of the pairs.")]
 
 
 GroupPairsOption = Annotated[
@@ -216,7 +204,7 @@ class ReportOptions:
     """What `data agreement` and `data flips` read the labels with, and where the report goes (an option group)."""
 
     source: PairSourceOption = None
-    by: GroupByOption = GroupByChoice.pair_category
+    by: GroupByOption = "pair_category"
     pairs_file: GroupPairsOption = None
     out: ReportOutOption = None
     as_json: JsonOption = False
@@ -230,9 +218,7 @@ def _label_sets(files: Sequence[str], options: ReportOptions) -> list[LabelSet]:
     sets = []
     for spec in files:
         name, path = parse_named_path(spec)
-        label_set = read_label_set(
-            path, name=name, source=cast("LabelSource", source.value) if source else None, skip_invalid=skip_invalid
-        )
+        label_set = read_label_set(path, name=name, source=source, skip_invalid=skip_invalid)
         extra = f", {label_set.n_unlabelled} pairs without a label" if label_set.n_unlabelled else ""
         console.print(
             f"read {path}: {len(label_set)} labels as {label_set.name!r} ({label_set.format}{extra})", highlight=False
@@ -245,7 +231,7 @@ def _groups(options: ReportOptions) -> tuple[GroupBy, dict[str, str] | None]:
     """What the report is split by, and each pair's group from --pairs (None: from the label files)."""
     from biasjudge.labels.agreement import groups_from_pairs
 
-    group_by, pairs_file = cast("GroupBy", options.by.value), options.pairs_file
+    group_by, pairs_file = options.by, options.pairs_file
     return group_by, groups_from_pairs(pairs_file, group_by, skip_invalid=options.skip_invalid) if pairs_file else None
 
 

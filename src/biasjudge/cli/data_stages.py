@@ -8,7 +8,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +19,6 @@ from biasjudge.cli.common import (
     DataDirOption,
     JudgeSpecOption,
     LabelSourceChoice,
-    LeakageLevelChoice,
     LeakageLevelOption,
     SkipInvalidOption,
     console,
@@ -33,7 +32,7 @@ from biasjudge.dataset.runner import Stage, StageRun, run_stage
 from biasjudge.dataset.stages import CLASSIFY, PAIRS, SPLIT, CandidatesConfig
 
 if TYPE_CHECKING:
-    from biasjudge.records import LabelSource
+    pass
 
 R = TypeVar("R")
 
@@ -258,7 +257,7 @@ def check(
     train: Annotated[
         list[Path], typer.Option("--train", help="Training file(s): pairs, SFT or DPO rows (repeatable).")
     ],
-    level: LeakageLevelOption = LeakageLevelChoice.question,
+    level: LeakageLevelOption = "question",
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Leakage check: exit 1, naming the ids, when a training file shares a question (or pair) with the holdout."""
@@ -270,7 +269,7 @@ def check(
         items = read(path, _Ids, skip_invalid, None)
         no_question = sum(item.question_id is None for item in items)
         report = check_leakage(held, items)  # type: ignore[arg-type]
-        bad = report.leaks(level)  # type: ignore[arg-type]
+        bad = report.leaks(level)
         note = f" ({no_question} items without question_id: checked by pair_id only)" if no_question else ""
         if bad:
             failed = True
@@ -298,7 +297,7 @@ def rows(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for sft.jsonl and dpo.jsonl.")],
     label_source: Annotated[
         LabelSourceChoice, typer.Option("--label-source", help="Which label of each pair the rows are built from.")
-    ] = LabelSourceChoice.answer_key,
+    ] = "answer_key",
     hard_negatives: Annotated[
         Path | None, typer.Option("--hard-negatives", help="synthesis_results.jsonl-shaped rejecteds.")
     ] = None,
@@ -316,7 +315,7 @@ def rows(
         pairs_file,
         out,
         rows_config,
-        label_source=cast("LabelSource", label_source.value),
+        label_source=label_source,
         hard_negatives_file=hard_negatives,
         holdout_file=holdout,
         skip_invalid=skip_invalid,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,7 +23,7 @@ from biasjudge.errors import ConfigError, DataError
 from biasjudge.judge.registry import make_judge
 
 if TYPE_CHECKING:
-    from biasjudge.records import JudgeMode
+    pass
 
 CLI_PAIR_ID = "cli"
 """pair_id (and question_id) of the pair given by flags."""
@@ -128,7 +128,7 @@ def judge_command(
 
     pair = _pair_from_json(pair_json) if pair_json else _pair_from_flags(question, choice or [], response_a, response_b)
     if server is not None:
-        judgment = _judge_on_server(server, api_key_file, pair, mode.value, swapped)
+        judgment = _judge_on_server(server, api_key_file, pair, mode, swapped)
         _print_judgment(judgment, as_json)
         return
     system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
@@ -138,9 +138,9 @@ def judge_command(
     if constrained is not None:
         options["constrained"] = constrained
     if chat_format:
-        options["chat_format"] = chat_format.value
+        options["chat_format"] = chat_format
     console.print(f"judging with {judge} ({mode} mode)", highlight=False)
-    pair_judge = make_judge(judge, system_prompt=system_prompt, mode=cast("JudgeMode", mode.value), **options)
+    pair_judge = make_judge(judge, system_prompt=system_prompt, mode=mode, **options)
     try:
         from biasjudge.judge.protocol import JudgeRequest
 
