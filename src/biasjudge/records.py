@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 SCHEMA_VERSION = 1
 """Bumped whenever a record changes shape; written into every .meta.json sidecar."""
@@ -463,6 +463,14 @@ LONE_CHOICE = "give no choices (free text) or 2 to 5, not one"
 """Why a request's single choice is refused: none (open text) or 2 to 5."""
 
 
+def no_lone_choice(choices: list[str]) -> list[str]:
+    """A request's choices as they are, unless there is one (:data:`LONE_CHOICE`): the validator of
+    every request that names choices (`AfterValidator(no_lone_choice)`)."""
+    if len(choices) == 1:
+        raise ValueError(LONE_CHOICE)
+    return choices
+
+
 REQUEST_MAX_CHOICES = 5
 """Most answer choices a request may have (the service's limit, so its requests are valid rows too)."""
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -480,20 +488,15 @@ class PairRequest(Record):
     question: str = ""
     """The prompt both responses answer (a context and question, an instruction), as shown to the
     judge; it may be empty."""
-    choices: list[Choice] = Field(default_factory=list, max_length=REQUEST_MAX_CHOICES)
+    choices: Annotated[list[Choice], AfterValidator(no_lone_choice)] = Field(
+        default_factory=list, max_length=REQUEST_MAX_CHOICES
+    )
     """The answer choices in order (lettered A, B, C, ...): none (free text) or 2 to 5, none of them
     blank; BBQ's have 3."""
     response_a: NonEmpty
     """Text of the response shown first."""
     response_b: NonEmpty
     """Text of the response shown second."""
-
-    @field_validator("choices")
-    @classmethod
-    def _no_lone_choice(cls, choices: list[str]) -> list[str]:
-        if len(choices) == 1:
-            raise ValueError(LONE_CHOICE)
-        return choices
 
     def to_pair(self, default_id: str) -> Pair:
         """The Pair judged for this request; `default_id` is its pair_id when the request has no id."""

@@ -30,6 +30,15 @@ def _prob_matrix(probs: Sequence[Mapping[str, float]], labels: tuple[str, ...]) 
     return matrix / matrix.sum(axis=1, keepdims=True) if len(probs) else matrix
 
 
+def _checked_rows(
+    y_true: Sequence[str], probs: Sequence[Mapping[str, float]], labels: tuple[str, ...]
+) -> tuple[list[str], np.ndarray] | None:
+    """The checked labels and the renormalised probability matrix; None when there are no rows."""
+    check_same_length(y_true=y_true, probs=probs)
+    checked = check_values("y_true", y_true, labels)
+    return (checked, _prob_matrix(probs, labels)) if checked else None
+
+
 def brier_score(
     y_true: Sequence[str], probs: Sequence[Mapping[str, float]], *, labels: Sequence[str] = VERDICTS
 ) -> float:
@@ -53,11 +62,10 @@ def brier_score(
         # One label is always certain and always right; scikit-learn would read one column as
         # the positive-class probability of a binary problem instead.
         raise MetricInputError(f"brier_score needs at least 2 labels, got {labels!r}")
-    check_same_length(y_true=y_true, probs=probs)
-    y_true = check_values("y_true", y_true, labels)
-    if not y_true:
+    checked = _checked_rows(y_true, probs, labels)
+    if checked is None:
         return float("nan")
-    p = _prob_matrix(probs, labels)
+    y_true, p = checked
     # scikit-learn reads the columns in sorted label order (LabelBinarizer's), whatever the order
     # of `labels`; ours follow `labels`, so reorder them.
     order = sorted(range(len(labels)), key=lambda i: labels[i])
@@ -89,11 +97,10 @@ def expected_calibration_error(
     labels = check_labels(labels)
     if n_bins < 1:
         raise MetricInputError(f"n_bins must be at least 1, got {n_bins}")
-    check_same_length(y_true=y_true, probs=probs)
-    y_true = check_values("y_true", y_true, labels)
-    if not y_true:
+    checked = _checked_rows(y_true, probs, labels)
+    if checked is None:
         return float("nan")
-    p = _prob_matrix(probs, labels)
+    y_true, p = checked
     top = p.max(axis=1)
     correct = p.argmax(axis=1) == np.array([labels.index(t) for t in y_true])
     bins = np.minimum((top * n_bins).astype(int), n_bins - 1)

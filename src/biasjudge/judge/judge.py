@@ -25,6 +25,7 @@ exchanged, and "A" names the text shown first. The eval harness mirrors where it
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
@@ -91,6 +92,22 @@ def _group(indices: Sequence[int], key: Callable[[int], K]) -> dict[K, list[int]
     for i in indices:
         groups.setdefault(key(i), []).append(i)
     return groups
+
+
+def _answer_groups(
+    out: list[Any],
+    groups: list[list[int]],
+    batch_size: int,
+    call: Callable[[list[PromptRequest]], Sequence[Any]],
+    prompts: Sequence[PromptRequest],
+) -> None:
+    """Ask `call` for the first prompt of each group of identical prompts, `batch_size` groups per call;
+    every member of a group gets its group's answer in `out`."""
+    for start in range(0, len(groups), batch_size):
+        chunk = groups[start : start + batch_size]
+        for group, answer in zip(chunk, call([prompts[g[0]] for g in chunk]), strict=True):
+            for i in group:
+                out[i] = answer
 
 
 class Judge:
@@ -212,13 +229,8 @@ class Judge:
             unique = (
                 _group(members, lambda i: _prompt_key(prompts[i])) if temperature <= 0 else {i: [i] for i in members}
             )
-            order = list(unique.values())
-            for start in range(0, len(order), self.batch_size):
-                chunk = order[start : start + self.batch_size]
-                generations = self.backend.generate([prompts[g[0]] for g in chunk], params)
-                for group, generation in zip(chunk, generations, strict=True):
-                    for i in group:
-                        out[i] = generation
+            generate = functools.partial(self.backend.generate, params=params)
+            _answer_groups(out, list(unique.values()), self.batch_size, generate, prompts)
         missing = [i for i, g in enumerate(out) if g is None]
         if missing:  # pragma: no cover - a backend returned fewer generations than asked
             raise BackendError(f"{self.spec}: no generation for prompts {missing}")
@@ -228,12 +240,7 @@ class Judge:
         """Score each prompt over A/B/TIE; identical prompts share one backend.score call."""
         unique = list(_group(range(len(prompts)), lambda i: _prompt_key(prompts[i])).values())
         out: list[dict[str, float]] = [{}] * len(prompts)
-        for start in range(0, len(unique), self.batch_size):
-            chunk = unique[start : start + self.batch_size]
-            scores = self.backend.score([prompts[g[0]] for g in chunk], VERDICTS)
-            for group, score in zip(chunk, scores, strict=True):
-                for i in group:
-                    out[i] = score
+        _answer_groups(out, unique, self.batch_size, lambda firsts: self.backend.score(firsts, VERDICTS), prompts)
         return out
 
     def _judgment(self, request: JudgeRequest, **fields: Any) -> Judgment:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
-from biasjudge.records import LONE_CHOICE, Judgment, Pair, pair_from_fields
+from biasjudge.records import Judgment, Pair, no_lone_choice, pair_from_fields
 
 MAX_FIELD_CHARS = 20_000
 """Longest question or response text accepted (characters)."""
@@ -51,7 +51,7 @@ class PairFields(BaseModel):
     """Your id for the pair, echoed back as the judgment's pair_id (default: `pair`)."""
     question: str = Field(default="", max_length=MAX_FIELD_CHARS)
     """The prompt both responses answer (a context and question, an instruction); may be empty."""
-    choices: list[ChoiceText] = Field(
+    choices: Annotated[list[ChoiceText], AfterValidator(no_lone_choice)] = Field(
         default_factory=list, max_length=MAX_CHOICES, json_schema_extra={"not": {"minItems": 1, "maxItems": 1}}
     )
     """The answer choices in order, lettered A, B, C, ...: none for open text (the free-text judge
@@ -60,13 +60,6 @@ class PairFields(BaseModel):
     """The first response."""
     response_b: str = Field(min_length=1, max_length=MAX_FIELD_CHARS)
     """The second response."""
-
-    @field_validator("choices")
-    @classmethod
-    def _no_lone_choice(cls, choices: list[str]) -> list[str]:
-        if len(choices) == 1:
-            raise ValueError(LONE_CHOICE)
-        return choices
 
     def to_pair(self) -> Pair:
         """The Pair record the judge reads: the one construction of an ad-hoc pair, as `biasjudge
