@@ -295,6 +295,8 @@ BARE_ALLOWED = {
     ("biasjudge.backends.base", "__init__"),  # ChoiceScores(floored=...) naming a choice it lacks
     # A lookup in a mapping-like table: KeyError is the protocol of `get`-by-key.
     ("biasjudge.labels.answer_key", "get"),
+    # A pydantic AfterValidator: pydantic turns its ValueError into the record's ValidationError.
+    ("biasjudge.records", "no_lone_choice"),
     # A command declared wrong (two stage configs, an option no function defaults): fails at import.
     ("biasjudge.cli.common", "option_groups"),
     ("biasjudge.cli.common", "defaults"),

@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import Field
 
 from biasjudge.errors import ConfigError
+from biasjudge.judge.logistic import StoredLogistic
 from biasjudge.records import JudgeMode, Judgment, Record, Verdict
 from biasjudge.verdict import mirror
 
@@ -118,22 +119,12 @@ def features(texts: Sequence[str]) -> np.ndarray:
     return content_features([response_content(t) for t in texts])
 
 
-class Logistic(Record):
+class Logistic(StoredLogistic):
     """A logistic regression over dense features, stored as its numbers."""
-
-    classes: list[str]
-    coef: list[list[float]]
-    intercept: list[float]
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """(rows, classes) probabilities."""
-        from sklearn.linear_model import LogisticRegression
-
-        model = LogisticRegression()
-        model.classes_ = np.array(self.classes)
-        model.coef_ = np.array(self.coef)
-        model.intercept_ = np.array(self.intercept)
-        return np.asarray(model.predict_proba(x))
+        return self.predict_proba(x)
 
 
 def _logistic(x: np.ndarray, y: Sequence[str], c: float) -> Logistic:

@@ -35,6 +35,7 @@ from pydantic import Field
 from biasjudge.backends.embedded import minilm_embeddings
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_document, sha256_file
+from biasjudge.judge.logistic import StoredLogistic
 from biasjudge.judge.protocol import JudgeRequest, PairJudge, flag
 from biasjudge.records import AD_HOC_UNKNOWN, JudgeMode, Judgment, Pair, Record
 
@@ -52,13 +53,10 @@ class TfidfVocabulary(Record):
     """Word n-grams from 1 to this."""
 
 
-class CategoryClassifier(Record):
+class CategoryClassifier(StoredLogistic):
     """A logistic regression from question text to bias category, stored as its numbers."""
 
     features: Features
-    classes: list[str]
-    coef: list[list[float]]
-    intercept: list[float]
     tfidf: TfidfVocabulary | None = None
     """The TF-IDF state (features `tfidf` only)."""
     unknown_below: float | None = Field(default=None, ge=0, le=1)
@@ -66,13 +64,7 @@ class CategoryClassifier(Record):
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), len(classes)) category probabilities."""
-        from sklearn.linear_model import LogisticRegression
-
-        model = LogisticRegression()
-        model.classes_ = np.array(self.classes)
-        model.coef_ = np.array(self.coef)
-        model.intercept_ = np.array(self.intercept)
-        return np.asarray(model.predict_proba(featurize(self, texts)))
+        return self.predict_proba(featurize(self, texts))
 
 
 class RouterConfig(Record):

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from biasjudge.errors import ConfigError
+from biasjudge.judge.logistic import StoredLogistic
 from biasjudge.judge.reading.entities import anonymize
 from biasjudge.judge.reading.explain import is_unknown_option
 from biasjudge.records import Record
@@ -67,7 +68,7 @@ def split_question(text: str) -> tuple[str, str]:
     return match.group(1).strip(), match.group(2).strip()
 
 
-class LinearModel(Record):
+class LinearModel(StoredLogistic):
     """A logistic regression over TF-IDF features (and a few dense ones), stored as its numbers."""
 
     vocabulary: dict[str, int]
@@ -78,29 +79,25 @@ class LinearModel(Record):
     """How the text is split into tokens (scikit-learn's default: words of two characters or more)."""
     dense: int = Field(default=0, ge=0)
     """Dense features appended after the TF-IDF columns."""
-    classes: list[str]
-    coef: list[list[float]]
-    intercept: list[float]
+    _vectorizer: Any = PrivateAttr(default=None)
+    """The TF-IDF vectorizer these numbers make, built at the first call (as the regression is)."""
 
     def probabilities(self, texts: Sequence[str], dense: np.ndarray | None = None) -> np.ndarray:
         """(len(texts), len(classes)) probabilities."""
         import scipy.sparse as sp
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
 
-        vectorizer = TfidfVectorizer(
-            sublinear_tf=True, ngram_range=(1, self.ngram_max), token_pattern=self.token_pattern
-        )
-        vectorizer.vocabulary_ = self.vocabulary
-        vectorizer.idf_ = np.array(self.idf)
-        matrix = vectorizer.transform(list(texts))
+        if self._vectorizer is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            self._vectorizer = TfidfVectorizer(
+                sublinear_tf=True, ngram_range=(1, self.ngram_max), token_pattern=self.token_pattern
+            )
+            self._vectorizer.vocabulary_ = self.vocabulary
+            self._vectorizer.idf_ = np.array(self.idf)
+        matrix = self._vectorizer.transform(list(texts))
         if self.dense:
             matrix = sp.hstack([matrix, sp.csr_matrix(dense)]).tocsr()
-        model = LogisticRegression()
-        model.classes_ = np.array(self.classes)
-        model.coef_ = np.array(self.coef)
-        model.intercept_ = np.array(self.intercept)
-        return np.asarray(model.predict_proba(matrix))
+        return self.predict_proba(matrix)
 
 
 class AnalysisModel(Record):
