@@ -34,6 +34,7 @@ from pathlib import Path
 from biasjudge.eval.protocol import slug
 from biasjudge.eval.robustness import CACHE_NAME, PREDICTIONS_NAME, robustness
 from biasjudge.eval.run import JudgeToEval, jfs_folder, resolve_holdout
+from biasjudge.eval.settings import RobustnessSettings
 from biasjudge.eval.twins import TWINS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "robustness.json"
@@ -67,7 +68,7 @@ def main() -> None:
         judges,
         holdout,
         args.out,
-        limit=args.pairs,
+        RobustnessSettings(limit=args.pairs),
         holdout_name=str(jfs / "eval_set_unlabeled.jsonl"),
         command=command,
     )

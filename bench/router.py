@@ -32,6 +32,7 @@ from typing import Any
 
 from biasjudge.config import resolve_data_dir
 from biasjudge.eval.run import JudgeToEval, evaluate, resolve_holdout
+from biasjudge.eval.settings import EvalSettings
 from biasjudge.io import read_records
 from biasjudge.judge.router import fit_router, routing_report
 from biasjudge.records import Pair
@@ -106,7 +107,7 @@ def main() -> None:
         routers[label] = path
         judges.append(JudgeToEval(f"route:{path}?use_metadata=false", f"routed: {label} in, shipped out"))
     started = time.perf_counter()
-    outcome = evaluate(judges, holdout, args.work / "replayed", runs="all")
+    outcome = evaluate(judges, holdout, args.work / "replayed", EvalSettings(runs="all"))
     for entry, log in zip(judges, outcome.logs, strict=True):
         routed[entry.name] = _metrics(log)
         print(entry.name, routed[entry.name], flush=True)
@@ -123,7 +124,7 @@ def main() -> None:
         started = time.perf_counter()
         real = evaluate(
             [JudgeToEval(f"route:{path}?use_metadata=false", "routed, real models")],
-            holdout, args.work / "real", runs="original,swapped",
+            holdout, args.work / "real", EvalSettings(runs="original,swapped"),
         )  # fmt: skip
         replayed = next(v for k, v in routed.items() if k.startswith("routed: pair-level"))
         result["real"] = {
