@@ -174,7 +174,8 @@ class LlamaCppBackend:
         self._format = turn_format(chat_format)
         # llama.cpp prints adapter-loading notes to stderr even with verbose=False.
         quiet: Any = contextlib.nullcontext() if verbose else _quiet_stderr()
-        threads = n_threads or os.cpu_count() or 1
+        # The CPUs this process may run on (taskset, a container's cpuset), not every core the machine has.
+        threads = n_threads or len(os.sched_getaffinity(0)) or 1
         try:
             with quiet:
                 self._llm = llama_cpp.Llama(
