@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biasjudge.errors import BackendError
+from biasjudge.judge.protocol import request_fields
 from biasjudge.records import BiasLevel, JudgeMode, Judgment, Pair, ParsedVerdict, Verdict
 from biasjudge.verdict import PARSE_FAIL, VERDICTS, mirror
 
@@ -48,20 +49,8 @@ class _Baseline:
         out: list[Judgment] = []
         for request in requests:
             verdict, reasoning, probs = self.decide(request)
-            out.append(
-                Judgment(
-                    pair_id=request.pair.pair_id,
-                    verdict=verdict,
-                    reasoning=reasoning,
-                    probs=probs,
-                    mode=self.mode,
-                    swapped=request.swapped,
-                    temperature=request.temperature,
-                    seed=request.seed,
-                    finish_reason="stop",
-                    judge=self.spec,
-                )
-            )
+            fields = request_fields(request, judge=self.spec, mode=self.mode)
+            out.append(Judgment(**fields, verdict=verdict, reasoning=reasoning, probs=probs, finish_reason="stop"))
         return out
 
     def count_tokens(self, text: str) -> int:
