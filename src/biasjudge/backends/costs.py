@@ -57,12 +57,13 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from biasjudge.backends.base import Backend, Generation, GenerationParams, PromptRequest
 from biasjudge.backends.ledger import LedgerEntry as LedgerEntry
@@ -74,6 +75,7 @@ from biasjudge.backends.ledger import load_prices as load_prices
 from biasjudge.backends.ledger import read_ledger as read_ledger
 from biasjudge.errors import BackendError, BiasJudgeError, ConfigError
 from biasjudge.io import JsonlAppender, folder_lock, read_json, side_path, write_json
+from biasjudge.io.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ USD_EPSILON = 1e-12
 
 
 # --------------------------------------------------------------------------- errors and estimates
+
+
+T = TypeVar("T")
 
 
 class BudgetReached(BiasJudgeError):
@@ -477,6 +482,33 @@ class Meter:
         """Raise the :class:`BudgetReached` of a batch the budget cut short, once its results are written."""
         if self.stopped is not None:
             raise self.stopped
+
+    def batches(
+        self,
+        items: Sequence[T],
+        *,
+        request: Callable[[T], PromptRequest],
+        key: Callable[[T], str],
+        params: GenerationParams,
+        batch_size: int,
+        description: str,
+        total: int,
+        progress: bool = True,
+    ) -> Iterator[tuple[list[T], list[Generation]]]:
+        """The resumable generate loop of a stage: `items` (what is left of `total`) in batches of
+        `batch_size`, each through :meth:`generate`, behind one progress bar on which what earlier
+        runs did counts as done. Yields each batch's items and generations; once the caller has
+        written them, advances the bar, and stops after a batch the budget cut short (BudgetReached).
+        """
+        bar = progress_bar(enabled=progress)
+        with bar:
+            task = bar.add_task(description, total=total, completed=total - len(items), info="")
+            for start in range(0, len(items), batch_size):
+                batch = list(items[start : start + batch_size])
+                generations = self.generate([request(x) for x in batch], params, [key(x) for x in batch])
+                yield batch[: len(generations)], generations
+                bar.advance(task, len(generations))
+                self.check()
 
     def estimate(
         self, requests: Sequence[PromptRequest], params: GenerationParams, *, max_attempts: int = 1

@@ -24,7 +24,6 @@ from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
 from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, read_records
-from biasjudge.io.progress import progress_bar
 from biasjudge.prompts import load_prompt
 from biasjudge.records import CandidateResponse, ChatMessage, Question
 
@@ -108,23 +107,24 @@ def generate_candidates(
         return [done[(q.question_id, model_name)] for q in todo_all if (q.question_id, model_name) in done]
     with JsonlAppender(out_path, CandidateResponse, key=_candidate_key) as out:
         todo = [q for q in todo_all if (q.question_id, model_name) not in out]
-        bar = progress_bar(enabled=progress)
-        with bar:
-            task = bar.add_task(
-                f"candidates ({model_name})", total=len(todo_all), completed=len(todo_all) - len(todo), info=""
-            )
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                generations = meter.generate([request(q) for q in batch], params, [q.question_id for q in batch])
-                for question, gen in zip(batch[: len(generations)], generations, strict=True):
-                    out.append(
-                        CandidateResponse(
-                            question_id=question.question_id,
-                            model=model_name,
-                            text=gen.text,
-                            finish_reason=gen.finish_reason,
-                        )
+        batches = meter.batches(
+            todo,
+            request=request,
+            key=lambda q: q.question_id,
+            params=params,
+            batch_size=batch_size,
+            description=f"candidates ({model_name})",
+            total=len(todo_all),
+            progress=progress,
+        )
+        for batch, generations in batches:
+            for question, gen in zip(batch, generations, strict=True):
+                out.append(
+                    CandidateResponse(
+                        question_id=question.question_id,
+                        model=model_name,
+                        text=gen.text,
+                        finish_reason=gen.finish_reason,
                     )
-                bar.advance(task, len(generations))
-                meter.check()  # a batch the budget cut short: its answers are written, now stop
+                )
         return [out.done[(q.question_id, model_name)] for q in todo_all]

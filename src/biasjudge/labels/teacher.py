@@ -33,7 +33,6 @@ from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
 from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path
-from biasjudge.io.progress import progress_bar
 from biasjudge.labels import attach_labels, existing_records, filter_confident
 from biasjudge.prompts import load_prompt
 from biasjudge.prompts.render import VERDICT_INSTRUCTION, user_message
@@ -240,46 +239,46 @@ def teacher_label(
                 run.n_dropped_before += 1
             else:
                 todo.append(pair)
-        bar = progress_bar(enabled=progress)
-        with bar:
-            task = bar.add_task(
-                f"teacher ({labeller_name})", total=len(pairs), completed=len(pairs) - len(todo), info=""
-            )
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                requests = [PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in batch]
-                generations = meter.generate(requests, params, [p.pair_id for p in batch])
-                for pair, gen in zip(batch[: len(generations)], generations, strict=True):
-                    read = parse_teacher_output(gen.text, gen.finish_reason)
-                    if read.verdict is None:
-                        dropped.append(
-                            DroppedRecord(
-                                pair_id=pair.pair_id,
-                                model=labeller_name,
-                                reason=read.error or "unreadable",
-                                raw_text=gen.text,
-                                finish_reason=gen.finish_reason,
-                            )
-                        )
-                        run.n_dropped_now += 1
-                        run.dropped_ids.append(pair.pair_id)
-                        continue
-                    done.append(
-                        TeacherRecord(
+        batches = meter.batches(
+            todo,
+            request=lambda p: PromptRequest(messages=tuple(teacher_messages(p, rubric))),
+            key=lambda p: p.pair_id,
+            params=params,
+            batch_size=batch_size,
+            description=f"teacher ({labeller_name})",
+            total=len(pairs),
+            progress=progress,
+        )
+        for batch, generations in batches:
+            for pair, gen in zip(batch, generations, strict=True):
+                read = parse_teacher_output(gen.text, gen.finish_reason)
+                if read.verdict is None:
+                    dropped.append(
+                        DroppedRecord(
                             pair_id=pair.pair_id,
-                            verdict=read.verdict,
-                            confidence=read.confidence,
-                            reasoning=read.reasoning,
                             model=labeller_name,
-                            pair_category=pair.pair_category,
-                            raw_output=gen.text,
+                            reason=read.error or "unreadable",
+                            raw_text=gen.text,
                             finish_reason=gen.finish_reason,
                         )
                     )
-                    run.n_labelled_now += 1
-                    run.n_no_confidence += read.confidence is None
-                bar.advance(task, len(generations))
-                meter.check()  # a batch the budget cut short: its labels are written, now stop
+                    run.n_dropped_now += 1
+                    run.dropped_ids.append(pair.pair_id)
+                    continue
+                done.append(
+                    TeacherRecord(
+                        pair_id=pair.pair_id,
+                        verdict=read.verdict,
+                        confidence=read.confidence,
+                        reasoning=read.reasoning,
+                        model=labeller_name,
+                        pair_category=pair.pair_category,
+                        raw_output=gen.text,
+                        finish_reason=gen.finish_reason,
+                    )
+                )
+                run.n_labelled_now += 1
+                run.n_no_confidence += read.confidence is None
         labels = {pid: rec.to_label() for pid, rec in done.done.items()}
     run.pairs = attach_labels(pairs, labels)
     return run
