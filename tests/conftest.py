@@ -72,6 +72,8 @@ def _one_cpu_per_worker(index: int) -> None:
     two workers on two cores each ran torch and llama.cpp with a thread per core: four busy threads
     on two cores, which spend their time waiting on each other. The llama.cpp backend sizes its
     threads by the CPUs the process may use, so it follows the pin; subprocesses inherit it."""
+    if not hasattr(os, "sched_setaffinity"):  # macOS: no CPU pinning
+        return
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return

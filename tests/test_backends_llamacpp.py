@@ -160,3 +160,14 @@ def test_common_prefix_length() -> None:
     assert common_prefix_length([1, 2, 3], [1, 2, 4, 5]) == 2
     assert common_prefix_length([1, 2], [1, 2, 3]) == 2
     assert common_prefix_length([], [1]) == 0
+
+
+def test_threads_follow_the_cpus_the_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp gets a thread per CPU this process may run on (a taskset or cpuset), else per core."""
+    import os
+
+    from biasjudge.backends.llamacpp import usable_cpus
+
+    assert usable_cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity")  # as on macOS
+    assert usable_cpus() == (os.cpu_count() or 1)

@@ -119,6 +119,13 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return int(diff[0]) if diff.size else n
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, a container's cpuset), not every core the machine
+    has; where the OS cannot say (macOS), every core."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 class LlamaCppBackend:
     """A GGUF model run by llama.cpp on the CPU.
 
@@ -174,8 +181,7 @@ class LlamaCppBackend:
         self._format = turn_format(chat_format)
         # llama.cpp prints adapter-loading notes to stderr even with verbose=False.
         quiet: Any = contextlib.nullcontext() if verbose else _quiet_stderr()
-        # The CPUs this process may run on (taskset, a container's cpuset), not every core the machine has.
-        threads = n_threads or len(os.sched_getaffinity(0)) or 1
+        threads = n_threads or usable_cpus()
         try:
             with quiet:
                 self._llm = llama_cpp.Llama(
