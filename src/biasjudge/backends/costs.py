@@ -78,6 +78,7 @@ from biasjudge.io import JsonlAppender, folder_lock, read_json, side_path, write
 from biasjudge.io.progress import progress_bar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BUDGET_EXIT_CODE = 3
 """Exit status of a command stopped by `--budget-usd` (0 = finished, 2 = an error)."""
@@ -97,9 +98,6 @@ USD_EPSILON = 1e-12
 
 
 # --------------------------------------------------------------------------- errors and estimates
-
-
-T = TypeVar("T")
 
 
 class BudgetReached(BiasJudgeError):

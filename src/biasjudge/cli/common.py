@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from biasjudge.dataset.build import LeakageLevel
+from biasjudge.eval.settings import JudgingSettings
 from biasjudge.labels.answer_key import UnclearVsBiased
 from biasjudge.records import JudgeMode
 
@@ -92,7 +93,7 @@ ModeOption = Annotated[
     JudgeMode,
     typer.Option(
         "--mode",
-        help="generate: reasoning then verdict, read from text. score: one forward pass, verdict probabilities.",
+        help=JudgingSettings.model_fields["mode"].description,  # written once, in the eval's settings
     ),
 ]
 SkipInvalidOption = Annotated[

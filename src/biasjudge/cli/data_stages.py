@@ -8,7 +8,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -30,9 +30,6 @@ from biasjudge.data.pairs import PairsConfig
 from biasjudge.dataset.rows import RowsConfig
 from biasjudge.dataset.runner import Stage, StageRun, run_stage
 from biasjudge.dataset.stages import CLASSIFY, PAIRS, SPLIT, CandidatesConfig
-
-if TYPE_CHECKING:
-    pass
 
 R = TypeVar("R")
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from biasjudge.config import ConfigModel
-from biasjudge.data.holdout import HoldoutConfig, Split
+from biasjudge.data.holdout import HoldoutConfig, Split, load_pairs
 from biasjudge.data.pairs import PairsConfig
 from biasjudge.dataset.build import ReadReport, counting_reader, write_output
 from biasjudge.dataset.runner import ONE_FILE, Stage, StageInput, StageOutput
@@ -98,7 +98,6 @@ def label_file(
     `cost` books its calls and may stop it at a budget, see :mod:`biasjudge.backends.costs`; a dry run
     writes nothing; `rubric` replaces prompts/teacher.md).
     """
-    from biasjudge.data.holdout import load_pairs
     from biasjudge.labels import attach_labels
 
     reads: list[ReadReport] = []
@@ -237,9 +236,7 @@ def candidates_from_file(
 
     reads: list[ReadReport] = []
     read = counting_reader(reads, out.parent, on_read)
-    questions: list[Question] = read(
-        read_records(questions_file, Question, skip_invalid=skip_invalid, unique_key="question_id")
-    )
+    questions: list[Question] = read(_read_questions(questions_file, skip_invalid))
     questions = questions[: config.limit] if config.limit is not None else questions
     params = config.params()
     done = generate_candidates(
@@ -270,8 +267,6 @@ def _read_candidates(path: Path, skip_invalid: bool) -> ReadResult[CandidateResp
 
 
 def _read_pairs(path: Path, skip_invalid: bool) -> ReadResult[Pair]:
-    from biasjudge.data.holdout import load_pairs
-
     return load_pairs(path, skip_invalid=skip_invalid)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from biasjudge.errors import ConfigError
+from biasjudge.eval.settings import RobustnessSettings
 from biasjudge.eval.twins import (
     FAMILIES,
     TWIN_SEPARATOR,
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from biasjudge.eval.protocol import JudgeToEval
-    from biasjudge.eval.settings import RobustnessSettings
     from biasjudge.judge.protocol import PairJudge
 
 RESULT_NAME = "robustness.json"
@@ -540,7 +540,6 @@ def robustness(
             holds the folder.
     """
     from biasjudge.eval.protocol import check_columns, opened_judge, slug
-    from biasjudge.eval.settings import RobustnessSettings
     from biasjudge.eval.twins import select_twins
     from biasjudge.io import atomic_open, folder_lock, write_json
 

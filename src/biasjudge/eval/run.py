@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from biasjudge.errors import DataError
 from biasjudge.eval.protocol import JudgeToEval
+from biasjudge.eval.settings import EvalSettings
 from biasjudge.io import check_input_file, folder_lock
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from biasjudge.eval.settings import EvalSettings
     from biasjudge.records import EvalLog, Pair
 
 HOLDOUT_NAME = "eval_set_unlabeled.jsonl"
@@ -124,7 +124,6 @@ def evaluate(
     """
     from biasjudge.eval.protocol import check_columns, opened_judge, run_eval, select_runs, slug
     from biasjudge.eval.report import write_reports
-    from biasjudge.eval.settings import EvalSettings
 
     settings = settings or EvalSettings()
     mode, limit = settings.mode, settings.limit

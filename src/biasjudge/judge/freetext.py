@@ -119,19 +119,11 @@ def features(texts: Sequence[str]) -> np.ndarray:
     return content_features([response_content(t) for t in texts])
 
 
-class Logistic(StoredLogistic):
-    """A logistic regression over dense features, stored as its numbers."""
-
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """(rows, classes) probabilities."""
-        return self.predict_proba(x)
-
-
-def _logistic(x: np.ndarray, y: Sequence[str], c: float) -> Logistic:
+def _logistic(x: np.ndarray, y: Sequence[str], c: float) -> StoredLogistic:
     from sklearn.linear_model import LogisticRegression
 
     model = LogisticRegression(C=c, max_iter=5000, random_state=0).fit(x, list(y))
-    return Logistic(
+    return StoredLogistic(
         classes=[str(k) for k in model.classes_],
         coef=[[round(float(v), 6) for v in row] for row in model.coef_],
         intercept=[round(float(v), 6) for v in model.intercept_],
@@ -142,8 +134,8 @@ EMBEDDING_DIM = 384
 """all-MiniLM-L6-v2's sentence embedding size."""
 
 
-def _stereotype_scores(statement: Logistic, x: np.ndarray) -> np.ndarray:
-    return statement.probabilities(x)[:, statement.classes.index("1")]
+def _stereotype_scores(statement: StoredLogistic, x: np.ndarray) -> np.ndarray:
+    return statement.predict_proba(x)[:, statement.classes.index("1")]
 
 
 @dataclass(frozen=True)
@@ -162,9 +154,9 @@ class TextModel(Record):
     """The free-text judge's two regressions."""
 
     version: int = TEXT_MODEL_VERSION
-    statement: Logistic
+    statement: StoredLogistic
     """Response features -> stereotyped (1) or not (0)."""
-    pair: Logistic
+    pair: StoredLogistic
     """Pair features (:func:`pair_features`) -> A / B / TIE."""
     fitted_on: dict[str, Any] = Field(default_factory=dict)
 
@@ -194,8 +186,8 @@ class TextModel(Record):
     ) -> list[dict[str, float]]:
         """P(A), P(B), P(TIE) of each pair (rows of the two responses' features and scores), symmetric
         by construction: the shown order's and the swapped order's probabilities, mirrored and averaged."""
-        shown = self.pair.probabilities(pair_features(first, second, s_first, s_second))
-        swapped = self.pair.probabilities(pair_features(second, first, s_second, s_first))
+        shown = self.pair.predict_proba(pair_features(first, second, s_first, s_second))
+        swapped = self.pair.predict_proba(pair_features(second, first, s_second, s_first))
         index = {c: i for i, c in enumerate(self.pair.classes)}
         return [
             {

@@ -316,8 +316,8 @@ def synthesize(
         skipped_tie=found.tie,
         skipped_low_confidence=found.low_confidence,
     )
-    constrained = config.constrained
-    use_grammar = bool(getattr(backend, "supports_grammar", False)) if constrained is None else constrained
+    supports = bool(getattr(backend, "supports_grammar", False))
+    use_grammar = supports if config.constrained is None else config.constrained
     if use_grammar:
         params = replace(params, grammar=CONTRACT_GRAMMAR)
     meter = meter_for(backend, "synthesis", cost)
