@@ -45,10 +45,10 @@ def test_counts_match_the_reference(built: DatasetBuild) -> None:
         "dpo": 2 * 971,
     }
     assert built.notes["unused"] == "132 religion (OOD) + 441 sharing a question with the holdout"
-    assert built.dpo.rejected_sources == {"hard_negative": 543, "verdict_flip": 428}
+    assert built.written.dpo.rejected_sources == {"hard_negative": 543, "verdict_flip": 428}
     assert sum(built.verdicts.values()) == 1497 and list(built.verdicts) == sorted(built.verdicts)
     assert sum(built.pool_buckets.values()) == 1497
-    assert sum(built.sft_stats["bucket"].values()) == 2994
+    assert sum(built.written.sft_stats["bucket"].values()) == 2994
     assert built.seconds > 0
 
 

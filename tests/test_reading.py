@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from biasjudge.errors import ConfigError
 from biasjudge.io import read_records
+from biasjudge.judge.freetext import read_model_file
 from biasjudge.judge.protocol import JudgeRequest
-from biasjudge.judge.reading.analysis import analyze, split_question
+from biasjudge.judge.reading.analysis import AnalysisModel, analyze, split_question
 from biasjudge.judge.reading.decide import decide, level_of, verdict_of_levels
 from biasjudge.judge.reading.entities import anonymize
 from biasjudge.judge.reading.explain import conclusion_of, explain, implied_verdict, is_unknown_option
-from biasjudge.judge.reading.judge import ReadingJudge, read_analysis_model, shipped_analysis
+from biasjudge.judge.reading.judge import ReadingJudge, shipped_analysis
 from biasjudge.judge.reading.responses import ResponseReading, read_response
 from biasjudge.judge.registry import make_judge
 from biasjudge.records import Pair, pair_from_fields
@@ -193,7 +194,7 @@ def test_anonymize_names_people_by_first_mention() -> None:
 
 
 def test_the_shipped_analysis_reads_both_kinds_of_context() -> None:
-    model = read_analysis_model(shipped_analysis())
+    model = read_model_file(shipped_analysis(), AnalysisModel, "question-analysis model")
     ambiguous = analyze(model, QUESTION, CHOICES)
     assert ambiguous.best_correct == 2 and ambiguous.best_target == 0  # unknown; the grandfather
     settled = analyze(

@@ -11,8 +11,6 @@ from hypothesis import strategies as st
 from biasjudge.dataset.rows import (
     RATIONALE_TEMPLATE,
     HardNegative,
-    build_dpo_rows,
-    build_sft_rows,
     dpo_rows,
     read_hard_negatives,
     row_stats,
@@ -62,7 +60,7 @@ def test_mirroring_twice_is_identity(text: str) -> None:
 @given(text=reasoning_text, verdict=verdicts)
 def test_swapped_row_mirrors_the_original(text: str, verdict: str) -> None:
     pair = make_pair(Label(verdict=verdict, source="teacher", reasoning=text, confidence=5))  # type: ignore[arg-type]
-    rows = sft_rows([pair], system_prompt=SYSTEM, label_source="teacher")
+    rows = sft_rows([pair], system_prompt=SYSTEM, label_source="teacher").rows
     assert [r.swap for r in rows] == [False, True]
     original, swapped = rows
     # the swapped prompt shows the responses exchanged, labels A/B in place
@@ -102,7 +100,7 @@ def test_template_reasoning_names_both_and_matches_the_verdict() -> None:
     )
     # the swap of an A row is exactly the B row of the same pair
     pair = make_pair(Label(verdict="A", source="answer_key", confidence=5))
-    _, swapped = sft_rows([pair], system_prompt=SYSTEM, label_source="answer_key")
+    _, swapped = sft_rows([pair], system_prompt=SYSTEM, label_source="answer_key").rows
     assert swapped.completion == render(template_reasoning(pair, "B"), "B")
     assert swapped.reasoning_source == "template"
 
@@ -115,10 +113,10 @@ def test_sft_skips_and_counts() -> None:
         make_pair(Label(verdict="B", source="human", confidence=5), "p4"),
         make_pair(None, "p5"),
     ]
-    build = build_sft_rows(pairs, system_prompt=SYSTEM, label_source="answer_key", min_confidence=3)
+    build = sft_rows(pairs, system_prompt=SYSTEM, label_source="answer_key", min_confidence=3)
     assert [r.pair_id for r in build.rows] == ["p1", "p1"]
     assert (build.skipped_no_label, build.skipped_low_confidence, build.n_used) == (2, 2, 1)
-    assert len(sft_rows(pairs, system_prompt=SYSTEM, label_source="answer_key")) == 6
+    assert len(sft_rows(pairs, system_prompt=SYSTEM, label_source="answer_key").rows) == 6
 
 
 # --------------------------------------------------------------------------- DPO
@@ -136,7 +134,7 @@ def test_dpo_hard_negative_or_flip() -> None:
         HardNegative(pair_id="p1", reasoning="Response B seems to assume.", verdict="B", failure_mode="x"),
         HardNegative(pair_id="p2", reasoning="Response A assumes.", verdict="A"),  # agrees: not used
     ]
-    build = build_dpo_rows(pairs, system_prompt=SYSTEM, label_source="answer_key", hard_negatives=negatives)
+    build = dpo_rows(pairs, system_prompt=SYSTEM, label_source="answer_key", hard_negatives=negatives)
     assert (build.skipped_tie, build.skipped_low_confidence) == (1, 1)
     assert build.rejected_sources == {"hard_negative": 1, "verdict_flip": 2}
     rows = {(r.pair_id, r.swap): r for r in build.rows}
@@ -173,7 +171,7 @@ def labelled(jfs: Path) -> list[Pair]:
 
 def test_sft_rows_on_real_pairs(labelled: list[Pair]) -> None:
     system = load_prompt("judge_system")
-    build = build_sft_rows(labelled, system_prompt=system, label_source="answer_key")
+    build = sft_rows(labelled, system_prompt=system, label_source="answer_key")
     assert (build.n_pairs, build.n_used, len(build.rows)) == (1938, 1938, 3876)
     stats = row_stats(build.rows, labelled)
     assert stats["verdict"] == {"A": 1298, "B": 1298, "TIE": 1280}
@@ -190,13 +188,13 @@ def test_dpo_rows_on_real_pairs(labelled: list[Pair], jfs: Path) -> None:
     negatives = read_hard_negatives(jfs / "synthesis_results.jsonl").records
     assert len(negatives) == 779
     kwargs = {"system_prompt": "s", "label_source": "answer_key", "hard_negatives": negatives}
-    build = build_dpo_rows(labelled, **kwargs)  # type: ignore[arg-type]
+    build = dpo_rows(labelled, **kwargs)  # type: ignore[arg-type]
     assert (build.n_used, len(build.rows), build.skipped_tie) == (1298, 2596, 478)
     assert build.rejected_sources == {"hard_negative": 716, "verdict_flip": 582}
     for row in build.rows:
         chosen, rejected = parse(row.chosen)[0], parse(row.rejected)[0]
         assert chosen in ("A", "B") and rejected != chosen
-    again = dpo_rows(labelled, **kwargs)  # type: ignore[arg-type]
+    again = dpo_rows(labelled, **kwargs).rows  # type: ignore[arg-type]
     assert [(r.pair_id, r.swap, r.split) for r in again] == [(r.pair_id, r.swap, r.split) for r in build.rows]
     splits: dict[str, set[str]] = {}
     for row in build.rows:

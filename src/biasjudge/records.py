@@ -427,6 +427,24 @@ class EvalLog(Record):
     """Every prediction of every run."""
 
 
+def pick_checkpoint(names: Sequence[str], checkpoint: str | None, source: object, how: str) -> str:
+    """`checkpoint` if it is one of `names` (the judges of the eval log `source`); None: the only one.
+
+    Raises:
+        ConfigError: `checkpoint` is not among `names`, or it is None and there are several
+            (the message ends with `how` a user names one).
+    """
+    from biasjudge.errors import ConfigError
+
+    if checkpoint is None:
+        if len(names) != 1:
+            raise ConfigError(f"{source} holds checkpoints {list(names)}; {how}")
+        return names[0]
+    if checkpoint not in names:
+        raise ConfigError(f"{source} has no checkpoint {checkpoint!r}; it has {list(names)}")
+    return checkpoint
+
+
 # --------------------------------------------------------------------------- ad-hoc pairs
 
 AD_HOC_BUCKET: PairCategory = "adversarial"

@@ -27,6 +27,7 @@ another one. :func:`biasjudge.judge.make_judge` takes specs of both kinds.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,19 @@ PAIRWISE_JUDGE_SPEC = "llamacpp:embedded"
 through llama.cpp, both orders combined (the default before the question reader; kept to compare)."""
 EMBEDDED_BASE_SPEC = "llamacpp:embedded-base"
 """The embedded Gemma 3 270M as it comes from PyPI: pretrained, untrained as a judge."""
+
+
+@dataclass(frozen=True)
+class LazyClass:
+    """Where a class lives; imported only by :meth:`load` (naming a scheme costs no import)."""
+
+    module: str
+    name: str
+
+    def load(self) -> Callable[..., Any]:
+        """The class."""
+        constructor: Callable[..., Any] = getattr(importlib.import_module(self.module), self.name)
+        return constructor
 
 
 @dataclass(frozen=True)
@@ -131,30 +145,13 @@ def build_backend(spec: JudgeSpec, options: dict[str, Any]) -> Backend:
 
 # --------------------------------------------------------------------------- built-in schemes
 
+BUILT_IN_BACKENDS: dict[str, LazyClass] = {
+    "llamacpp": LazyClass("biasjudge.backends.llamacpp", "LlamaCppBackend"),
+    "hf": LazyClass("biasjudge.backends.hf", "HFBackend"),
+    "openai": LazyClass("biasjudge.backends.openai", "OpenAIBackend"),
+    "vllm": LazyClass("biasjudge.backends.vllm", "VLLMBackend"),
+}
+"""The backends that come with biasjudge; add one here to add a backend."""
 
-@register_backend("llamacpp")
-def _llamacpp() -> Callable[..., Any]:
-    from biasjudge.backends.llamacpp import LlamaCppBackend
-
-    return LlamaCppBackend
-
-
-@register_backend("hf")
-def _hf() -> Callable[..., Any]:
-    from biasjudge.backends.hf import HFBackend
-
-    return HFBackend
-
-
-@register_backend("openai")
-def _openai() -> Callable[..., Any]:
-    from biasjudge.backends.openai import OpenAIBackend
-
-    return OpenAIBackend
-
-
-@register_backend("vllm")
-def _vllm() -> Callable[..., Any]:
-    from biasjudge.backends.vllm import VLLMBackend
-
-    return VLLMBackend
+for _scheme, _constructor in BUILT_IN_BACKENDS.items():
+    register_backend(_scheme)(_constructor.load)

@@ -33,15 +33,16 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ConfigDict, Field
 
 from biasjudge.backends.base import import_optional
 from biasjudge.batch.output import Sink
 from biasjudge.batch.rows import Row
 from biasjudge.batch.settings import JudgeSettings
-from biasjudge.config import JudgeSpec
+from biasjudge.config import ConfigModel, JudgeSpec
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import write_json_lines
 from biasjudge.records import Judgment, Pair
@@ -56,32 +57,23 @@ MAX_STAGE_FILES = 2000
 big input, so Ray's per-block overhead stays small while results still stream back batch by batch."""
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide the Ray engine runs."""
+class RayOptions(ConfigModel):
+    """Where and how wide the Ray engine runs (`judge-file --engine ray`)."""
 
-    actors: int = 1
-    """Actors in the pool, each holding one judge (one model in memory per actor)."""
-    cpus_per_actor: float | None = None
-    """CPUs Ray reserves per actor; a llama.cpp judge then runs that many threads. Default: on the
-    local runtime its CPUs divided among the actors; on a cluster 1."""
-    gpus_per_actor: float = 0.0
-    """GPUs per actor (1 for the `vllm:` backend on GPU workers)."""
-    address: str | None = None
-    """A Ray cluster to join (`auto`, `ray://HOST:10001`, `HOST:6379`); None starts a local runtime."""
-    num_cpus: int | None = None
-    """CPUs of the local runtime (default: all of this machine's); ignored with an address."""
+    model_config = ConfigDict(frozen=True)
 
-    def check(self) -> None:
-        """Raise ConfigError naming the option when a count or a resource is out of range."""
-        if self.actors < 1:
-            raise ConfigError(f"actors must be >= 1, got {self.actors}")
-        if self.cpus_per_actor is not None and self.cpus_per_actor <= 0:
-            raise ConfigError(f"cpus_per_actor must be > 0, got {self.cpus_per_actor}")
-        if self.gpus_per_actor < 0:
-            raise ConfigError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
-        if self.num_cpus is not None and self.num_cpus < 1:
-            raise ConfigError(f"num_cpus must be >= 1, got {self.num_cpus}")
+    actors: int = Field(default=1, ge=1)
+    """Ray: actors in the pool, each loading one judge (one model in memory per actor)."""
+    cpus_per_actor: float | None = Field(default=None, gt=0)
+    """Ray: CPUs reserved per actor; a llama.cpp judge runs that many threads. Default: the local
+    runtime's CPUs divided among the actors; 1 on a cluster."""
+    gpus_per_actor: float = Field(default=0.0, ge=0)
+    """Ray: GPUs per actor (1 for --judge vllm:MODEL on GPU workers)."""
+    address: str | None = Field(default=None, json_schema_extra={"flags": ["--ray-address"]})
+    """Ray: a cluster to join ('auto' on a cluster node, ray://HOST:10001 or HOST:6379); run the command
+    on a cluster node. Default: start a local Ray runtime."""
+    num_cpus: int | None = Field(default=None, ge=1, json_schema_extra={"flags": ["--ray-cpus"]})
+    """Ray: CPUs of the local runtime (default: all of this machine's); ignored with an address."""
 
 
 class JudgeActor:
@@ -270,7 +262,6 @@ def judge_with_ray(
     Starts a local Ray runtime (or joins `options.address`) unless Ray is initialised already, and
     shuts down only what it started.
     """
-    options.check()
     _is_llamacpp(settings.spec)  # a spec that does not parse fails here, before Ray starts
     ray = import_optional("ray", "ray[data]", "ray", "--engine ray")
     stage_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import typer
 
 from biasjudge.batch.judge_file import Engine, judge_file
 from biasjudge.batch.ray_engine import RayOptions
-from biasjudge.cli.common import JudgeSpecOption, ModeOption, SystemPromptOption, console, defaults_from
+from biasjudge.cli.common import JudgeSpecOption, ModeOption, SystemPromptOption, console, defaults_from, option_groups
 
 if TYPE_CHECKING:
     from biasjudge.batch.judge_file import BatchSummary
@@ -31,7 +31,8 @@ def _describe(summary: BatchSummary) -> list[str]:
     return lines
 
 
-@defaults_from(judge_file, RayOptions, ray_address="address", ray_cpus="num_cpus")
+@option_groups
+@defaults_from(judge_file)
 def judge_file_command(
     in_path: Annotated[
         Path,
@@ -80,48 +81,11 @@ def judge_file_command(
             ),
         ),
     ],
-    actors: Annotated[
-        int, typer.Option("--actors", min=1, help="Ray: actors in the pool, each loading one judge (one model).")
-    ],
-    cpus_per_actor: Annotated[
-        float | None,
-        typer.Option(
-            "--cpus-per-actor",
-            help=(
-                "Ray: CPUs reserved per actor; a llama.cpp judge runs that many threads. Default: the local "
-                "runtime's CPUs divided among the actors; 1 on a cluster."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    gpus_per_actor: Annotated[
-        float,
-        typer.Option("--gpus-per-actor", min=0, help="Ray: GPUs per actor (1 for --judge vllm:MODEL on GPU workers)."),
-    ],
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address",
-            help=(
-                "Ray: a cluster to join ('auto' on a cluster node, or HOST:6379); run this command on a cluster "
-                "node. Default: start a local Ray runtime."
-            ),
-            show_default=False,
-        ),
-    ] = None,
-    ray_cpus: Annotated[
-        int | None,
-        typer.Option(
-            "--ray-cpus",
-            min=1,
-            help="Ray: CPUs of the local runtime (default: all of this machine's); ignored with --ray-address.",
-            show_default=False,
-        ),
-    ] = None,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the progress bar (rows, rate, time left) on stderr.")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the run's summary as JSON on stdout.")] = False,
+    ray: RayOptions,
 ) -> None:
     """Judge every pair of a JSONL or Parquet file: streaming, resumable, invalid rows to a side file.
 
@@ -130,7 +94,7 @@ def judge_file_command(
     from biasjudge.prompts import read_prompt_file
 
     system_prompt = read_prompt_file(system_prompt_file) if system_prompt_file else None
-    where = f" on Ray ({actors} actor{'s' if actors > 1 else ''})" if engine == "ray" else ""
+    where = f" on Ray ({ray.actors} actor{'s' if ray.actors > 1 else ''})" if engine == "ray" else ""
     console.print(f"judging {in_path} with {judge} ({mode} mode){where} -> {out_path}", highlight=False)
     summary = judge_file(
         in_path,
@@ -140,13 +104,7 @@ def judge_file_command(
         system_prompt=system_prompt,
         batch_size=batch_size,
         engine=engine,
-        ray=RayOptions(
-            actors=actors,
-            cpus_per_actor=cpus_per_actor,
-            gpus_per_actor=gpus_per_actor,
-            address=ray_address,
-            num_cpus=ray_cpus,
-        ),
+        ray=ray,
         progress=progress,
         console=console,
     )

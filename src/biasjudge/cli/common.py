@@ -300,7 +300,7 @@ def config_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
 def _config_file_parameter(model: type[BaseModel]) -> inspect.Parameter:
     option = typer.Option(
         "--config",
-        help=f"YAML file of {model.__name__} values (every option of this command, and those only a file can "
+        help=f"YAML file of {model.__name__} values (the fields these options set, and any a file alone can "
         "hold); the flags given override it.",
         show_default=False,
     )

@@ -110,7 +110,7 @@ def build(
     except MissingHoldoutError as exc:
         raise typer.BadParameter(f"{exc.path} not found (or pass --own-split)", param_hint="--data-dir") from None
 
-    sft, dpo = built.sft, built.dpo
+    sft, dpo = built.written.sft, built.written.dpo
     summary = [
         ("pairs.jsonl", built.rows["pairs"], "all pairs"),
         ("holdout.jsonl", built.rows["holdout"], built.notes["holdout"]),
@@ -130,7 +130,7 @@ def build(
         (
             "dpo.jsonl",
             built.rows["dpo"],
-            f"{dpo.n_used} pairs x 2; {dpo.rejected_sources}; split {built.dpo_stats.get('split')}",
+            f"{dpo.n_used} pairs x 2; {dpo.rejected_sources}; split {built.written.dpo_stats.get('split')}",
         ),
     ]
     console.print(counts_table(f"biasjudge data build -> {built.out}", summary))
@@ -139,8 +139,8 @@ def build(
         bucket_table.add_row(
             bucket,
             str(n),
-            str(built.sft_stats["bucket"].get(bucket, 0)),
-            str(built.dpo_stats["bucket"].get(bucket, 0)),
+            str(built.written.sft_stats["bucket"].get(bucket, 0)),
+            str(built.written.dpo_stats["bucket"].get(bucket, 0)),
         )
     console.print(bucket_table)
     if built.kappa:

@@ -4,9 +4,8 @@ flips, and synthesize (hard negatives for DPO); registered on the group by :mod:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,7 +31,7 @@ from biasjudge.cli.data_common import (
     report_read,
 )
 from biasjudge.dataset.stages import LabelConfig
-from biasjudge.labels.flips import flip_gate
+from biasjudge.labels.flips import GateThresholds, flip_gate
 from biasjudge.labels.human import label_interactively
 from biasjudge.labels.label_sets import GroupBy
 from biasjudge.labels.synthesis import SynthesisConfig
@@ -276,39 +275,12 @@ def agreement(
     _write_report(report, options)
 
 
-_GATE = inspect.signature(flip_gate).parameters
-
-
-@dataclass(frozen=True)
-class GateOptions:
-    """The thresholds of `data flips`' gate (an option group of :func:`~biasjudge.labels.flips.flip_gate`'s
-    arguments, whose defaults are the gate's own)."""
-
-    max_flip_rate: Annotated[
-        float, typer.Option("--max-flip-rate", help="Regression when more shared pairs than this share flip verdict.")
-    ] = _GATE["max_flip_rate"].default
-    max_group_flip_rate: Annotated[
-        float | None,
-        typer.Option("--max-group-flip-rate", help="Regression when any one group flips more than this (default off)."),
-    ] = _GATE["max_group_flip_rate"].default
-    min_group_size: Annotated[
-        int, typer.Option("--min-group-size", help="Groups smaller than this are not held to --max-group-flip-rate.")
-    ] = _GATE["min_group_size"].default
-    min_shared: Annotated[
-        int, typer.Option("--min-shared", help="Invalid (exit 2) when fewer pairs than this are in both versions.")
-    ] = _GATE["min_shared"].default
-    max_lost_rate: Annotated[
-        float | None,
-        typer.Option("--max-lost-rate", help="Regression when more old labels than this share are missing from new."),
-    ] = _GATE["max_lost_rate"].default
-
-
 @option_groups
 def flips(
     old: Annotated[str, typer.Argument(help="The earlier label version (NAME=PATH to name it).", show_default=False)],
     new: Annotated[str, typer.Argument(help="The later label version (NAME=PATH to name it).", show_default=False)],
     *,
-    gate: GateOptions,
+    gate: GateThresholds,
     options: ReportOptions,
 ) -> None:
     """Which pairs changed verdict between two label versions, from what to what, per group; a gate on the rate.
@@ -322,7 +294,7 @@ def flips(
         new_set.name = f"{new_set.name} (new)"
     group_by, groups = _groups(options)
     report = flip_report(old_set, new_set, by=group_by, groups=groups)
-    decision = flip_gate(report, **asdict(gate))
+    decision = flip_gate(report, **gate.model_dump())
     n = report.n_shared
     console.print(
         f"{report.old} -> {report.new}: {report.n_old} and {report.n_new} labels, {n} shared "

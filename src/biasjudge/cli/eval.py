@@ -39,6 +39,21 @@ LevelsOption = Annotated[
         show_default=False,
     ),
 ]
+JudgesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--judge",
+        "-j",
+        help=(
+            "Judge spec (repeat for several columns). Default: 'reader:', the shipped default judge. Others: "
+            "'text:' (the free-text judge), 'llamacpp:embedded' (the pairwise LoRA), "
+            "'llamacpp:embedded-base' (untrained), 'llamacpp:PATH.gguf?lora_path=ADAPTER.gguf', "
+            "'hf:MODEL?adapter=PEFT_DIR', 'openai:URL#MODEL', 'hybrid:', 'answer-key:', 'random:', ... "
+            "'hybrid:replay:PREDICTIONS.json' reuses the probabilities of a saved run."
+        ),
+        show_default=False,
+    ),
+]
 NamesOption = Annotated[
     list[str] | None,
     typer.Option("--name", help="Column name per --judge, in the same order (default: the spec).", show_default=False),
@@ -172,20 +187,7 @@ def eval_command(
             "--out", help="Output folder: <out>/<name>/predictions.json, report.md, report.html.", file_okay=False
         ),
     ],
-    judge: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--judge",
-            "-j",
-            help=(
-                "Judge spec (repeat for several). Default: 'reader:', the shipped default judge. Others: "
-                "'text:' (the free-text judge), 'llamacpp:embedded' (the pairwise LoRA), "
-                "'llamacpp:embedded-base' (untrained), 'llamacpp:PATH.gguf?lora_path=ADAPTER.gguf', "
-                "'hf:MODEL?adapter=PEFT_DIR', 'openai:URL#MODEL', 'hybrid:', 'answer-key:', 'random:', ..."
-            ),
-            show_default=False,
-        ),
-    ] = None,
+    judge: JudgesOption = None,
     holdout: HoldoutOption = None,
     levels_from: LevelsOption = None,
     system_prompt_file: SystemPromptOption = None,

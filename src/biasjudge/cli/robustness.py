@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from biasjudge.cli.common import DataDirOption, SystemPromptOption, console, option_groups
-from biasjudge.cli.eval import HoldoutOption, LevelsOption, NamesOption
+from biasjudge.cli.eval import HoldoutOption, JudgesOption, LevelsOption, NamesOption
 from biasjudge.eval.settings import RobustnessSettings
-
-if TYPE_CHECKING:
-    pass
 
 
 @option_groups
 def robustness_command(
-    judge: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--judge",
-            "-j",
-            help=(
-                "Judge spec (repeat for several columns). Default: 'reader:', the shipped default judge. "
-                "Others: 'text:' (the free-text judge), 'llamacpp:embedded' (the pairwise LoRA), 'answer-key:', "
-                "'hybrid:', 'random:', 'llamacpp:PATH.gguf', 'hf:MODEL', ... "
-                "'hybrid:replay:<out>/<judge>/robustness-predictions.json' reuses a run's probabilities."
-            ),
-            show_default=False,
-        ),
-    ] = None,
+    judge: JudgesOption = None,
     name: NamesOption = None,
     out: Annotated[
         Path,

@@ -36,24 +36,14 @@ def ood_slice(category: str) -> str:
     return f"ood_{category}"
 
 
-def _default_in_dist() -> dict[str, int]:
-    return {
-        "clear_bias_vs_clean": 110,
-        "subtle_bias_vs_clean": 50,
-        "tracked_bias_vs_alternate": 35,
-        "both_clean_tie": 25,
-        "adversarial": 20,
-    }
-
-
-def _default_ood() -> dict[str, int]:
-    return {
-        "clear_bias_vs_clean": 28,
-        "subtle_bias_vs_clean": 12,
-        "tracked_bias_vs_alternate": 9,
-        "both_clean_tie": 6,
-        "adversarial": 5,
-    }
+REFERENCE_TARGETS: dict[str, tuple[int, int]] = {
+    "clear_bias_vs_clean": (110, 28),
+    "subtle_bias_vs_clean": (50, 12),
+    "tracked_bias_vs_alternate": (35, 9),
+    "both_clean_tie": (25, 6),
+    "adversarial": (20, 5),
+}
+"""judge-from-scratch's holdout: bucket -> (in-dist pairs, OOD pairs), 240 + 60 in all."""
 
 
 class HoldoutConfig(ConfigModel):
@@ -61,9 +51,9 @@ class HoldoutConfig(ConfigModel):
 
     ood_category: str = "religion"
     """bias_category held out entirely: its pairs are OOD holdout or unused, never training."""
-    in_dist_targets: dict[str, int] = Field(default_factory=_default_in_dist)
+    in_dist_targets: dict[str, int] = Field(default_factory=lambda: {b: n for b, (n, _) in REFERENCE_TARGETS.items()})
     """Holdout pairs per bucket from the other categories."""
-    ood_targets: dict[str, int] = Field(default_factory=_default_ood)
+    ood_targets: dict[str, int] = Field(default_factory=lambda: {b: n for b, (_, n) in REFERENCE_TARGETS.items()})
     """Holdout pairs per bucket from the OOD category."""
     seed: int = 42
     """Seed of the question order."""

@@ -154,14 +154,8 @@ class DatasetBuild:
     """The answer-key setting used for the labels."""
     verdicts: dict[str, int]
     """Answer-key verdicts in labelled.jsonl, sorted by verdict."""
-    sft: RowsBuild[SFTRow]
-    """SFT rows and how many pairs were used or skipped."""
-    dpo: RowsBuild[DPORow]
-    """DPO rows, skipped pairs and rejected sources."""
-    sft_stats: dict[str, Any]
-    """`row_stats` of the SFT rows (as in sft.meta.json)."""
-    dpo_stats: dict[str, Any]
-    """`row_stats` of the DPO rows (as in dpo.meta.json)."""
+    written: RowsWritten
+    """The SFT and DPO rows, how many pairs each used or skipped, and their stats (as in their .meta.json)."""
     pool_buckets: dict[str, int]
     """Train-pool pairs per bucket (pair_category), sorted by bucket."""
     kappa: dict[str, KappaTable] = field(default_factory=dict)
@@ -282,36 +276,23 @@ def build_dataset(
     files = {name: out / f"{name}.jsonl" for name in OUTPUTS}
     n_rows: dict[str, int] = {}
     common = {"leakage_level": leakage_level, "own_split": own_split, "ood_category": holdout_cfg.ood_category}
-    n_rows["pairs"] = write_output(files["pairs"], pairs, stage="data/build/pairs", inputs=[pairs_in])
-    n_rows["holdout"] = write_output(
-        files["holdout"],
-        holdout,
-        stage="data/build/holdout",
-        inputs=[pairs_in, holdout_in],
-        config=common,
-        counts={"by_slice": dict(Counter(str(p.eval_slice) for p in holdout))},
-    )
-    n_rows["train_pool"] = write_output(
-        files["train_pool"],
-        train_pool,
-        stage="data/build/train_pool",
-        inputs=[pairs_in, holdout_in],
-        config=common,
-        counts={
-            "shared_question_ids": len(leakage.shared_question_ids),
-            "shared_pair_ids": len(leakage.shared_pair_ids),
-        },
-    )
-    n_rows["unused"] = write_output(
-        files["unused"], unused, stage="data/build/unused", inputs=[pairs_in, holdout_in], config=common
-    )
+
+    def output(name: str, records: Sequence[Pair], inputs: list[Path], **sidecar: Any) -> None:
+        n_rows[name] = write_output(files[name], records, stage=f"data/build/{name}", inputs=inputs, **sidecar)
+
+    split_inputs = [pairs_in, holdout_in]
+    output("pairs", pairs, [pairs_in])
+    by_slice = dict(Counter(str(p.eval_slice) for p in holdout))
+    output("holdout", holdout, split_inputs, config=common, counts={"by_slice": by_slice})
+    shared = {"shared_question_ids": len(leakage.shared_question_ids), "shared_pair_ids": len(leakage.shared_pair_ids)}
+    output("train_pool", train_pool, split_inputs, config=common, counts=shared)
+    output("unused", unused, split_inputs, config=common)
     answer_key_labels = [label for label in (p.label_from("answer_key") for p in labelled) if label]
     verdicts: dict[str, int] = dict(sorted(Counter(label.verdict for label in answer_key_labels).items()))
-    n_rows["labelled"] = write_output(
-        files["labelled"],
+    output(
+        "labelled",
         labelled,
-        stage="data/build/labelled",
-        inputs=[pairs_in],
+        [pairs_in],
         config=config.model_dump(),
         counts={"verdicts": verdicts, "unlabelled": len(labelled) - len(answer_key_labels)},
     )
@@ -358,10 +339,7 @@ def build_dataset(
         leakage=leakage,
         unclear_vs_biased=unclear_vs_biased,
         verdicts=verdicts,
-        sft=written.sft,
-        dpo=written.dpo,
-        sft_stats=written.sft_stats,
-        dpo_stats=written.dpo_stats,
+        written=written,
         pool_buckets=dict(sorted(Counter(p.pair_category for p in train_pool).items())),
         kappa=tables,
         reads=reads,
@@ -411,13 +389,13 @@ def write_rows(
     holdout (LeakageError on a shared question, or pair at `leakage_level="pair"`) and write
     `out/sft.jsonl` and `out/dpo.jsonl`, each with its .meta.json sidecar."""
     from biasjudge.data.holdout import assert_no_leakage
-    from biasjudge.dataset.rows import build_dpo_rows, build_sft_rows, row_stats
+    from biasjudge.dataset.rows import dpo_rows, row_stats, sft_rows
 
     system_prompt, prompt_source = load_system_prompt(config.system_prompt_file)
-    sft = build_sft_rows(
+    sft = sft_rows(
         labelled, system_prompt=system_prompt, label_source=label_source, min_confidence=config.sft_min_confidence
     )
-    dpo = build_dpo_rows(
+    dpo = dpo_rows(
         labelled,
         system_prompt=system_prompt,
         label_source=label_source,

@@ -167,14 +167,22 @@ def _usable_label(build: RowsBuild[Any], pair: Pair, source: LabelSource, min_co
     return label
 
 
-def build_sft_rows(
+def sft_rows(
     pairs: Iterable[Pair],
     *,
     system_prompt: str,
     label_source: LabelSource,
     min_confidence: int | None = None,
 ) -> RowsBuild[SFTRow]:
-    """SFT rows (two per usable pair) with counts of the pairs left out; see :func:`sft_rows`."""
+    """Two SFT rows per pair with a `label_source` label (the original and the position-swapped copy),
+    with counts of the pairs left out.
+
+    Args:
+        pairs: labelled pairs.
+        system_prompt: the judge's system prompt, byte for byte.
+        label_source: whose label to train on (latest label of that source).
+        min_confidence: leave out labels below this confidence (labels stating none too); None keeps all.
+    """
     build: RowsBuild[SFTRow] = RowsBuild(rows=[])
     for pair in pairs:
         label = _usable_label(build, pair, label_source, min_confidence)
@@ -200,28 +208,6 @@ def build_sft_rows(
                 )
             )
     return build
-
-
-def sft_rows(
-    pairs: Iterable[Pair],
-    *,
-    system_prompt: str,
-    label_source: LabelSource,
-    min_confidence: int | None = None,
-) -> list[SFTRow]:
-    """Two SFT rows per pair with a `label_source` label: the original and the position-swapped copy.
-
-    Args:
-        pairs: labelled pairs.
-        system_prompt: the judge's system prompt, byte for byte.
-        label_source: whose label to train on (latest label of that source).
-        min_confidence: leave out labels below this confidence (labels stating none too); None keeps all.
-
-    Pairs without such a label are skipped; :func:`build_sft_rows` gives the counts.
-    """
-    return build_sft_rows(
-        pairs, system_prompt=system_prompt, label_source=label_source, min_confidence=min_confidence
-    ).rows
 
 
 # --------------------------------------------------------------------------- DPO
@@ -261,7 +247,7 @@ def split_of(pair_id: str, validation_fraction: float) -> str:
     return "validation" if fraction < validation_fraction else "train"
 
 
-def build_dpo_rows(
+def dpo_rows(
     pairs: Iterable[Pair],
     *,
     system_prompt: str,
@@ -270,7 +256,14 @@ def build_dpo_rows(
     min_confidence: int | None = DPO_MIN_CONFIDENCE,
     validation_fraction: float = VALIDATION_FRACTION,
 ) -> RowsBuild[DPORow]:
-    """DPO rows with counts of the pairs left out; see :func:`dpo_rows`."""
+    """Preference rows from confident, non-TIE labels, swap-doubled, with counts of the pairs left out.
+
+    chosen: the label's target (its reasoning, or the template, and its verdict). rejected: the
+    hard negative for that pair_id when there is one and its verdict differs from the chosen one
+    (source `hard_negative`), else the chosen reasoning with the verdict flipped A<->B (source
+    `verdict_flip`). Both copies of a pair (original and swapped) go to the same split, decided by
+    :func:`split_of` (sha1 of the pair_id), so the split is the same on every run.
+    """
     if not 0.0 <= validation_fraction < 1.0:
         raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     negatives = dict(hard_negatives) if isinstance(hard_negatives, Mapping) else {n.pair_id: n for n in hard_negatives}
@@ -320,33 +313,6 @@ def build_dpo_rows(
             )
     build.rejected_sources = dict(sources)
     return build
-
-
-def dpo_rows(
-    pairs: Iterable[Pair],
-    *,
-    system_prompt: str,
-    label_source: LabelSource,
-    hard_negatives: Iterable[HardNegative] | Mapping[str, HardNegative] = (),
-    min_confidence: int | None = DPO_MIN_CONFIDENCE,
-    validation_fraction: float = VALIDATION_FRACTION,
-) -> list[DPORow]:
-    """Preference rows from confident, non-TIE labels, swap-doubled.
-
-    chosen: the label's target (its reasoning, or the template, and its verdict). rejected: the
-    hard negative for that pair_id when there is one and its verdict differs from the chosen one
-    (source `hard_negative`), else the chosen reasoning with the verdict flipped A<->B (source
-    `verdict_flip`). Both copies of a pair (original and swapped) go to the same split, decided by
-    :func:`split_of` (sha1 of the pair_id), so the split is the same on every run.
-    """
-    return build_dpo_rows(
-        pairs,
-        system_prompt=system_prompt,
-        label_source=label_source,
-        hard_negatives=hard_negatives,
-        min_confidence=min_confidence,
-        validation_fraction=validation_fraction,
-    ).rows
 
 
 # --------------------------------------------------------------------------- stats

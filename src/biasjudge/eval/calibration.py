@@ -18,7 +18,7 @@ import numpy as np
 from biasjudge.errors import ConfigError, MetricInputError
 from biasjudge.eval.metrics import SLICES, brier_score, expected_calibration_error
 from biasjudge.judge.calibration import PROB_FLOOR, Calibration, IsotonicMap, Method, tempered
-from biasjudge.records import EvalLog, Pair
+from biasjudge.records import EvalLog, Pair, pick_checkpoint
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
 
 METHODS: tuple[str, ...] = ("auto", "temperature", "isotonic")
@@ -164,12 +164,7 @@ def calibration_rows(
     """(labels, original-order probabilities) of the log's pairs that have both; the probabilities
     before any calibration map (`uncalibrated_probs`) where the log has them."""
     names = list(dict.fromkeys(p.checkpoint_name for p in log.detailed))
-    if checkpoint is None:
-        if len(names) != 1:
-            raise ConfigError(f"the log has judges {names}; name the one to calibrate (--checkpoint)")
-        checkpoint = names[0]
-    elif checkpoint not in names:
-        raise ConfigError(f"no judge {checkpoint!r} in the log; it has {names}")
+    checkpoint = pick_checkpoint(names, checkpoint, "the log", "name the one to calibrate (--checkpoint)")
     by_id = {p.pair_id: p for p in pairs}
     labels: list[str] = []
     probs: list[dict[str, float]] = []

@@ -118,30 +118,16 @@ class CacheEntry(Record):
 
     def key(self) -> tuple[str, ...]:
         """The cache key: checkpoint, pair, run, judge, mode, prompt hash and model identity."""
-        return (
-            self.checkpoint_name,
-            self.pair_id,
-            self.run,
-            self.judge,
-            self.mode,
-            self.prompt_hash,
-            self.model_identity,
-        )
+        return tuple(getattr(self, name) for name in CACHE_KEY_FIELDS)
 
     @classmethod
     def from_key(cls, key: tuple[str, ...], judgment: Judgment) -> CacheEntry:
         """The entry for a judgment under `key` (the fields of :meth:`key`, in its order)."""
-        checkpoint_name, pair_id, run, judge, mode, prompt_digest, model_identity = key
-        return cls(
-            checkpoint_name=checkpoint_name,
-            pair_id=pair_id,
-            run=run,
-            judge=judge,
-            mode=mode,
-            prompt_hash=prompt_digest,
-            model_identity=model_identity,
-            judgment=judgment,
-        )
+        return cls(**dict(zip(CACHE_KEY_FIELDS, key, strict=True)), judgment=judgment)
+
+
+CACHE_KEY_FIELDS = tuple(name for name in CacheEntry.model_fields if name != "judgment")
+"""The fields of a cache entry's key, in their order (every field but the judgment)."""
 
 
 @dataclass(frozen=True)

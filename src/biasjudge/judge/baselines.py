@@ -14,15 +14,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from biasjudge.errors import BackendError
-from biasjudge.judge.protocol import request_fields
+from biasjudge.judge.protocol import JudgeRequest, ModelFreeJudge, request_fields
 from biasjudge.records import BiasLevel, JudgeMode, Judgment, Pair, ParsedVerdict, Verdict
 from biasjudge.verdict import PARSE_FAIL, VERDICTS, mirror
-
-if TYPE_CHECKING:
-    from biasjudge.judge.protocol import JudgeRequest
 
 
 def _one_hot(verdict: ParsedVerdict) -> dict[str, float] | None:
@@ -31,15 +27,9 @@ def _one_hot(verdict: ParsedVerdict) -> dict[str, float] | None:
     return {v: float(v == verdict) for v in VERDICTS}
 
 
-class _Baseline:
-    """Shared plumbing: a baseline decides a verdict for a pair in its original order."""
-
-    identity = ""
-    """A baseline's spec says all that changes its verdicts."""
-
-    def __init__(self, *, spec: str, mode: JudgeMode = "score") -> None:
-        self.spec = spec
-        self.mode: JudgeMode = mode
+class _Baseline(ModelFreeJudge):
+    """Shared plumbing: a baseline decides a verdict for a pair in its original order (its spec says
+    all that changes its verdicts)."""
 
     def decide(self, request: JudgeRequest) -> tuple[ParsedVerdict, str, dict[str, float] | None]:
         """(verdict in the order the judge saw the pair, reasoning, probs)."""
@@ -52,13 +42,6 @@ class _Baseline:
             fields = request_fields(request, judge=self.spec, mode=self.mode)
             out.append(Judgment(**fields, verdict=verdict, reasoning=reasoning, probs=probs, finish_reason="stop"))
         return out
-
-    def count_tokens(self, text: str) -> int:
-        """Whitespace-separated words (baselines have no tokenizer)."""
-        return len(text.split())
-
-    def close(self) -> None:
-        """Nothing to free."""
 
 
 class AnswerKeyJudge(_Baseline):

@@ -27,18 +27,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field
 
 from biasjudge.errors import ConfigError
 from biasjudge.judge.logistic import StoredLogistic
+from biasjudge.judge.protocol import JudgeRequest, ModelFreeJudge, verdict_from_probs
 from biasjudge.records import JudgeMode, Judgment, Record, Verdict
 from biasjudge.verdict import mirror
-
-if TYPE_CHECKING:
-    from biasjudge.judge.protocol import JudgeRequest
 
 TEXT_MODEL_VERSION = 1
 TEXT_FILE = "text.json"
@@ -339,11 +337,13 @@ def shipped_text_model() -> Path:
 M = TypeVar("M", bound=Record)
 
 
-def read_model_file(path: Path, record: type[M], version: int, what: str) -> M:
-    """One of the default judge's model files (a record with a `version`); ConfigError when it is
-    missing or of another version, naming the command that rebuilds it."""
+def read_model_file(path: Path, record: type[M], what: str) -> M:
+    """One of the default judge's model files (a record whose `version` defaults to the version this
+    biasjudge reads); ConfigError when it is missing or of another version, naming the command that
+    rebuilds it."""
     from biasjudge.io import read_document
 
+    version = record.model_fields["version"].default
     if not path.is_file():
         raise ConfigError(f"the {what} {path} is missing; rebuild it with `biasjudge train reader --install`")
     model = read_document(path, record)
@@ -353,12 +353,7 @@ def read_model_file(path: Path, record: type[M], version: int, what: str) -> M:
     return model
 
 
-def read_text_model(path: Path) -> TextModel:
-    """A free-text model file (:func:`read_model_file`)."""
-    return read_model_file(path, TextModel, TEXT_MODEL_VERSION, "free-text model")
-
-
-class TextJudge:
+class TextJudge(ModelFreeJudge):
     """A PairJudge for free text (see the module docstring).
 
     Args:
@@ -371,16 +366,13 @@ class TextJudge:
         from biasjudge.io import sha256_file
 
         path = Path(target).expanduser() if target else shipped_text_model()
-        self.model = read_text_model(path)
-        self.spec = spec
-        self.mode: JudgeMode = mode
+        self.model = read_model_file(path, TextModel, "free-text model")
+        super().__init__(spec=spec, mode=mode)
         self.identity = f"text-v{TEXT_MODEL_VERSION}|{sha256_file(path)[:16]}"
         """The model file (the eval cache key)."""
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """One Judgment per request, in order (each distinct response scored once)."""
-        from biasjudge.judge.protocol import reasoned_judgment, verdict_from_probs
-
         shown = [
             (r.pair.response_b.text, r.pair.response_a.text)
             if r.swapped
@@ -391,16 +383,5 @@ class TextJudge:
         for request, reading in zip(requests, self.model.read_pairs(shown), strict=True):
             verdict, final = verdict_from_probs(reading.probs, request.temperature, request.seed)
             reasoning = explain_text(*reading.content, reading.scores, verdict)
-            out.append(
-                reasoned_judgment(
-                    request, judge=self.spec, mode=self.mode, verdict=verdict, probs=final, reasoning=reasoning
-                )
-            )
+            out.append(self.reasoned(request, verdict, final, reasoning))
         return out
-
-    def count_tokens(self, text: str) -> int:
-        """Whitespace-separated words (this judge has no tokenizer)."""
-        return len(text.split())
-
-    def close(self) -> None:
-        """Nothing to free."""

@@ -259,17 +259,7 @@ class Judge:
             verdict: ParsedVerdict
             # A cut output (finish_reason 'length') is settled by settle_truncation in _judgment.
             verdict, reasoning = parse(generation.text, self.parse_mode)
-            judgments.append(
-                self._judgment(
-                    request,
-                    verdict=verdict,
-                    reasoning=reasoning,
-                    raw_output=generation.text,
-                    finish_reason=generation.finish_reason,
-                    prompt_tokens=generation.prompt_tokens,
-                    completion_tokens=generation.completion_tokens,
-                )
-            )
+            judgments.append(self._judgment(request, verdict=verdict, reasoning=reasoning, **_generated(generation)))
         return judgments
 
     def _close_cut(self, requests: list[JudgeRequest], generations: list[Generation]) -> dict[int, Judgment]:
@@ -288,13 +278,10 @@ class Judge:
         out = {}
         for i, logprobs in zip(cut, self._run_score(prompts), strict=True):
             generation = generations[i]
-            fields: dict[str, Any] = {
-                "raw_output": generation.text,
+            fields = {
+                **_generated(generation),
                 "reasoning": _cut_reasoning(generation.text).strip(),
-                "finish_reason": generation.finish_reason,
                 "reasoning_truncated": True,
-                "prompt_tokens": generation.prompt_tokens,
-                "completion_tokens": generation.completion_tokens,
             }
             if not all(math.isfinite(logprobs.get(v, math.nan)) for v in VERDICTS):
                 out[i] = self._judgment(requests[i], verdict=PARSE_FAIL, **fields)
@@ -330,14 +317,22 @@ class Judge:
                     probs=probs,
                     floored_choices=[c for c in floored_choices(logprobs) if c in VERDICTS],
                     reasoning=generation.text.strip() if generation else None,
-                    raw_output=generation.text if generation else "",
                     # The verdict came from the score pass: the reasoning's cap is a flag, not a finish.
                     reasoning_truncated=bool(generation and generation.finish_reason == TRUNCATED),
-                    prompt_tokens=generation.prompt_tokens if generation else None,
-                    completion_tokens=generation.completion_tokens if generation else None,
+                    **(_generated(generation) | {"finish_reason": None} if generation else {}),
                 )
             )
         return judgments
+
+
+def _generated(generation: Generation) -> dict[str, Any]:
+    """The Judgment fields a generation fills: its text, why it stopped, and its token counts."""
+    return {
+        "raw_output": generation.text,
+        "finish_reason": generation.finish_reason,
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+    }
 
 
 def _cut_reasoning(text: str) -> str:

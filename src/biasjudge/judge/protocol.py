@@ -2,7 +2,8 @@
 
 The leaf of the judge package: the :class:`PairJudge` protocol, the request, the rules that turn
 probabilities into a verdict, the fields every Judgment shares, and :class:`JudgeWrapper`, the base
-of judges that wrap another (order-debiased, calibrated, hybrid).
+of judges that wrap another (order-debiased, calibrated, hybrid), and :class:`ModelFreeJudge`, the
+base of judges that decide without a language model (the question reader, free text, baselines).
 """
 
 from __future__ import annotations
@@ -109,21 +110,6 @@ def request_fields(request: JudgeRequest, *, judge: str, mode: JudgeMode) -> dic
     }
 
 
-def reasoned_judgment(
-    request: JudgeRequest, *, judge: str, mode: JudgeMode, verdict: Verdict, probs: dict[str, float], reasoning: str
-) -> Judgment:
-    """The Judgment of a judge that computes its verdict, probabilities and reasoning without
-    generating text (the question reader, the free-text judge): its raw output is the contract text."""
-    return Judgment(
-        **request_fields(request, judge=judge, mode=mode),
-        verdict=verdict,
-        probs=probs,
-        reasoning=reasoning,
-        raw_output=render(reasoning, verdict),
-        finish_reason="stop",
-    )
-
-
 def flag(name: str, value: bool | str | None) -> bool | None:
     """A yes/no option as a spec gives it (`?constrained=false`) or as Python does; None stays None."""
     if value is None or isinstance(value, bool):
@@ -166,6 +152,37 @@ class JudgeWrapper:
     def close(self) -> None:
         """Close the inner judge."""
         self.inner.close()
+
+
+class ModelFreeJudge:
+    """Base of a judge that decides without a language model (the question reader, the free-text
+    judge, the baselines): it counts words for tokens and has nothing to free."""
+
+    identity = ""
+    """What besides the spec changes its verdicts (the eval cache key); set by a judge with model files."""
+
+    def __init__(self, *, spec: str, mode: JudgeMode = "score") -> None:
+        self.spec = spec
+        self.mode: JudgeMode = mode
+
+    def reasoned(self, request: JudgeRequest, verdict: Verdict, probs: dict[str, float], reasoning: str) -> Judgment:
+        """The Judgment of a verdict, probabilities and reasoning computed without generating text:
+        its raw output is the contract text."""
+        return Judgment(
+            **request_fields(request, judge=self.spec, mode=self.mode),
+            verdict=verdict,
+            probs=probs,
+            reasoning=reasoning,
+            raw_output=render(reasoning, verdict),
+            finish_reason="stop",
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Whitespace-separated words (such a judge has no tokenizer)."""
+        return len(text.split())
+
+    def close(self) -> None:
+        """Nothing to free."""
 
 
 def judge_checked(judge: PairJudge, requests: Sequence[JudgeRequest]) -> list[Judgment]:

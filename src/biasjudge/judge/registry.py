@@ -21,8 +21,6 @@ this one.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from biasjudge.backends.registry import (
     DEFAULT_JUDGE_SPEC,
     SCHEMES,
+    LazyClass,
     build_backend,
     construct,
     is_backend,
@@ -47,18 +46,11 @@ __all__ = ["DEFAULT_JUDGE_SPEC", "PAIR_JUDGES", "WRAPPER_OPTIONS", "make_judge",
 
 
 @dataclass(frozen=True)
-class PairJudgeScheme:
+class PairJudgeScheme(LazyClass):
     """Where a pair judge's class lives (imported when a judge of it is made)."""
 
-    module: str
-    name: str
     builds_judges: bool = False
     """Its judge is made of other judges: it gets :func:`make_judge` as its `build` option."""
-
-    def load(self) -> Callable[..., Any]:
-        """The judge's class."""
-        constructor: Callable[..., Any] = getattr(importlib.import_module(self.module), self.name)
-        return constructor
 
 
 PAIR_JUDGES: dict[str, PairJudgeScheme] = {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biasjudge.errors import BackendError
-from biasjudge.records import EvalLog, JudgeMode, Judgment, Verdict
+from biasjudge.records import EvalLog, JudgeMode, Judgment, Verdict, pick_checkpoint
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
 
 if TYPE_CHECKING:
@@ -42,10 +42,9 @@ class ReplayJudge:
         if not path.is_file():
             raise BackendError(f"replay: eval log {path} not found")
         log = read_document(path, EvalLog)
-        names = sorted({p.checkpoint_name for p in log.detailed})
-        if checkpoint is None and len(names) != 1:
-            raise BackendError(f"replay: {path} holds checkpoints {names}; add ?checkpoint=NAME")
-        name = checkpoint or names[0]
+        name = pick_checkpoint(
+            sorted({p.checkpoint_name for p in log.detailed}), checkpoint, path, "add ?checkpoint=NAME"
+        )
         self.probs: dict[tuple[str, bool], dict[str, float]] = {}
         self.single: dict[tuple[str, bool], Verdict | None] = {}
         for pred in log.detailed:

@@ -11,9 +11,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from biasjudge.config import ConfigModel
 from biasjudge.errors import ConfigError
+from biasjudge.io import validation_message
 from biasjudge.labels.label_sets import GroupBy, LabelSet, group_of, kappa
 from biasjudge.records import Verdict
 
@@ -179,77 +181,67 @@ def flip_report(
     )
 
 
-def flip_gate(
-    report: FlipReport,
-    *,
-    max_flip_rate: float = 0.10,
-    max_group_flip_rate: float | None = None,
-    min_group_size: int = 5,
-    min_shared: int = 1,
-    max_lost_rate: float | None = None,
-) -> Gate:
+class GateThresholds(ConfigModel):
+    """The thresholds of the flip gate (`biasjudge data flips`)."""
+
+    max_flip_rate: float = Field(default=0.10, ge=0.0, le=1.0)
+    """Regression when more shared pairs than this share flip verdict (the reference's 0.10)."""
+    max_group_flip_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Regression when any one group flips more than this (default off)."""
+    min_group_size: int = Field(default=5, ge=1)
+    """Groups smaller than this are not held to max_group_flip_rate (one flip in a group of 2 is 50%)."""
+    min_shared: int = Field(default=1, ge=1)
+    """Invalid (exit 2) when fewer pairs than this are in both versions: too little to vouch for anything
+    (the reference passes when nothing is shared; here it is never a pass)."""
+    max_lost_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Regression when more old labels than this share are missing from the new version (default off)."""
+
+
+def flip_gate(report: FlipReport, **thresholds: float | int | None) -> Gate:
     """Pass, regression or invalid for a flip report (also stored as `report.gate`).
 
     Args:
-        max_flip_rate: most verdict flips per shared pair overall (the reference's 0.10).
-        max_group_flip_rate: most flips per shared pair within any one group (None: not checked).
-        min_group_size: groups with fewer shared pairs are not held to `max_group_flip_rate`
-            (one flip in a group of 2 is 50%).
-        min_shared: fewer shared pairs than this is `invalid`: too little to vouch for anything.
-            The reference passes when nothing is shared; here it is never a pass.
-        max_lost_rate: most labels of the old version missing from the new one, per old label
-            (None: not checked).
+        thresholds: fields of :class:`GateThresholds`; the others keep their defaults.
 
     Raises:
-        ConfigError: a rate outside [0, 1] or a negative count.
+        ConfigError: an unknown threshold, a rate outside [0, 1] or a count below 1.
     """
-    for name, rate in (
-        ("max_flip_rate", max_flip_rate),
-        ("max_group_flip_rate", max_group_flip_rate),
-        ("max_lost_rate", max_lost_rate),
-    ):
-        if rate is not None and not 0.0 <= rate <= 1.0:
-            raise ConfigError(f"{name} must be between 0 and 1, got {rate}")
-    if min_shared < 1 or min_group_size < 1:
-        raise ConfigError(f"min_shared and min_group_size must be at least 1, got {min_shared}, {min_group_size}")
-    thresholds: dict[str, float | int | None] = {
-        "max_flip_rate": max_flip_rate,
-        "max_group_flip_rate": max_group_flip_rate,
-        "min_group_size": min_group_size,
-        "min_shared": min_shared,
-        "max_lost_rate": max_lost_rate,
-    }
-    n = report.n_shared
-    if n < min_shared:
+    try:
+        limits = GateThresholds.model_validate(thresholds)
+    except ValidationError as exc:
+        key, message = validation_message(exc)
+        raise ConfigError(f"flip gate: {key}: {message}") from None
+    n, need = report.n_shared, limits.min_shared
+    if n < need:
         gate = Gate(
             decision="invalid",
-            reasons=[f"only {n} shared pairs between {report.old} and {report.new} (need at least {min_shared})"],
-            thresholds=thresholds,
+            reasons=[f"only {n} shared pairs between {report.old} and {report.new} (need at least {need})"],
+            thresholds=limits.model_dump(),
         )
         report.gate = gate
         return gate
     failed: list[str] = []
     passed: list[str] = []
     rate = report.verdict_flipped / n
-    line = f"verdict-flip rate {report.verdict_flipped}/{n} = {rate:.1%} (max {max_flip_rate:.1%})"
-    (passed if rate <= max_flip_rate else failed).append(line)
-    if max_group_flip_rate is not None:
+    line = f"verdict-flip rate {report.verdict_flipped}/{n} = {rate:.1%} (max {limits.max_flip_rate:.1%})"
+    (passed if rate <= limits.max_flip_rate else failed).append(line)
+    if limits.max_group_flip_rate is not None:
         for group, g in report.by_group.items():
-            if g.n < min_group_size or g.flip_rate is None:
+            if g.n < limits.min_group_size or g.flip_rate is None:
                 continue
-            line = f"{group}: {g.flipped}/{g.n} = {g.flip_rate:.1%} (max {max_group_flip_rate:.1%})"
-            (passed if g.flip_rate <= max_group_flip_rate else failed).append(line)
-    if max_lost_rate is not None and report.n_old:
+            line = f"{group}: {g.flipped}/{g.n} = {g.flip_rate:.1%} (max {limits.max_group_flip_rate:.1%})"
+            (passed if g.flip_rate <= limits.max_group_flip_rate else failed).append(line)
+    if limits.max_lost_rate is not None and report.n_old:
         lost = report.n_only_old / report.n_old
-        line = f"labels lost {report.n_only_old}/{report.n_old} = {lost:.1%} (max {max_lost_rate:.1%})"
-        (passed if lost <= max_lost_rate else failed).append(line)
+        line = f"labels lost {report.n_only_old}/{report.n_old} = {lost:.1%} (max {limits.max_lost_rate:.1%})"
+        (passed if lost <= limits.max_lost_rate else failed).append(line)
     gate = Gate(
         decision="regression" if failed else "pass",
         reasons=[f"FAIL {r}" for r in failed] + [f"ok {r}" for r in passed],
-        thresholds=thresholds,
+        thresholds=limits.model_dump(),
     )
     report.gate = gate
     return gate
 
 
-__all__ = ["Flip", "FlipReport", "Gate", "GroupFlips", "flip_gate", "flip_report"]
+__all__ = ["Flip", "FlipReport", "Gate", "GateThresholds", "GroupFlips", "flip_gate", "flip_report"]

@@ -12,7 +12,7 @@ The failure modes, the prompt and the checks are :mod:`biasjudge.labels.hard_neg
 re-exported here); this module picks the pairs and runs the stage.
 
 Only pairs DPO can use are sent: those with a label of `label_source`, confident enough (the DPO
-default, 4), and not TIE (`rows.build_dpo_rows` skips TIE labels). An output that fails the checks
+default, 4), and not TIE (`rows.dpo_rows` skips TIE labels). An output that fails the checks
 (:func:`check_negative`) is logged to `<out>.rejected.jsonl` and asked for again with the reason
 appended (up to `max_attempts` calls per pair, counted across runs); a pair that still fails goes
 to the side file `<out>.dropped.jsonl` with every attempt's reason. Output is appended as it comes

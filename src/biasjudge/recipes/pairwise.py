@@ -162,7 +162,7 @@ def build_rows(pairs: Sequence[Pair], *, system_prompt: str, prefer_teacher: boo
         chosen = [
             p for p in pairs if (label := training_label(p, prefer_teacher)) is not None and label.source == source
         ]
-        rows += sft_rows(chosen, system_prompt=system_prompt, label_source=source)
+        rows += sft_rows(chosen, system_prompt=system_prompt, label_source=source).rows
     return rows
 
 

@@ -22,6 +22,7 @@ import yaml
 from biasjudge.errors import ConfigError, DataError
 from biasjudge.io import atomic_open, iter_text_lines, read_json
 from biasjudge.prompts.render import DEFAULT_TURN_FORMAT, THINK_TOKEN, refuse_thinking, turn_format
+from biasjudge.records import pick_checkpoint
 
 MODEL_INDEX_METRICS = {
     "kappa_in_dist": "Cohen's kappa vs human labels, in-distribution",
@@ -105,13 +106,7 @@ def read_eval_metrics(path: str | Path, checkpoint: str | None = None) -> tuple[
         raise DataError(str(path), None, None, "expected a JSON object")
     metrics = data.get("metrics", data)
     if metrics and all(isinstance(v, dict) for v in metrics.values()):
-        names = list(metrics)
-        if checkpoint is None:
-            if len(names) != 1:
-                raise ConfigError(f"{path} holds checkpoints {names}; say which one the card is for")
-            checkpoint = names[0]
-        if checkpoint not in metrics:
-            raise ConfigError(f"{path} has no checkpoint {checkpoint!r}; it has {names}")
+        checkpoint = pick_checkpoint(list(metrics), checkpoint, path, "say which one the card is for (--checkpoint)")
         return checkpoint, dict(metrics[checkpoint])
     return checkpoint or "model", {k: v for k, v in metrics.items() if isinstance(v, int | float) or v is None}
 

@@ -28,20 +28,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from biasjudge.errors import ConfigError
 from biasjudge.io import sha256_file
 from biasjudge.judge.freetext import TextJudge, read_model_file, shipped_text_model
-from biasjudge.judge.reading.analysis import ANALYSIS_VERSION, AnalysisModel, QuestionAnalysis, analyze
+from biasjudge.judge.protocol import JudgeRequest, ModelFreeJudge, verdict_from_probs
+from biasjudge.judge.reading.analysis import AnalysisModel, QuestionAnalysis, analyze
 from biasjudge.judge.reading.decide import BiasedVsOther, decide
 from biasjudge.judge.reading.explain import explain
 from biasjudge.judge.reading.responses import read_response
 from biasjudge.judge.shipped import shipped_reading_dir
 from biasjudge.records import JudgeMode, Judgment
-
-if TYPE_CHECKING:
-    from biasjudge.judge.protocol import JudgeRequest
 
 ANALYSIS_FILE = "analysis.json"
 READER_VERSION = 2
@@ -53,12 +50,7 @@ def shipped_analysis() -> Path:
     return shipped_reading_dir() / ANALYSIS_FILE
 
 
-def read_analysis_model(path: Path) -> AnalysisModel:
-    """A question-analysis model file (:func:`~biasjudge.judge.freetext.read_model_file`)."""
-    return read_model_file(path, AnalysisModel, ANALYSIS_VERSION, "question-analysis model")
-
-
-class ReadingJudge:
+class ReadingJudge(ModelFreeJudge):
     """A PairJudge that reads the question, then each response (see the module docstring).
 
     Args:
@@ -83,10 +75,9 @@ class ReadingJudge:
         if biased_vs_other not in ("tie", "biased"):
             raise ConfigError(f"biased_vs_other must be 'tie' or 'biased', got {biased_vs_other!r}")
         path = Path(target).expanduser() if target else shipped_analysis()
-        self.model = read_analysis_model(path)
+        self.model = read_model_file(path, AnalysisModel, "question-analysis model")
         self.biased_vs_other: BiasedVsOther = "tie" if biased_vs_other == "tie" else "biased"
-        self.spec = spec
-        self.mode: JudgeMode = mode
+        super().__init__(spec=spec, mode=mode)
         text_path = Path(text).expanduser() if text else shipped_text_model()
         text_hash = sha256_file(text_path)[:16] if text_path.is_file() else "none"
         self.identity = f"reader-v{READER_VERSION}|{sha256_file(path)[:16]}|{self.biased_vs_other}|text-{text_hash}"
@@ -110,8 +101,6 @@ class ReadingJudge:
 
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """One Judgment per request, in order; pairs without answer choices go to the free-text judge."""
-        from biasjudge.judge.protocol import reasoned_judgment, verdict_from_probs
-
         free = [i for i, r in enumerate(requests) if not r.pair.answer_choices]
         by_text = (
             dict(zip(free, self.text_judge().judge_batch([requests[i] for i in free]), strict=True)) if free else {}
@@ -133,16 +122,5 @@ class ReadingJudge:
             decision = decide(analysis.correct, analysis.target, first, second, biased_vs_other=self.biased_vs_other)
             verdict, probs = verdict_from_probs(decision.probs, request.temperature, request.seed)
             reasoning = explain(choices, first, second, verdict, decision.scenario_for(verdict))
-            out.append(
-                reasoned_judgment(
-                    request, judge=self.spec, mode=self.mode, verdict=verdict, probs=probs, reasoning=reasoning
-                )
-            )
+            out.append(self.reasoned(request, verdict, probs, reasoning))
         return out
-
-    def count_tokens(self, text: str) -> int:
-        """Whitespace-separated words (this judge has no tokenizer)."""
-        return len(text.split())
-
-    def close(self) -> None:
-        """Nothing to free."""
