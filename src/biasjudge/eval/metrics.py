@@ -309,14 +309,10 @@ def checkpoints(log: EvalLog) -> list[str]:
 
 
 def metrics_by_checkpoint(
-    log: EvalLog,
-    holdout: Sequence[Pair],
-    *,
-    token_counter: TokenCounter | None = None,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    log: EvalLog, holdout: Sequence[Pair], *, n_resamples: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, float | None]]:
-    """:func:`compute_metrics` for each checkpoint with predictions in `log`, in log order.
+    """:func:`compute_metrics` for each checkpoint with predictions in `log`, in log order, verbosity
+    bias in whitespace tokens (:func:`biasjudge.eval.report.log_metrics` counts a judge's own).
 
     A log with stored metrics but no predictions (a published table without its per-pair
     verdicts) gives `{}`: there is nothing to recompute, and the report shows the stored values.
@@ -344,9 +340,7 @@ def metrics_by_checkpoint(
     out: dict[str, dict[str, float | None]] = {}
     for name in dict.fromkeys(p.checkpoint_name for p in log.detailed):
         check_scorable(holdout, index_checkpoint(log.detailed, name), name, labelled=True)
-        out[name] = compute_metrics(
-            holdout, log.detailed, checkpoint=name, token_counter=token_counter, n_resamples=n_resamples, seed=seed
-        )
+        out[name] = compute_metrics(holdout, log.detailed, checkpoint=name, n_resamples=n_resamples, seed=seed)
     return out
 
 

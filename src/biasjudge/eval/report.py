@@ -347,9 +347,11 @@ def kappa_figure(metrics: Metrics) -> Figure:
         ax.bar(xs, ys, width=width, label=name, yerr=[lows, highs], capsize=2)
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(BAR_KEYS)), [label for label, _ in BAR_KEYS])
-    ax.set_ylabel("Cohen's κ vs human (95% CI)")
-    ax.set_ylim(min(-0.3, ax.get_ylim()[0]), 1.05)
-    ax.set_title("Agreement with human labels per slice and bucket (buckets: in-dist)")
+    ax.set(
+        ylabel="Cohen's κ vs human (95% CI)",
+        ylim=(min(-0.3, ax.get_ylim()[0]), 1.05),
+        title="Agreement with human labels per slice and bucket (buckets: in-dist)",
+    )
     ax.legend(fontsize=8)
     return fig
 
@@ -372,8 +374,7 @@ def confusion_figure(confusions: Mapping[str, Mapping[str, list[list[int]]]]) ->
                     ax.text(c, r, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
             ax.set_xticks(range(len(VERDICTS)), VERDICTS)
             ax.set_yticks(range(len(VERDICTS)), VERDICTS)
-            ax.set_xlabel("judge")
-            ax.set_ylabel("human")
+            ax.set(xlabel="judge", ylabel="human")
             ax.set_title(f"{name}\n{slice_name}", fontsize=9)
     fig.tight_layout()
     return fig
@@ -428,11 +429,8 @@ def reliability_figure(rows: ConfidenceRows, n_bins: int = 10) -> Figure:
                     xs.append(sum(top[i] for i in inside) / len(inside))
                     ys.append(sum(right[i] for i in inside) / len(inside))
                 ax.plot(xs, ys, style, marker="o", markersize=3, label=f"{checkpoint}{suffix}")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("mean top probability (bin)")
-        ax.set_ylabel("share right (vs human)")
-        ax.set_title(f"Reliability, {name}")
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=f"Reliability, {name}")
+        ax.set(xlabel="mean top probability (bin)", ylabel="share right (vs human)")
         ax.legend(fontsize=7)
     return fig
 
@@ -454,9 +452,8 @@ def coverage_figure(rows: ConfidenceRows) -> Figure:
                 curve = kappa_at_coverage(labels, probs, coverages)
                 ax.plot(coverages, [curve[c] for c in coverages], marker="o", markersize=3, label=checkpoint)
         ax.invert_xaxis()
-        ax.set_xlabel("coverage (% of pairs judged, the most confident first)")
-        ax.set_ylabel("Cohen's κ vs human")
-        ax.set_title(f"κ against coverage, {name}")
+        ax.set(title=f"κ against coverage, {name}", ylabel="Cohen's κ vs human")
+        ax.set(xlabel="coverage (% of pairs judged, the most confident first)")
         ax.legend(fontsize=7)
     return fig
 
@@ -475,9 +472,7 @@ def position_bias_figure(metrics: Metrics) -> Figure:
         ys = [0.0 if _missing(v := metrics[name].get(key)) else float(v) * 100 for _, key in keys]  # type: ignore[arg-type]
         ax.bar(xs, ys, width=width, label=name)
     ax.set_xticks(range(len(keys)), [label for label, _ in keys])
-    ax.set_ylabel("% of pairs not mirrored under swap")
-    ax.set_ylim(0, 100)
-    ax.set_title("Position bias (lower is better)")
+    ax.set(ylabel="% of pairs not mirrored under swap", ylim=(0, 100), title="Position bias (lower is better)")
     ax.legend(fontsize=8)
     return fig
 
