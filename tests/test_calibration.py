@@ -28,6 +28,7 @@ from biasjudge.eval.calibration import (
 from biasjudge.eval.protocol import judge_identity
 from biasjudge.io import read_records
 from biasjudge.judge.calibration import CalibratedJudge, Calibration, read_calibration
+from biasjudge.judge.debiased import OrderDebiasedJudge, single_order_view
 from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.judge.registry import make_judge
 from biasjudge.records import EvalLog, Pair, Prediction
@@ -151,6 +152,20 @@ def test_a_calibration_from_the_spec_is_applied_and_keys_the_cache(
         assert max(a.probs.values()) <= max(b.probs.values()) + 1e-12  # T = 3 softens
     assert judge_identity(calibrated) != judge_identity(raw)
     assert "calibration=" in judge_identity(calibrated)
+
+
+def test_the_single_order_view_is_wrapped_as_the_debiased_judge_is(pairs: list[Pair]) -> None:
+    """The service's single-order judge shares the debiased one's inner judge, under the same
+    calibration and abstention; a judge that does not combine orders has no such view."""
+    inner = make_judge("random:7")
+    debiased = OrderDebiasedJudge(inner)
+    view = single_order_view(CalibratedJudge(debiased, None, abstain_below=0.5), "random:7?order=single")
+    assert isinstance(view, CalibratedJudge) and view.abstain_below == 0.5 and view.spec == "random:7?order=single"
+    assert view.inner is not inner and view.inner.spec == "random:7?order=single"
+    requests = [JudgeRequest(p) for p in pairs[:5]]
+    assert [j.probs for j in view.judge_batch(requests)] == [j.probs for j in inner.judge_batch(requests)]
+    assert single_order_view(inner, "random:7") is None
+    assert single_order_view(CalibratedJudge(inner, None, abstain_below=0.5), "random:7") is None
 
 
 def test_calibration_and_abstention_need_score_mode() -> None:

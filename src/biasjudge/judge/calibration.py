@@ -144,6 +144,10 @@ class CalibratedJudge(JudgeWrapper):
             parts.append(f"abstain_below={abstain_below:g}")
         self.own_identity = ",".join(parts)
 
+    def around(self, inner: PairJudge, spec: str) -> CalibratedJudge:
+        """The same calibration and abstention around `inner`."""
+        return CalibratedJudge(inner, self.calibration, abstain_below=self.abstain_below, spec=spec)
+
     def judge_batch(self, requests: Sequence[JudgeRequest]) -> list[Judgment]:
         """Judge each request with the inner judge, then calibrate its probabilities and abstain below the threshold."""
         requests = list(requests)

@@ -22,7 +22,7 @@ forward passes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 from biasjudge.errors import ConfigError
 from biasjudge.judge.protocol import JudgeRequest, JudgeWrapper, PairJudge, request_fields, verdict_from_probs
@@ -82,20 +82,17 @@ class OrderDebiasedJudge(JudgeWrapper):
         return out
 
 
-def single_order_view(judge: Any, spec: str) -> Any | None:
-    """The single-order judge inside an order-debiased one (under a calibration wrapper, if any),
-    sharing its model: a shallow copy of the inner :class:`Judge` named `spec`, calibrated as
-    `judge` is. None when `judge` does not combine orders (a baseline, a single-order judge)."""
+def single_order_view(judge: PairJudge, spec: str) -> PairJudge | None:
+    """The single-order judge inside an order-debiased one (under the wrappers that can move, such as
+    a calibration), sharing its model: a shallow copy of the inner :class:`Judge` named `spec`, wrapped
+    as `judge` is. None when `judge` does not combine orders (a baseline, a single-order judge)."""
     import copy
 
-    from biasjudge.judge.calibration import CalibratedJudge
-
-    calibrated = judge if isinstance(judge, CalibratedJudge) else None
-    core = calibrated.inner if calibrated is not None else judge
-    if not isinstance(core, OrderDebiasedJudge):
-        return None
-    single = copy.copy(core.inner)
-    single.spec = spec
-    if calibrated is None:
+    if isinstance(judge, OrderDebiasedJudge):
+        single = copy.copy(judge.inner)
+        single.spec = spec
         return single
-    return CalibratedJudge(single, calibrated.calibration, abstain_below=calibrated.abstain_below, spec=spec)
+    if isinstance(judge, JudgeWrapper):
+        inner = single_order_view(judge.inner, spec)
+        return None if inner is None else judge.around(inner, spec)
+    return None

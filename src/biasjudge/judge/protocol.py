@@ -145,6 +145,11 @@ class JudgeWrapper:
         """One Judgment per request, in order."""
         raise NotImplementedError
 
+    def around(self, inner: PairJudge, spec: str) -> JudgeWrapper | None:
+        """This wrapper, as it is, around another inner judge named `spec` (a view of the judge with
+        a layer below changed: the service's single-order view); None when it cannot be moved."""
+        return None
+
     def count_tokens(self, text: str) -> int:
         """Tokens of `text`, counted by the inner judge."""
         return int(self.inner.count_tokens(text))
