@@ -18,8 +18,10 @@ import typer
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from biasjudge.cli.common import config_parameters
+from biasjudge.cli.common import config_parameters, option_groups
 from biasjudge.cli.main import app
+from biasjudge.data.holdout import HoldoutConfig
+from biasjudge.data.pairs import PairsConfig
 from biasjudge.dataset.rows import RowsConfig
 from biasjudge.errors import ConfigError
 from biasjudge.serve.schemas import ServeSettings
@@ -236,9 +238,31 @@ def test_rows_reads_its_config_file_and_flags_override_it(labelled_pairs: Path, 
 
 
 def test_a_config_field_no_flag_can_carry_is_left_to_the_file() -> None:
-    from biasjudge.data.pairs import PairsConfig
-
     flags = {p.name for p in config_parameters(PairsConfig)}
     assert not flags & {"targets", "adversarial_split"}  # mappings: the YAML file only
     assert {"seed", "max_per_question", "cross_model"} <= flags
     assert {p.name for p in config_parameters(RowsConfig)} == set(RowsConfig.model_fields)
+
+
+def test_a_yes_no_field_that_defaults_to_yes_can_be_turned_off_by_flag() -> None:
+    """`--cross-model` defaults on: `--no-cross-model` turns it off (and `--strict` stays a plain switch)."""
+    seen: list[PairsConfig | HoldoutConfig] = []
+
+    def pairs_command(*, config: PairsConfig) -> None:
+        seen.append(config)
+
+    def split_command(*, config: HoldoutConfig) -> None:
+        seen.append(config)
+
+    probe = typer.Typer()
+    probe.command("pairs")(option_groups(pairs_command))
+    probe.command("split")(option_groups(split_command))
+    for args, field, expected in (
+        (["pairs"], "cross_model", True),
+        (["pairs", "--no-cross-model"], "cross_model", False),
+        (["split", "--strict"], "strict", True),
+        (["split"], "strict", False),
+    ):
+        result = runner.invoke(probe, args)
+        assert result.exit_code == 0, result.output
+        assert getattr(seen.pop(), field) is expected, args

@@ -277,8 +277,9 @@ def _flag_type(annotation: Any) -> bool:
 def config_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
     """One keyword parameter per field of `model` a flag can carry, as Typer reads them.
 
-    The flag is `--field-name` (a field's `json_schema_extra={"flags": [...]}` names others, for
-    flags older than their field); the help is the field's docstring; the default is the field's.
+    The flag is `--field-name`, `--field-name/--no-field-name` for a yes/no field (a field's
+    `json_schema_extra={"flags": [...]}` names others, for flags older than their field); the help
+    is the field's docstring; the default is the field's.
     Fields of other types (a mapping of bucket targets, say) are set in the YAML file only.
     """
     parameters = []
@@ -286,7 +287,9 @@ def config_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
         if not _flag_type(field.annotation):
             continue
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        flags = extra.get("flags") or [f"--{name.replace('_', '-')}"]
+        flag = name.replace("_", "-")
+        # A yes/no field gets its "no" flag too: a default of True must be one a flag can turn off.
+        flags = extra.get("flags") or [f"--{flag}/--no-{flag}" if field.annotation is bool else f"--{flag}"]
         required = field.is_required()
         default = inspect.Parameter.empty if required else field.get_default(call_default_factory=True)
         option = typer.Option(*cast("list[str]", flags), help=field.description, show_default=default is not None)
