@@ -24,6 +24,7 @@ from biasjudge.cli import data as data_cli
 from biasjudge.data.holdout import load_pairs
 from biasjudge.labels.human import (
     HumanSession,
+    LabelSessionConfig,
     human_agreement,
     label_interactively,
     order_pairs,
@@ -48,14 +49,8 @@ def pairs(pairs_file: Path) -> list[Pair]:
 
 def session(pairs: list[Pair], out: Path, script: str, **kwargs: Any) -> tuple[HumanSession, str]:
     screen = io.StringIO()
-    result = label_interactively(
-        pairs,
-        out,
-        labeller=str(kwargs.pop("labeller", "tester")),
-        input_stream=io.StringIO(script),
-        output_stream=screen,
-        **kwargs,
-    )
+    config = LabelSessionConfig(labeller=str(kwargs.pop("labeller", "tester")), **kwargs)
+    result = label_interactively(pairs, out, config, input_stream=io.StringIO(script), output_stream=screen)
     return result, screen.getvalue()
 
 

@@ -17,7 +17,6 @@ from biasjudge.cli.common import (
     LabelSourceChoice,
     SkipInvalidOption,
     console,
-    defaults_from,
     option_groups,
 )
 from biasjudge.cli.data_common import (
@@ -32,7 +31,7 @@ from biasjudge.cli.data_common import (
 )
 from biasjudge.dataset.stages import LabelConfig
 from biasjudge.labels.flips import GateThresholds, flip_gate
-from biasjudge.labels.human import label_interactively
+from biasjudge.labels.human import LabelSessionConfig, label_interactively
 from biasjudge.labels.label_sets import GroupBy
 from biasjudge.labels.synthesis import SynthesisConfig
 
@@ -116,28 +115,14 @@ def label(
             )
 
 
-@defaults_from(label_interactively)
+@option_groups
 def label_human(
     pairs_file: Annotated[Path, typer.Option("--pairs", help="Pairs to label.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Human labels JSONL (appended to; resumable).")],
-    labeller: Annotated[str, typer.Option("--labeller", help="Your annotator id.")],
-    show_models: Annotated[bool, typer.Option("--show-models", help="Show which model wrote each response.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Offer only the first N pairs.")] = None,
-    review: Annotated[
-        bool, typer.Option("--review", help="Walk through the pairs already labelled to keep, change or delete each.")
-    ] = False,
-    random_order: Annotated[
-        bool, typer.Option("--random-order", help="Show the pairs shuffled (the same --seed gives the same order).")
-    ] = False,
-    no_backup: Annotated[
-        bool, typer.Option("--no-backup", help="Do not copy the labels file aside before the session's first write.")
-    ] = False,
-    break_lock: Annotated[
-        bool, typer.Option("--break-lock", help="Take over a lock left on another host by a session that is over.")
-    ] = False,
     skip_invalid: SkipInvalidOption = False,
     *,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of --random-order.")],
+    session_config: LabelSessionConfig,
 ) -> None:
     """Label pairs by hand in the terminal: A / B / TIE / skip / quit, then confidence 1-5 (saved as you go).
 
@@ -146,18 +131,8 @@ def label_human(
 
     todo = read_pairs(pairs_file, skip_invalid, out.parent)
     todo = todo[:limit] if limit is not None else todo
-    session = label_interactively(
-        todo,
-        out,
-        labeller=labeller,
-        show_models=show_models,
-        review=review,
-        random_order=random_order,
-        seed=seed,
-        backup=not no_backup,
-        break_lock=break_lock,
-    )
-    if session.n_remaining and not review:
+    session = label_interactively(todo, out, session_config)
+    if session.n_remaining and not session_config.review:
         console.print(f"{session.n_remaining} pairs left; run the same command again to go on.", highlight=False)
 
 

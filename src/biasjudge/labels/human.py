@@ -48,6 +48,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from biasjudge.config import ConfigModel
 from biasjudge.errors import ConfigError
 from biasjudge.io import JsonlAppender, ReadResult, read_records, write_records
 from biasjudge.labels.human_safety import LockHolder, SessionBackup, labels_lock, utc_now
@@ -218,60 +219,67 @@ def order_pairs(pairs: Iterable[Pair], *, random_order: bool = False, seed: int 
     return pairs
 
 
+class LabelSessionConfig(ConfigModel):
+    """How a labelling session runs (`biasjudge data label-human`)."""
+
+    labeller: str = Field(min_length=1)
+    """Your annotator id, stored with every label."""
+    show_models: bool = False
+    """Show which model wrote each response."""
+    ask_notes: bool = True
+    """Ask for optional free-text notes after the confidence."""
+    review: bool = False
+    """Walk through the pairs already labelled to keep, change or delete each label."""
+    random_order: bool = False
+    """Show the pairs shuffled (the same seed gives the same order, every session)."""
+    seed: int = 0
+    """Seed of random_order."""
+    backup: bool = True
+    """Copy the labels file aside before the session's first write."""
+    break_lock: bool = False
+    """Take over a lock left on another host by a session that is over (see the module docstring)."""
+
+
 def label_interactively(
     pairs: Iterable[Pair],
     out_path: str | Path,
+    config: LabelSessionConfig,
     *,
-    labeller: str,
     input_stream: TextIO | None = None,
     output_stream: TextIO | None = None,
-    show_models: bool = False,
-    ask_notes: bool = True,
-    review: bool = False,
-    random_order: bool = False,
-    seed: int = 0,
-    backup: bool = True,
-    break_lock: bool = False,
 ) -> HumanSession:
-    """Ask a person for a label on each pair not yet in `out_path` (or, with `review`, on each
-    pair already in it), writing each answer as it is given.
+    """Ask a person for a label on each pair not yet in `out_path` (or, with `config.review`, on
+    each pair already in it), writing each answer as it is given.
 
     Args:
         pairs: pairs to offer (pair_ids unique).
         out_path: JSONL of :class:`HumanLabelRecord`; appended to, and read on start to resume.
-        labeller: annotator id stored with every label.
+        config: the labeller and how the session runs.
         input_stream: where answers are read (default stdin).
         output_stream: where the pairs and questions are written (default stdout).
-        show_models: show the model names of the responses.
-        ask_notes: ask for optional free-text notes after the confidence.
-        review: walk through the labelled pairs instead, to keep, change or delete each label.
-        random_order: shuffle the pairs with `seed` (same seed, same order, every session).
-        seed: seed of `random_order`.
-        backup: copy the labels file aside before the session's first write.
-        break_lock: take over a lock that names another host (see the module docstring).
 
     Raises:
         LabelsLockedError: another session holds the file.
         ConfigError: a repeated pair_id among `pairs`.
     """
-    pairs = order_pairs(pairs, random_order=random_order, seed=seed)
+    pairs = order_pairs(pairs, random_order=config.random_order, seed=config.seed)
     repeated = sorted(pid for pid, n in Counter(p.pair_id for p in pairs).items() if n > 1)
     if repeated:
         raise ConfigError(f"pairs to label repeat pair_ids: {', '.join(repeated[:5])}")
     out_path = Path(out_path)
     screen = _Screen(input_stream, output_stream)
-    mode: Literal["label", "review"] = "review" if review else "label"
+    mode: Literal["label", "review"] = "review" if config.review else "label"
     session = HumanSession(out_path=out_path, mode=mode)
-    with labels_lock(out_path, labeller=labeller, mode=mode, break_lock=break_lock) as stale:
+    with labels_lock(out_path, labeller=config.labeller, mode=mode, break_lock=config.break_lock) as stale:
         session.stale_lock = stale
         if stale is not None:
             screen.print(
                 f"[yellow]Found a stale lock on {escape(str(out_path))}: {escape(stale.describe())} ended without "
                 "releasing it. Its saved labels are kept; taking the lock over.[/yellow]"
             )
-        saver = SessionBackup(out_path, backup)
-        labelling = _Labelling(pairs, out_path, labeller, screen, session, saver, show_models, ask_notes)
-        if review:
+        saver = SessionBackup(out_path, config.backup)
+        labelling = _Labelling(pairs, out_path, config, screen, session, saver)
+        if config.review:
             labelling.review()
         else:
             labelling.label()
@@ -288,12 +296,10 @@ class _Labelling:
 
     pairs: list[Pair]
     out_path: Path
-    labeller: str
+    config: LabelSessionConfig
     screen: _Screen
     session: HumanSession
     saver: SessionBackup
-    show_models: bool
-    ask_notes: bool
 
     def label(self) -> None:
         """Ask for a label on each pair not yet in the file, appending each as it is given."""
@@ -308,7 +314,7 @@ class _Labelling:
             )
             for index, pair in enumerate(todo, start=1):
                 try:
-                    self.screen.show(pair, index, len(todo), self.show_models)
+                    self.screen.show(pair, index, len(todo), self.config.show_models)
                     choice = self.screen.verdict()
                     if choice == "quit":
                         raise _Quit
@@ -316,7 +322,7 @@ class _Labelling:
                         self.session.n_skipped += 1
                         continue
                     confidence = self.screen.confidence()
-                    notes = self.screen.ask("Notes (Enter for none): ") if self.ask_notes else ""
+                    notes = self.screen.ask("Notes (Enter for none): ") if self.config.ask_notes else ""
                 except _Quit:
                     self.session.quit = True
                     break
@@ -327,7 +333,7 @@ class _Labelling:
                         verdict=choice,
                         confidence=confidence,
                         notes=notes or None,
-                        labeller=self.labeller,
+                        labeller=self.config.labeller,
                         labelled_utc=utc_now(),
                     )
                 )
@@ -358,7 +364,7 @@ class _Labelling:
         for index, pair in enumerate(queue, start=1):
             current = records[pair.pair_id]
             try:
-                self.screen.show(pair, index, len(queue), self.show_models)
+                self.screen.show(pair, index, len(queue), self.config.show_models)
                 note = f", notes {escape(repr(current.notes))}" if current.notes else ""
                 self.screen.print(
                     f"Current label: [bold]{current.verdict}[/bold], confidence {current.confidence}{note} "
@@ -377,7 +383,7 @@ class _Labelling:
                     continue
                 confidence = self.screen.confidence(current.confidence)
                 notes = current.notes
-                if self.ask_notes:
+                if self.config.ask_notes:
                     keep = f"Enter keeps {current.notes!r}, '-' clears" if current.notes else "Enter for none"
                     answer = self.screen.ask(f"Notes ({escape(keep)}): ")
                     notes = None if answer == "-" else (answer or current.notes)
@@ -392,7 +398,7 @@ class _Labelling:
                     "verdict": choice,
                     "confidence": confidence,
                     "notes": notes,
-                    "labeller": self.labeller,
+                    "labeller": self.config.labeller,
                     "revised_utc": utc_now(),
                 }
             )
@@ -443,6 +449,7 @@ def human_agreement(
 __all__ = [
     "HumanLabelRecord",
     "HumanSession",
+    "LabelSessionConfig",
     "human_agreement",
     "import_human_labels",
     "label_interactively",
