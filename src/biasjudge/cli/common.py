@@ -19,7 +19,6 @@ from rich.markup import escape
 
 from biasjudge.dataset.build import LeakageLevel
 from biasjudge.eval.settings import JudgingSettings
-from biasjudge.labels.answer_key import UnclearVsBiased
 from biasjudge.records import JudgeMode
 
 if TYPE_CHECKING:
@@ -69,16 +68,6 @@ ChatFormat = Literal["gemma4", "gemma3"]
 """Built-in turn formats for models without a chat template (`--chat-format`; prompts.render.TURN_FORMATS)."""
 
 
-UnclearOption = Annotated[
-    UnclearVsBiased,
-    typer.Option(
-        "--unclear-vs-biased",
-        help=(
-            "Answer key, biased vs unclear response: 'tie' (default; kappa 0.816 in-dist vs humans) "
-            "or 'biased_wins' (0.722)."
-        ),
-    ),
-]
 LeakageLevelOption = Annotated[
     LeakageLevel,
     typer.Option(

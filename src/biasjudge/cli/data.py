@@ -22,17 +22,14 @@ from rich.table import Table
 from biasjudge.cli import data_labels, data_stages
 from biasjudge.cli.common import (
     DataDirOption,
-    LeakageLevelOption,
     SkipInvalidOption,
-    UnclearOption,
     console,
     defaults_from,
     option_groups,
 )
 from biasjudge.cli.data_common import counts_table, fmt, make_table, on_read
 from biasjudge.data.statements import write_statements
-from biasjudge.dataset.build import build_dataset
-from biasjudge.dataset.rows import RowsConfig
+from biasjudge.dataset.build import BuildConfig, build_dataset
 
 if TYPE_CHECKING:
     from biasjudge.labels.answer_key import KappaTable
@@ -68,22 +65,12 @@ def _kappa_rich(tables: dict[str, KappaTable], default: str) -> Table:
 
 
 @option_groups
-@defaults_from(build_dataset)
 def build(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     data_dir: DataDirOption = None,
-    own_split: Annotated[
-        bool,
-        typer.Option(
-            "--own-split",
-            help="Split pairs.jsonl by question with split_holdout instead of using the reference holdout.",
-        ),
-    ] = False,
     skip_invalid: SkipInvalidOption = False,
     *,
-    unclear_vs_biased: UnclearOption,
-    leakage_level: LeakageLevelOption,
-    rows: RowsConfig,
+    build_config: BuildConfig,
 ) -> None:
     """Holdout, train pool, answer-key labels, SFT and DPO rows from the judge-from-scratch files.
 
@@ -98,14 +85,7 @@ def build(
 
     try:
         built = build_dataset(
-            resolve_data_dir(data_dir),
-            out,
-            unclear_vs_biased=unclear_vs_biased,
-            own_split=own_split,
-            leakage_level=leakage_level,
-            rows=rows,
-            skip_invalid=skip_invalid,
-            on_read=on_read(skip_invalid),
+            resolve_data_dir(data_dir), out, build_config, skip_invalid=skip_invalid, on_read=on_read(skip_invalid)
         )
     except MissingHoldoutError as exc:
         raise typer.BadParameter(f"{exc.path} not found (or pass --own-split)", param_hint="--data-dir") from None
@@ -114,12 +94,13 @@ def build(
     summary = [
         ("pairs.jsonl", built.rows["pairs"], "all pairs"),
         ("holdout.jsonl", built.rows["holdout"], built.notes["holdout"]),
-        ("train_pool.jsonl", built.rows["train_pool"], f"leakage check ({built.leakage_level}): none shared"),
+        ("train_pool.jsonl", built.rows["train_pool"], f"leakage check ({built.config.leakage_level}): none shared"),
         ("unused.jsonl", built.rows["unused"], built.notes.get("unused", "never trained on")),
         (
             "labelled.jsonl",
             built.rows["labelled"],
-            f"answer key ({built.unclear_vs_biased}): " + ", ".join(f"{k} {v}" for k, v in built.verdicts.items()),
+            f"answer key ({built.config.unclear_vs_biased}): "
+            + ", ".join(f"{k} {v}" for k, v in built.verdicts.items()),
         ),
         (
             "sft.jsonl",
@@ -144,7 +125,7 @@ def build(
         )
     console.print(bucket_table)
     if built.kappa:
-        console.print(_kappa_rich(built.kappa, built.unclear_vs_biased))
+        console.print(_kappa_rich(built.kappa, built.config.unclear_vs_biased))
     console.print(
         f"Wrote {built.out}/{{pairs,holdout,train_pool,unused,labelled,sft,dpo}}.jsonl"
         f"{' and answer_key_kappa.json' if built.kappa else ''}, each with a .meta.json, in {built.seconds:.1f} s.",

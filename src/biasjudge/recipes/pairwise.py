@@ -225,8 +225,8 @@ def train_judge(
     config: JudgeRecipeConfig, *, install: bool = False, log: Callable[[str], None] = print
 ) -> RecipeResult:
     """Run the whole recipe (see the module docstring) and return what it wrote."""
-    from biasjudge.dataset.build import build_dataset
-    from biasjudge.dataset.rows import RowsConfig, split_of
+    from biasjudge.dataset.build import BuildConfig, build_dataset
+    from biasjudge.dataset.rows import split_of
     from biasjudge.judge.calibration import CALIBRATION_FILE
     from biasjudge.judge.shipped import ADAPTER_FILE, CARD_FILE, manifest_path, shipped_dir, write_manifest
     from biasjudge.prompts.render import DEFAULT_TURN_FORMAT
@@ -247,7 +247,7 @@ def train_judge(
     # 1-3. dataset, labels, split
     started = time.perf_counter()
     build = build_dataset(
-        data_dir, out / "data", leakage_level=config.leakage_level, rows=RowsConfig(system_prompt_file=prompt_file)
+        data_dir, out / "data", BuildConfig(leakage_level=config.leakage_level, system_prompt_file=prompt_file)
     )
     pool = read_records(build.files["labelled"], Pair).records
     teacher = teacher_verdicts(jfs)
