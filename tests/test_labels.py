@@ -20,7 +20,7 @@ from biasjudge.labels.answer_key import (
     kappa_table,
     label_pairs,
 )
-from biasjudge.labels.human import label_interactively, read_human_labels
+from biasjudge.labels.human import LabelSessionConfig, label_interactively, read_human_labels
 from biasjudge.labels.teacher import (
     TeacherRecord,
     import_teacher_labels,
@@ -316,7 +316,9 @@ def test_human_tool_scripted_session_and_resume(tmp_path: Path) -> None:
     # p0: A, conf 5, a note; p1: skip; p2: bad key then TIE, bad conf then 3, no note; then quit.
     script = io.StringIO("a\n5\nclear stereotype\ns\nx\nt\n9\n3\n\nq\n")
     screen = io.StringIO()
-    session = label_interactively(pairs, out, labeller="tester", input_stream=script, output_stream=screen)
+    session = label_interactively(
+        pairs, out, LabelSessionConfig(labeller="tester"), input_stream=script, output_stream=screen
+    )
     assert (session.n_labelled, session.n_skipped, session.n_resumed, session.n_remaining) == (2, 1, 0, 2)
     assert session.quit
     shown = screen.getvalue()
@@ -332,7 +334,11 @@ def test_human_tool_scripted_session_and_resume(tmp_path: Path) -> None:
     # resume: p0 and p2 are not shown again; the skipped p1 comes back; input ends mid-pair
     screen2 = io.StringIO()
     again = label_interactively(
-        pairs, out, labeller="tester", input_stream=io.StringIO("b\n4\n\nt\n"), output_stream=screen2
+        pairs,
+        out,
+        LabelSessionConfig(labeller="tester"),
+        input_stream=io.StringIO("b\n4\n\nt\n"),
+        output_stream=screen2,
     )
     assert (again.n_resumed, again.n_labelled, again.n_remaining) == (2, 1, 1)
     assert again.quit
