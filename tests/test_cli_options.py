@@ -20,10 +20,12 @@ from typer.testing import CliRunner
 
 from biasjudge.cli.common import config_parameters, option_groups
 from biasjudge.cli.main import app
+from biasjudge.config import load_config
 from biasjudge.data.holdout import HoldoutConfig
 from biasjudge.data.pairs import PairsConfig
 from biasjudge.dataset.rows import RowsConfig
 from biasjudge.errors import ConfigError
+from biasjudge.recipes.pairwise import JudgeRecipeConfig
 from biasjudge.serve.schemas import ServeSettings
 
 runner = CliRunner()
@@ -266,3 +268,25 @@ def test_a_yes_no_field_that_defaults_to_yes_can_be_turned_off_by_flag() -> None
         result = runner.invoke(probe, args)
         assert result.exit_code == 0, result.output
         assert getattr(seen.pop(), field) is expected, args
+
+
+def test_a_config_with_a_packaged_default_file_reads_it_unless_given_another(tmp_path: Path) -> None:
+    """`train judge` without --config reads the shipped recipe (its trl settings), the flags over it;
+    with --config, that file instead."""
+    seen: list[JudgeRecipeConfig] = []
+
+    def recipe_command(*, recipe: JudgeRecipeConfig) -> None:
+        seen.append(recipe)
+
+    probe = typer.Typer()
+    probe.command()(option_groups(recipe_command))
+    shipped = load_config(JudgeRecipeConfig, JudgeRecipeConfig.default_file)
+    assert shipped.trl  # the packaged file sets what the fields' defaults leave empty
+    result = runner.invoke(probe, ["--leakage-level", "pair"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1].trl == shipped.trl and seen[-1].leakage_level == "pair"
+    own = tmp_path / "recipe.yaml"
+    own.write_text("output_dir: runs/mine\n")
+    result = runner.invoke(probe, ["-c", str(own)])
+    assert result.exit_code == 0, result.output
+    assert seen[-1].trl == {} and seen[-1].output_dir == Path("runs/mine")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -32,6 +32,10 @@ class ConfigModel(BaseModel):
     """Base of config classes: unknown keys are errors, field docstrings become help text."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    default_file: ClassVar[str | None] = None
+    """A packaged config (:func:`packaged_config`) that a command reads when it is given no `--config`;
+    None: the fields' own defaults."""
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:

@@ -251,7 +251,8 @@ _FLAG_TYPES = (str, int, float, bool, Path)
 
 
 def _flag_type(annotation: Any) -> bool:
-    """Whether a flag can carry a value of this type (a scalar, a StrEnum or Literal, optional, or a list of those)."""
+    """Whether a flag can carry a value of this type: a scalar, a StrEnum or Literal, optional, or a list
+    of plain scalars (Typer takes no list of Literals)."""
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Literal:
         return all(isinstance(a, str) for a in args)
@@ -259,7 +260,7 @@ def _flag_type(annotation: Any) -> bool:
         rest = [a for a in args if a is not type(None)]
         return len(rest) == 1 and _flag_type(rest[0])
     if origin is list:
-        return len(args) == 1 and _flag_type(args[0]) and get_origin(args[0]) is not list
+        return len(args) == 1 and get_origin(args[0]) is None and _flag_type(args[0])
     return isinstance(annotation, type) and issubclass(annotation, _FLAG_TYPES)
 
 
@@ -292,6 +293,7 @@ def config_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
 def _config_file_parameter(model: type[BaseModel]) -> inspect.Parameter:
     option = typer.Option(
         "--config",
+        "-c",
         help=f"YAML file of {model.__name__} values (the fields these options set, and any a file alone can "
         "hold); the flags given override it.",
         show_default=False,
@@ -302,14 +304,16 @@ def _config_file_parameter(model: type[BaseModel]) -> inspect.Parameter:
 
 
 def _load_stage_config(model: type[C], config_file: Path | None, flags: dict[str, Any], context: typer.Context) -> C:
-    """`model` from the YAML file, then the flags given on the command line (defaults are the model's own)."""
+    """`model` from the YAML file (or the model's packaged default file), then the flags given on the
+    command line (defaults are the model's own)."""
     from biasjudge.config import load_config
 
     def given(name: str) -> bool:
         source = context.get_parameter_source(name)
         return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
-    return load_config(model, config_file, {k: v for k, v in flags.items() if config_file is None or given(k)})
+    file = config_file if config_file is not None else getattr(model, "default_file", None)
+    return load_config(model, file, {k: v for k, v in flags.items() if file is None or given(k)})
 
 
 def defaults_from(*sources: Callable[..., Any] | type[BaseModel], **renamed: str) -> Callable[[F], F]:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from biasjudge.cli.common import console, option_groups
+from biasjudge.recipes.pairwise import JudgeRecipeConfig
+from biasjudge.recipes.reader import ReaderRecipeConfig
 
 if TYPE_CHECKING:
     from biasjudge.train.config import RunConfigBase
@@ -114,45 +116,21 @@ def dpo_command(
     _print_result("dpo", train_dpo(run_config))
 
 
+@option_groups
 def judge_command(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Recipe YAML (default: the shipped judge's, 'embedded-judge')."),
-    ] = None,
-    output_dir: OutputDirOption = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Overrides trl.seed.", show_default=False)] = None,
     max_steps: MaxStepsOption = None,
-    leakage_level: Annotated[
-        str | None,
-        typer.Option(
-            "--leakage-level", help="question (default, honest) or pair (the reference's pool).", show_default=False
-        ),
-    ] = None,
-    teacher_labels: Annotated[
-        bool | None,
-        typer.Option(
-            "--teacher-labels/--answer-key-labels",
-            help="Prefer the reference's teacher verdicts where the data has them.",
-            show_default=False,
-        ),
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder.", show_default=False)] = None,
     install: Annotated[
         bool, typer.Option("--install", help="Copy adapter, manifest and card into the package (the shipped judge).")
     ] = False,
+    *,
+    recipe: JudgeRecipeConfig,
 ) -> None:
-    """Rebuild the shipped judge end to end: data, labels, LoRA training, GGUF export, eval, model card."""
-    from biasjudge.recipes.pairwise import load_recipe_config, train_judge
+    """Rebuild the shipped judge end to end: data, labels, LoRA training, GGUF export, eval, model card.
 
-    recipe = load_recipe_config(
-        config,
-        {
-            "output_dir": output_dir,
-            "leakage_level": leakage_level,
-            "teacher_labels": teacher_labels,
-            "data_dir": data_dir,
-        },
-    )
+    Without --config, the shipped judge's recipe (configs/embedded-judge.yaml); the flags override it."""
+    from biasjudge.recipes.pairwise import train_judge
+
     trl_extra = {k: v for k, v in (("seed", seed), ("max_steps", max_steps)) if v is not None}
     if trl_extra:
         recipe = recipe.model_copy(update={"trl": {**recipe.trl, **trl_extra}})
@@ -165,39 +143,21 @@ def judge_command(
     print(result.adapter)
 
 
+@option_groups
 def reader_command(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="Recipe YAML (default: the shipped judge's, 'reading-judge')."),
-    ] = None,
-    output_dir: OutputDirOption = None,
-    leakage_level: Annotated[
-        str | None,
-        typer.Option(
-            "--leakage-level",
-            help="The shipped model's: question (no holdout question in training) or template (no holdout template).",
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed of the choice order and validation split.", show_default=False)
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder.", show_default=False)] = None,
     install: Annotated[
         bool, typer.Option("--install", help="Copy the models and their card into the package (the default judge).")
     ] = False,
+    *,
+    recipe: ReaderRecipeConfig,
 ) -> None:
     """Rebuild the default judge end to end: the question reader (rows from BBQ, fit, holdout eval) and
     the free-text judge (statement pairs, fit, held-out templates and religion, the holdout without
-    choices), then the card."""
-    from biasjudge.config import load_config
-    from biasjudge.recipes.reader import ReaderRecipeConfig, train_reader
+    choices), then the card.
 
-    recipe = load_config(
-        ReaderRecipeConfig,
-        config if config is not None else "reading-judge",
-        {"output_dir": output_dir, "leakage_level": leakage_level, "seed": seed, "data_dir": data_dir},
-    )
+    Without --config, the default judge's recipe (configs/reading-judge.yaml); the flags override it."""
+    from biasjudge.recipes.reader import train_reader
+
     console.print(f"building the question reader -> {recipe.output_dir}")
     result = train_reader(recipe, install=install, log=lambda line: console.print(line, highlight=False, markup=False))
     console.print(f"[green]reader done[/green]: model {result.model}, card {result.card}")

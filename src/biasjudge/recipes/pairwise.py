@@ -50,6 +50,8 @@ CHECKPOINT_NAME = "biasjudge 270M judge"
 class JudgeRecipeConfig(ConfigModel):
     """Settings of `biasjudge train judge` (configs/embedded-judge.yaml)."""
 
+    default_file = "embedded-judge"
+
     data_dir: Path | None = None
     """Folder with judge-from-scratch/ (default: $BIASJUDGE_DATA_DIR, else ../shared/data)."""
     output_dir: Path = Path("runs/embedded-judge")
@@ -57,7 +59,7 @@ class JudgeRecipeConfig(ConfigModel):
     leakage_level: Literal["question", "pair"] = "question"
     """question: no training pair shares a question with the holdout (honest). pair: the reference's
     pool (it shares 201 questions with the holdout; the published checkpoints were trained on it)."""
-    teacher_labels: bool = False
+    teacher_labels: bool = Field(default=False, json_schema_extra={"flags": ["--teacher-labels/--answer-key-labels"]})
     """Prefer the reference's teacher verdicts over the answer-key rule where the shared data has them."""
     system_prompt: str = "judge_compact"
     """A shipped prompt's name (biasjudge.prompts) or a file path; stored byte for byte with the adapter."""
@@ -91,13 +93,6 @@ class RecipeResult:
     holdout_metrics: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     installed_to: Path | None = None
-
-
-def load_recipe_config(path: Path | None, overrides: dict[str, Any] | None = None) -> JudgeRecipeConfig:
-    """The recipe from `path`, by default the shipped judge's (`biasjudge/configs/embedded-judge.yaml`)."""
-    from biasjudge.config import load_config
-
-    return load_config(JudgeRecipeConfig, path if path is not None else "embedded-judge", overrides)
 
 
 def resolve_system_prompt(value: str) -> str:

@@ -48,6 +48,8 @@ CHECKPOINT_NAME = "biasjudge reader"
 class ReaderRecipeConfig(ConfigModel):
     """Settings of `biasjudge train reader` (configs/reading-judge.yaml)."""
 
+    default_file = "reading-judge"
+
     data_dir: Path | None = None
     """Folder with bbq/ and judge-from-scratch/ (default: $BIASJUDGE_DATA_DIR, else ../shared/data)."""
     output_dir: Path = Path("runs/reading-judge")
