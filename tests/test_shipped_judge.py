@@ -321,9 +321,10 @@ def test_hybrid_without_the_question_is_the_model(tmp_path: Path, jfs: Path) -> 
 
 
 def test_recipe_config_file_loads_and_teacher_verdicts_are_the_correct_ones(jfs: Path) -> None:
-    from biasjudge.recipes.pairwise import load_recipe_config, teacher_verdicts
+    from biasjudge.config import load_config
+    from biasjudge.recipes.pairwise import JudgeRecipeConfig, teacher_verdicts
 
-    config = load_recipe_config(Path(__file__).resolve().parents[1] / "configs" / "embedded-judge.yaml")
+    config = load_config(JudgeRecipeConfig, Path(__file__).resolve().parents[1] / "configs" / "embedded-judge.yaml")
     assert config.leakage_level == "question" and config.system_prompt == "judge_compact"
     verdicts = teacher_verdicts(jfs)
     rows = [json.loads(line) for line in (jfs / "synthesis_results.jsonl").read_text().splitlines() if line.strip()]
