@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from biasjudge.cli.common import DataDirOption, SystemPromptOption, console, option_groups
-from biasjudge.eval.settings import EvalSettings
+from biasjudge.eval.settings import CalibrateSettings, EvalSettings
 
 if TYPE_CHECKING:
     pass
@@ -274,6 +274,7 @@ def quickstart_command(
     console.print(f"quick start finished in {time.perf_counter() - started:.0f} s")
 
 
+@option_groups
 def calibrate_command(
     predictions: Annotated[
         Path,
@@ -285,25 +286,6 @@ def calibrate_command(
     ],
     pairs: Annotated[Path, typer.Option("--pairs", help="The labelled pairs of that split (JSONL/Parquet).")],
     out: Annotated[Path, typer.Option("--out", help="Where the calibration goes (calibration.json).", dir_okay=False)],
-    labels: Annotated[
-        str,
-        typer.Option(
-            "--labels",
-            help="Which labels the probabilities are calibrated against: human, teacher or answer_key "
-            "(the shipped judge's training labels).",
-        ),
-    ] = "answer_key",
-    method: Annotated[
-        str,
-        typer.Option(
-            "--method",
-            help="temperature (one T, verdicts unchanged), isotonic (per choice, can change verdicts), or auto: "
-            "the one with the lower 5-fold cross-validated Brier score.",
-        ),
-    ] = "auto",
-    checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="The judge of the log to calibrate (when it has several).")
-    ] = None,
     check_predictions: Annotated[
         Path | None,
         typer.Option(
@@ -313,6 +295,8 @@ def calibrate_command(
     ] = None,
     holdout: HoldoutOption = None,
     data_dir: DataDirOption = None,
+    *,
+    settings: CalibrateSettings,
 ) -> None:
     """Fit a calibration map of a judge's verdict probabilities, and save it.
 
@@ -326,12 +310,9 @@ def calibrate_command(
     from biasjudge.eval.run import resolve_holdout
 
     held = resolve_holdout(holdout, None, data_dir) if check_predictions is not None else None
-    calibration = calibrate_file(
-        predictions, pairs, out, labels=labels, method=method, checkpoint=checkpoint,
-        check_predictions=check_predictions, holdout=held,
-    )  # fmt: skip
+    calibration = calibrate_file(predictions, pairs, out, settings, check_predictions=check_predictions, holdout=held)
     fit = calibration.fit_split
-    table = Table(title=f"{calibration.method} calibration fitted on {fit['n']} pairs ({labels} labels)")
+    table = Table(title=f"{calibration.method} calibration fitted on {fit['n']} pairs ({settings.labels} labels)")
     for column in ("rows", "ECE before", "ECE after", "Brier before", "Brier after"):
         table.add_column(column, justify="right")
     keys = ("ece_before", "ece_after", "brier_before", "brier_after")

@@ -11,17 +11,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from biasjudge.errors import ConfigError, MetricInputError
 from biasjudge.eval.metrics import SLICES, brier_score, expected_calibration_error
+from biasjudge.eval.settings import CalibrateSettings, CalibrationMethod, LabelChoice
 from biasjudge.judge.calibration import PROB_FLOOR, Calibration, IsotonicMap, Method, tempered
 from biasjudge.records import EvalLog, Pair, pick_checkpoint
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
 
-METHODS: tuple[str, ...] = ("auto", "temperature", "isotonic")
+METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 """`auto` picks the method with the lower cross-validated Brier score on the calibration rows."""
 CV_FOLDS = 5
 """Folds of the cross-validation that `auto` chooses by (rows shuffled with seed 0)."""
@@ -146,9 +147,6 @@ def fit_calibration(
 
 # --------------------------------------------------------------------------- from files
 
-LabelChoice = Literal["human", "teacher", "answer_key"]
-LABEL_CHOICES: tuple[str, ...] = ("human", "teacher", "answer_key")
-
 
 def label_of(pair: Pair, source: LabelChoice) -> str | None:
     """The pair's label from `source` (`human`: its human_verdict, else its last human label)."""
@@ -201,24 +199,19 @@ def calibrate_file(
     predictions: Path,
     pairs: Path,
     out: Path,
+    settings: CalibrateSettings,
     *,
-    labels: str,
-    method: str,
-    checkpoint: str | None = None,
     check_predictions: Path | None = None,
     holdout: Sequence[Pair] | None = None,
 ) -> Calibration:
-    """`biasjudge calibrate`: fit a map on a log of the calibration split against `labels`, check it
-    on a holdout log (per slice) when given one, and write it to `out` (atomically)."""
+    """`biasjudge calibrate`: fit a map on a log of the calibration split against `settings.labels`,
+    check it on a holdout log (per slice) when given one, and write it to `out` (atomically)."""
     from biasjudge.eval.report import read_log
     from biasjudge.io import read_records, sha256_file, write_json
 
-    if labels not in LABEL_CHOICES:
-        raise ConfigError(f"labels must be one of {', '.join(LABEL_CHOICES)}, got {labels!r}")
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    labels, checkpoint = settings.labels, settings.checkpoint
     log = read_log(predictions)
-    y, probs = calibration_rows(log, read_records(pairs, Pair).records, labels, checkpoint)  # type: ignore[arg-type]
+    y, probs = calibration_rows(log, read_records(pairs, Pair).records, labels, checkpoint)
     fitted_on = {
         "predictions": str(predictions),
         "predictions_sha256": sha256_file(predictions),
@@ -226,7 +219,7 @@ def calibrate_file(
         "labels": labels,
         "checkpoint": checkpoint or log.detailed[0].checkpoint_name,
     }
-    calibration = fit_calibration(y, probs, method, fitted_on=fitted_on)  # type: ignore[arg-type]
+    calibration = fit_calibration(y, probs, settings.method, fitted_on=fitted_on)
     if check_predictions is not None:
         if holdout is None:
             raise ConfigError("checking a calibration on a holdout log needs the holdout pairs")

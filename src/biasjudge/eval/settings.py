@@ -1,10 +1,12 @@
-"""What an evaluation runs, as configs (`biasjudge eval`, `quickstart`, `robustness`): each command's
+"""What an evaluation runs, as configs (`biasjudge eval`, `quickstart`, `robustness`, `calibrate`): each command's
 flags are generated from these fields (their help is the docstring, their default is written here
 only), and `--config FILE.yaml` gives them from a file. A leaf: records and config only, so the
 commands' `--help` never imports the evaluation itself.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -40,3 +42,22 @@ class RobustnessSettings(JudgingSettings):
     """Requests per judge call (a pair's twins stay together)."""
     twins: str | None = None
     """Comma list of twin or family names (injection, benign, length). Default: every twin."""
+
+
+LabelChoice = Literal["human", "teacher", "answer_key"]
+"""The labels a calibration is fitted against."""
+CalibrationMethod = Literal["auto", "temperature", "isotonic"]
+"""How a calibration map is fitted (`auto`: the one that cross-validates better)."""
+
+
+class CalibrateSettings(ConfigModel):
+    """How `biasjudge calibrate` fits its map."""
+
+    labels: LabelChoice = "answer_key"
+    """Which labels the probabilities are calibrated against: human, teacher or answer_key (the shipped
+    judge's training labels)."""
+    method: CalibrationMethod = "auto"
+    """temperature (one T, verdicts unchanged), isotonic (per choice, can change verdicts), or auto: the one
+    with the lower 5-fold cross-validated Brier score."""
+    checkpoint: str | None = None
+    """The judge of the log to calibrate (when it has several)."""
