@@ -204,6 +204,20 @@ def test_a_bad_flag_value_names_the_flag() -> None:
     assert str(result.exception).startswith("--max-queue: ")
 
 
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["serve", "--request-timeout", "0"], "--request-timeout"),
+        (["judge-file", "in.jsonl", "out.jsonl", "--ray-cpus", "0"], "--ray-cpus"),
+    ],
+)
+def test_a_bad_value_of_a_renamed_flag_names_the_flag_typed(args: list[str], flag: str) -> None:
+    """A field whose flag is not its own name (request_timeout_s, num_cpus): the error names the flag."""
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, ConfigError)
+    assert str(result.exception).startswith(f"{flag}: ")
+
+
 def test_a_bad_config_value_names_the_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
     config.write_text("max_queue: 0\n")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
 
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_text, validation_message
@@ -36,6 +37,16 @@ class ConfigModel(BaseModel):
     default_file: ClassVar[str | None] = None
     """A packaged config (:func:`packaged_config`) that a command reads when it is given no `--config`;
     None: the fields' own defaults."""
+
+
+def field_flags(name: str, field: FieldInfo) -> list[str]:
+    """The command-line flags of a config field: `--field-name` (`--field-name/--no-field-name` for a
+    yes/no field, so that a default of True can be turned off), or those its
+    `json_schema_extra={"flags": [...]}` names (for flags older than their field)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    flag = name.replace("_", "-")
+    named = cast("list[str] | None", extra.get("flags"))
+    return list(named or [f"--{flag}/--no-{flag}" if field.annotation is bool else f"--{flag}"])
 
 
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
@@ -66,8 +77,9 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[st
         return cls.model_validate(values)
     except ValidationError as exc:
         key, message = validation_message(exc)
-        if key in flags:  # the value came from a flag, not from the file
-            raise ConfigError(f"--{key.replace('_', '-')}: {message}") from None
+        if key in flags:  # the value came from a flag, not from the file: name the flag the user typed
+            flag = field_flags(key, cls.model_fields[key])[0].split("/")[0]
+            raise ConfigError(f"{flag}: {message}") from None
         raise ConfigError(f"{source}: key '{key or '(config)'}': {message}") from None
 
 

@@ -10,13 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
+from biasjudge.config import field_flags
 from biasjudge.dataset.build import LeakageLevel
 from biasjudge.eval.settings import JudgingSettings
 from biasjudge.records import JudgeMode
@@ -267,22 +268,17 @@ def _flag_type(annotation: Any) -> bool:
 def config_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
     """One keyword parameter per field of `model` a flag can carry, as Typer reads them.
 
-    The flag is `--field-name`, `--field-name/--no-field-name` for a yes/no field (a field's
-    `json_schema_extra={"flags": [...]}` names others, for flags older than their field); the help
-    is the field's docstring; the default is the field's.
+    The flags are :func:`~biasjudge.config.field_flags`; the help is the field's docstring; the
+    default is the field's.
     Fields of other types (a mapping of bucket targets, say) are set in the YAML file only.
     """
     parameters = []
     for name, field in model.model_fields.items():
         if not _flag_type(field.annotation):
             continue
-        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-        flag = name.replace("_", "-")
-        # A yes/no field gets its "no" flag too: a default of True must be one a flag can turn off.
-        flags = extra.get("flags") or [f"--{flag}/--no-{flag}" if field.annotation is bool else f"--{flag}"]
         required = field.is_required()
         default = inspect.Parameter.empty if required else field.get_default(call_default_factory=True)
-        option = typer.Option(*cast("list[str]", flags), help=field.description, show_default=default is not None)
+        option = typer.Option(*field_flags(name, field), help=field.description, show_default=default is not None)
         annotation = Annotated[field.annotation, option]  # type: ignore[name-defined]
         parameters.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
