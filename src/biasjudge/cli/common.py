@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
-from biasjudge.config import field_flags
+from biasjudge.config import ConfigModel, field_flags
 from biasjudge.dataset.build import LeakageLevel
 from biasjudge.eval.settings import JudgingSettings
 from biasjudge.records import JudgeMode
@@ -25,7 +25,7 @@ from biasjudge.records import JudgeMode
 if TYPE_CHECKING:
     from biasjudge.backends.costs import CostControl
 
-C = TypeVar("C", bound=BaseModel)
+C = TypeVar("C", bound=ConfigModel)
 F = TypeVar("F", bound=Callable[..., Any])
 
 console = Console(stderr=True)
@@ -195,23 +195,24 @@ context it reads to tell the flags given from the defaults."""
 
 def option_groups(command: Callable[..., None]) -> Callable[..., None]:
     """Options that several commands share, declared once as a dataclass (an option group, such as
-    :class:`CostOptions`), and a stage's options generated from its config (a pydantic model, as TRL's
-    `TrlParser` does from `SFTConfig`).
+    :class:`CostOptions`), and a stage's options generated from its config (a
+    :class:`~biasjudge.config.ConfigModel`, as TRL's `TrlParser` does from `SFTConfig`).
 
     Each parameter of `command` typed with a dataclass group is spelled out, in its place, as the
-    group's fields (their typer options and defaults). A parameter typed with a pydantic model is
+    group's fields (their typer options and defaults). A parameter typed with a config is
     spelled out as one option per field that a flag can carry (:func:`config_parameters`: the field's
     docstring is the help, its default the default, written nowhere else), plus `--config FILE`: a YAML
-    file of the model's values, which the flags given on the command line override. `command` gets the
+    file of the config's values (else its packaged `default_file`, if it names one), which the flags
+    given on the command line override. `command` gets the
     group or the validated model, built from them. What Typer shows is as if the fields were written there.
     """
     signature = inspect.signature(command, eval_str=True)
     groups: dict[str, list[str]] = {}
-    configs: dict[str, type[BaseModel]] = {}
+    configs: dict[str, type[ConfigModel]] = {}
     parameters: list[inspect.Parameter] = []
     for parameter in signature.parameters.values():
         group = parameter.annotation
-        if isinstance(group, type) and issubclass(group, BaseModel):
+        if isinstance(group, type) and issubclass(group, ConfigModel):
             if configs:
                 raise TypeError(f"{command.__name__}: one stage config per command, not {parameter.name} too")
             configs[parameter.name] = group
@@ -308,7 +309,7 @@ def _load_stage_config(model: type[C], config_file: Path | None, flags: dict[str
         source = context.get_parameter_source(name)
         return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
-    file = config_file if config_file is not None else getattr(model, "default_file", None)
+    file = config_file if config_file is not None else model.default_file
     return load_config(model, file, {k: v for k, v in flags.items() if file is None or given(k)})
 
 

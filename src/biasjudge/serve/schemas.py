@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
 from biasjudge.backends.registry import DEFAULT_JUDGE_SPEC
+from biasjudge.config import ConfigModel
 from biasjudge.records import Judgment, Pair, no_lone_choice, pair_from_fields
 
 MAX_FIELD_CHARS = 20_000
@@ -170,10 +171,8 @@ class ErrorBody(BaseModel):
     request_id: str | None = None
 
 
-class ServeSettings(BaseModel):
+class ServeSettings(ConfigModel):
     """Settings of `biasjudge serve` (every flag of the command is one of these)."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     judge: str | None = Field(default=DEFAULT_JUDGE_SPEC, json_schema_extra={"flags": ["--judge", "-j"]})
     """Judge spec (the judges are listed in `biasjudge judge --help`); none serves only the pages that need
