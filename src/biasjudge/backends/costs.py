@@ -481,7 +481,7 @@ class Meter:
         if self.stopped is not None:
             raise self.stopped
 
-    def batches(
+    def generations(
         self,
         items: Sequence[T],
         *,
@@ -492,11 +492,11 @@ class Meter:
         description: str,
         total: int,
         progress: bool = True,
-    ) -> Iterator[tuple[list[T], list[Generation]]]:
+    ) -> Iterator[tuple[T, Generation]]:
         """The resumable generate loop of a stage: `items` (what is left of `total`) in batches of
         `batch_size`, each through :meth:`generate`, behind one progress bar on which what earlier
-        runs did counts as done. Yields each batch's items and generations; once the caller has
-        written them, advances the bar, and stops after a batch the budget cut short (BudgetReached).
+        runs did counts as done. Yields each item with its generation and advances the bar once the
+        caller has written it; after a batch the budget cut short, stops (BudgetReached).
         """
         bar = progress_bar(enabled=progress)
         with bar:
@@ -504,8 +504,9 @@ class Meter:
             for start in range(0, len(items), batch_size):
                 batch = list(items[start : start + batch_size])
                 generations = self.generate([request(x) for x in batch], params, [key(x) for x in batch])
-                yield batch[: len(generations)], generations
-                bar.advance(task, len(generations))
+                for item, generation in zip(batch[: len(generations)], generations, strict=True):
+                    yield item, generation
+                    bar.advance(task, 1)
                 self.check()
 
     def estimate(

@@ -107,7 +107,7 @@ def generate_candidates(
         return [done[(q.question_id, model_name)] for q in todo_all if (q.question_id, model_name) in done]
     with JsonlAppender(out_path, CandidateResponse, key=_candidate_key) as out:
         todo = [q for q in todo_all if (q.question_id, model_name) not in out]
-        batches = meter.batches(
+        generated = meter.generations(
             todo,
             request=request,
             key=lambda q: q.question_id,
@@ -117,14 +117,10 @@ def generate_candidates(
             total=len(todo_all),
             progress=progress,
         )
-        for batch, generations in batches:
-            for question, gen in zip(batch, generations, strict=True):
-                out.append(
-                    CandidateResponse(
-                        question_id=question.question_id,
-                        model=model_name,
-                        text=gen.text,
-                        finish_reason=gen.finish_reason,
-                    )
+        for question, gen in generated:
+            out.append(
+                CandidateResponse(
+                    question_id=question.question_id, model=model_name, text=gen.text, finish_reason=gen.finish_reason
                 )
+            )
         return [out.done[(q.question_id, model_name)] for q in todo_all]

@@ -239,7 +239,7 @@ def teacher_label(
                 run.n_dropped_before += 1
             else:
                 todo.append(pair)
-        batches = meter.batches(
+        generated = meter.generations(
             todo,
             request=lambda p: PromptRequest(messages=tuple(teacher_messages(p, rubric))),
             key=lambda p: p.pair_id,
@@ -249,36 +249,35 @@ def teacher_label(
             total=len(pairs),
             progress=progress,
         )
-        for batch, generations in batches:
-            for pair, gen in zip(batch, generations, strict=True):
-                read = parse_teacher_output(gen.text, gen.finish_reason)
-                if read.verdict is None:
-                    dropped.append(
-                        DroppedRecord(
-                            pair_id=pair.pair_id,
-                            model=labeller_name,
-                            reason=read.error or "unreadable",
-                            raw_text=gen.text,
-                            finish_reason=gen.finish_reason,
-                        )
-                    )
-                    run.n_dropped_now += 1
-                    run.dropped_ids.append(pair.pair_id)
-                    continue
-                done.append(
-                    TeacherRecord(
+        for pair, gen in generated:
+            read = parse_teacher_output(gen.text, gen.finish_reason)
+            if read.verdict is None:
+                dropped.append(
+                    DroppedRecord(
                         pair_id=pair.pair_id,
-                        verdict=read.verdict,
-                        confidence=read.confidence,
-                        reasoning=read.reasoning,
                         model=labeller_name,
-                        pair_category=pair.pair_category,
-                        raw_output=gen.text,
+                        reason=read.error or "unreadable",
+                        raw_text=gen.text,
                         finish_reason=gen.finish_reason,
                     )
                 )
-                run.n_labelled_now += 1
-                run.n_no_confidence += read.confidence is None
+                run.n_dropped_now += 1
+                run.dropped_ids.append(pair.pair_id)
+                continue
+            done.append(
+                TeacherRecord(
+                    pair_id=pair.pair_id,
+                    verdict=read.verdict,
+                    confidence=read.confidence,
+                    reasoning=read.reasoning,
+                    model=labeller_name,
+                    pair_category=pair.pair_category,
+                    raw_output=gen.text,
+                    finish_reason=gen.finish_reason,
+                )
+            )
+            run.n_labelled_now += 1
+            run.n_no_confidence += read.confidence is None
         labels = {pid: rec.to_label() for pid, rec in done.done.items()}
     run.pairs = attach_labels(pairs, labels)
     return run
