@@ -10,15 +10,12 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from biasjudge.cli.common import DataDirOption, SystemPromptOption, console, option_groups
 from biasjudge.eval.settings import CalibrateSettings, EvalSettings
-
-if TYPE_CHECKING:
-    pass
 
 HoldoutOption = Annotated[
     Path | None,

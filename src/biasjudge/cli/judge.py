@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,9 +21,6 @@ from biasjudge.cli.common import (
 )
 from biasjudge.errors import ConfigError, DataError
 from biasjudge.judge.registry import make_judge
-
-if TYPE_CHECKING:
-    pass
 
 CLI_PAIR_ID = "cli"
 """pair_id (and question_id) of the pair given by flags."""
