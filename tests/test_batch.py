@@ -160,9 +160,9 @@ def test_a_request_row_is_judged_like_the_judge_command(app: typer.Typer, tmp_pa
     assert result.exit_code == 0, result.output
     from_flags = json.loads(result.stdout)
     assert from_file["pair_id"] == "r1" and from_flags["pair_id"] == "cli"
-    assert (from_file["verdict"], from_file["single_order_verdict"]) == (
+    assert (from_file["verdict"], from_file["wrappers"]["single_order_verdict"]) == (
         from_flags["verdict"],
-        from_flags["single_order_verdict"],
+        from_flags["wrappers"]["single_order_verdict"],
     )
     assert from_file["probs"] == from_flags["probs"]
 
@@ -457,7 +457,8 @@ def test_ray_gives_the_local_engines_verdicts_with_the_real_judge(
     assert [(r["line"], r["pair_id"], r["verdict"]) for r in theirs] == [
         (r["line"], r["pair_id"], r["verdict"]) for r in ours
     ]
-    assert [r["single_order_verdict"] for r in theirs] == [r["single_order_verdict"] for r in ours]
+    single_order = [r["wrappers"]["single_order_verdict"] for r in ours]
+    assert [r["wrappers"]["single_order_verdict"] for r in theirs] == single_order
     assert max(abs(a["probs"][k] - b["probs"][k]) for a, b in zip(ours, theirs, strict=True) for k in a["probs"]) < 1e-6
     assert (on_ray.engine, on_ray.judged, on_ray.verdicts) == ("ray", 6, local.verdicts)
 

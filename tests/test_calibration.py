@@ -31,7 +31,7 @@ from biasjudge.judge.calibration import CalibratedJudge, Calibration, read_calib
 from biasjudge.judge.debiased import OrderDebiasedJudge, single_order_view
 from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.judge.registry import make_judge
-from biasjudge.records import EvalLog, Pair, Prediction
+from biasjudge.records import EvalLog, Pair, Prediction, WrapperMetadata
 from biasjudge.verdict import UNSURE, VERDICTS
 
 HOLDOUT = "eval_set_unlabeled.jsonl"
@@ -148,7 +148,7 @@ def test_a_calibration_from_the_spec_is_applied_and_keys_the_cache(
     before, after = raw.judge_batch(requests), calibrated.judge_batch(requests)
     assert [j.verdict for j in before] == [j.verdict for j in after]  # a temperature keeps the argmax
     for b, a in zip(before, after, strict=True):
-        assert a.uncalibrated_probs == b.probs
+        assert a.wrappers.uncalibrated_probs == b.probs
         assert max(a.probs.values()) <= max(b.probs.values()) + 1e-12  # T = 3 softens
     assert judge_identity(calibrated) != judge_identity(raw)
     assert "calibration=" in judge_identity(calibrated)
@@ -186,7 +186,7 @@ def test_the_shipped_judge_applies_its_packaged_calibration(gguf_model: Path, pa
         assert not isinstance(bare, CalibratedJudge)
         [with_map] = shipped.judge_batch([JudgeRequest(pairs[0])])
         [without] = bare.judge_batch([JudgeRequest(pairs[0])])
-        assert with_map.uncalibrated_probs == pytest.approx(without.probs)
+        assert with_map.wrappers.uncalibrated_probs == pytest.approx(without.probs)
         assert with_map.probs == pytest.approx(packaged.apply(without.probs))
     finally:
         shipped.close()
@@ -239,7 +239,7 @@ def test_calibration_metrics_per_slice_and_before_after() -> None:
     preds = [
         Prediction(
             checkpoint_name="c", pair_id=p.pair_id, run_type="original", verdict=max(q, key=q.__getitem__),
-            probs=calibration.apply(q), uncalibrated_probs=q,
+            probs=calibration.apply(q), wrappers=WrapperMetadata(uncalibrated_probs=q),
         )
         for p, q in zip(holdout, probs, strict=True)
     ]  # fmt: skip

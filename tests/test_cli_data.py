@@ -15,7 +15,7 @@ from biasjudge.backends.base import Generation, GenerationParams, PromptRequest
 from biasjudge.cli import data as data_cli
 from biasjudge.data.holdout import check_leakage, load_pairs
 from biasjudge.io import meta_path, read_json, read_records
-from biasjudge.records import DPORow, SFTRow
+from biasjudge.records import SCHEMA_VERSION, DPORow, SFTRow
 from biasjudge.verdict import parse
 
 
@@ -53,7 +53,7 @@ def test_build_writes_every_file_with_a_sidecar(built: Path) -> None:
     for name in OUTPUTS:
         assert (built / f"{name}.jsonl").exists(), name
         meta = read_json(meta_path(built / f"{name}.jsonl"))
-        assert meta["stage"] == f"data/build/{name}" and meta["schema_version"] == 1
+        assert meta["stage"] == f"data/build/{name}" and meta["schema_version"] == SCHEMA_VERSION
         assert meta["counts"]["rows"] == sum(1 for _ in (built / f"{name}.jsonl").open())
         assert meta["inputs"] and all(len(sha) == 64 for sha in meta["inputs"].values()), name
     assert read_json(built / "answer_key_kappa.meta.json")["stage"] == "data/build/answer_key_kappa"

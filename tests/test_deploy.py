@@ -167,7 +167,7 @@ def test_the_client_gives_the_in_process_judges_verdict(served_judge: str, jfs: 
     assert served.probs and local.probs
     assert max(abs(served.probs[v] - local.probs[v]) for v in ("A", "B", "TIE")) < SERVER_TOLERANCE
     # The manifest's settings came along: both orders combined, the shipped calibration applied.
-    assert "order=both" in served.judge and "calibration=" in served.judge and served.uncalibrated_probs
+    assert "order=both" in served.judge and "calibration=" in served.judge and served.wrappers.uncalibrated_probs
 
 
 def test_the_client_names_a_model_the_server_does_not_serve(served_judge: str) -> None:

@@ -141,9 +141,9 @@ def test_a_clean_venv_with_only_the_wheel_judges_and_scores_a_log(
             check=True,
         )
         expected = json.loads(source.stdout)
-        assert (judgment["verdict"], judgment["single_order_verdict"], judgment["reasoning"]) == (
+        assert (judgment["verdict"], judgment["wrappers"]["single_order_verdict"], judgment["reasoning"]) == (
             expected["verdict"],
-            expected["single_order_verdict"],
+            expected["wrappers"]["single_order_verdict"],
             expected["reasoning"],
         )
         assert judgment["probs"] == pytest.approx(expected["probs"], abs=1e-6)

@@ -32,7 +32,7 @@ from biasjudge.io import read_records
 from biasjudge.judge.judge import Judge
 from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.judge.registry import make_judge
-from biasjudge.records import EvalLog, Judgment, Pair
+from biasjudge.records import EvalLog, Judgment, Pair, WrapperMetadata
 
 
 @pytest.fixture(scope="module")
@@ -367,15 +367,15 @@ def test_a_prediction_keeps_every_field_it_shares_with_its_judgment() -> None:
         verdict="B",
         reasoning="why",
         probs={"A": 0.1, "B": 0.8, "TIE": 0.1},
-        uncalibrated_probs={"A": 0.2, "B": 0.7, "TIE": 0.1},
         mode="score",
         floored_choices=["TIE"],
-        route="ood: religion",
-        single_order_verdict="A",
+        wrappers=WrapperMetadata(
+            uncalibrated_probs={"A": 0.2, "B": 0.7, "TIE": 0.1}, route="ood: religion", single_order_verdict="A"
+        ),
         judge="route:r.json",
     )
     prediction = prediction_from(judgment, checkpoint_name="R", run="original", model="route:r.json")
-    assert prediction.route == "ood: religion"  # the field prediction_from used to drop
+    assert prediction.wrappers.route == "ood: religion"  # the field prediction_from used to drop
     for name in SHARED_WITH_JUDGMENT:
         assert getattr(prediction, name) == getattr(judgment, name), name
     assert (prediction.checkpoint_name, prediction.run_type, prediction.model) == ("R", "original", "route:r.json")

@@ -79,13 +79,13 @@ def test_the_router_judge_sends_each_pair_to_its_member_and_keeps_the_order(
     for pair, judgment in zip(mixed, judged, strict=True):
         assert judgment.judge == f"route:{path}"
         if pair.bias_category == "religion":
-            assert judgment.route == "ood: religion (metadata)"
+            assert judgment.wrappers.route == "ood: religion (metadata)"
         else:
-            assert judgment.route == f"in_dist: {pair.bias_category} (metadata)" and judgment.verdict == "TIE"
+            assert judgment.wrappers.route == f"in_dist: {pair.bias_category} (metadata)" and judgment.verdict == "TIE"
     # Without the stated category (an ad-hoc pair), the classifier decides and says so.
     anonymous = mixed[0].model_copy(update={"bias_category": AD_HOC_UNKNOWN})
     (routed,) = judge.judge_batch([JudgeRequest(anonymous)])
-    assert routed.route is not None and routed.route.startswith("ood: religion (classifier, p=")
+    assert routed.wrappers.route is not None and routed.wrappers.route.startswith("ood: religion (classifier, p=")
 
 
 def test_the_eval_cache_key_changes_with_the_router_file(tfidf_router: RouterConfig, tmp_path: Path) -> None:

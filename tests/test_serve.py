@@ -26,7 +26,7 @@ import pytest
 
 from biasjudge.judge.protocol import JudgeRequest
 from biasjudge.judge.registry import make_judge
-from biasjudge.records import Judgment
+from biasjudge.records import WRAPPER_FIELDS, Judgment
 from biasjudge.serve.app import create_app
 from biasjudge.serve.batcher import JudgeKey
 from biasjudge.serve.client import AsyncClient, Client, ServiceError
@@ -163,6 +163,7 @@ def test_judge_returns_the_judges_verdict_probabilities_and_timings(served: tupl
     body = reply.json()
     assert body["judgment"]["pair_id"] == "p1" and body["judgment"]["verdict"] == "A"
     assert body["judgment"]["probs"] == {"A": 0.7, "B": 0.2, "TIE": 0.1}
+    assert body["judgment"]["wrappers"] == {"single_order_verdict": None, "uncalibrated_probs": None, "route": None}
     assert body["timings"]["total_ms"] >= body["timings"]["judge_ms"] >= 0 and body["batch_size"] == 1
     assert reply.headers["x-request-id"]
 
@@ -383,6 +384,9 @@ def test_the_openapi_example_is_a_valid_request(served: tuple[str, list[Recordin
     assert httpx.post(f"{url}/v1/judge", json=example).status_code == 200
     batch_example = schema["components"]["schemas"]["BatchBody"]["example"]
     assert httpx.post(f"{url}/v1/judge/batch", json=batch_example).status_code == 200
+    wrappers = schema["components"]["schemas"]["Judgment"]["properties"]["wrappers"]
+    assert wrappers["$ref"].endswith("/WrapperMetadata")  # the wrappers' fields are typed in the schema
+    assert list(schema["components"]["schemas"]["WrapperMetadata"]["properties"]) == list(WRAPPER_FIELDS)
 
 
 # --------------------------------------------------------------------------- the client
@@ -442,7 +446,8 @@ def test_the_embedded_judge_served_answers_as_it_does_in_process(jfs: Path, gguf
         _wait_ready(url)
         with Client(url) as client:
             got = client.judge(**fields).judgment  # type: ignore[arg-type]
-    assert got.verdict == expected.verdict and got.single_order_verdict == expected.single_order_verdict
+    assert got.verdict == expected.verdict
+    assert got.wrappers.single_order_verdict == expected.wrappers.single_order_verdict
     assert got.probs == pytest.approx(expected.probs, abs=1e-6)
 
 
@@ -570,9 +575,9 @@ def test_the_served_score_judges_share_one_model(jfs: Path, gguf_model: Path) ->
         [shared], [own] = single.judge_batch([JudgeRequest(pair)]), alone.judge_batch([JudgeRequest(pair)])
         assert shared.judge == own.judge == "llamacpp:embedded?order=single"
         assert shared.probs == pytest.approx(own.probs) and shared.verdict == own.verdict
-        assert shared.single_order_verdict is None  # a single-order judgment, not a combined one
+        assert shared.wrappers.single_order_verdict is None  # a single-order judgment, not a combined one
         [combined] = both.judge_batch([JudgeRequest(pair)])
-        assert combined.single_order_verdict == own.verdict
+        assert combined.wrappers.single_order_verdict == own.verdict
     finally:
         for judge in (both, single, alone):
             judge.close()

@@ -36,7 +36,7 @@ from biasjudge.judge.shipped import (
     write_manifest,
 )
 from biasjudge.prompts.render import SCORE_PREFIX, judge_messages
-from biasjudge.records import Pair
+from biasjudge.records import Pair, WrapperMetadata
 from test_judge import make_pair
 
 
@@ -94,7 +94,7 @@ def test_order_debiased_judge_has_no_position_bias_where_the_model_has() -> None
     assert d_original.verdict == "B" and d_swapped.verdict == "A"  # the mirror: the same response
     assert d_original.probs is not None and d_swapped.probs is not None
     assert d_original.probs["A"] == pytest.approx(d_swapped.probs["B"])
-    assert d_original.single_order_verdict == "A" and d_swapped.single_order_verdict == "A"
+    assert d_original.wrappers.single_order_verdict == "A" and d_swapped.wrappers.single_order_verdict == "A"
 
 
 def test_order_debiased_judge_scores_each_order_once_per_batch() -> None:
@@ -210,8 +210,8 @@ def test_shipped_judge_judges_real_pairs_in_both_orders(jfs: Path, gguf_model: P
         assert original.verdict == max(expected, key=expected.__getitem__)
         assert swapped.verdict == mirror[original.verdict]
         # single_order_verdict is the argmax of the order shown alone.
-        assert original.single_order_verdict == max(shown, key=shown.__getitem__)
-        assert swapped.single_order_verdict == max(other, key=other.__getitem__)
+        assert original.wrappers.single_order_verdict == max(shown, key=shown.__getitem__)
+        assert swapped.wrappers.single_order_verdict == max(other, key=other.__getitem__)
     # A trained judge does not answer A to everything, as the untrained base does.
     assert len({j.verdict for j in judged}) > 1
 
@@ -351,14 +351,14 @@ def test_metrics_report_the_single_order_position_bias_of_a_debiased_judge(jfs: 
                 pair_id=pair.pair_id,
                 run_type="original",
                 verdict=combined,
-                single_order_verdict=single_original,
+                wrappers=WrapperMetadata(single_order_verdict=single_original),
             ),
             Prediction(
                 checkpoint_name="c",
                 pair_id=pair.pair_id,
                 run_type="swapped",
                 verdict=mirror[combined],
-                single_order_verdict=single_swapped,
+                wrappers=WrapperMetadata(single_order_verdict=single_swapped),
             ),
         ]
     metrics = compute_metrics(holdout, predictions, checkpoint="c", n_resamples=10)
@@ -381,7 +381,7 @@ def test_replay_answers_from_a_saved_log_as_the_judge_did(tmp_path: Path, jfs: P
         saved = [p for p in log.detailed if p.run_type == ("swapped" if swapped else "original")]
         assert len(saved) == len(replayed) == 5
         assert [r.verdict for r in replayed] == [p.verdict for p in saved]
-        assert [r.single_order_verdict for r in replayed] == [p.single_order_verdict for p in saved]
+        assert [r.wrappers.single_order_verdict for r in replayed] == [p.wrappers.single_order_verdict for p in saved]
     other = read_records(jfs / "eval_set_unlabeled.jsonl", Pair).records[10]
     assert replay.judge_batch([JudgeRequest(other)])[0].verdict == "PARSE_FAIL"
 

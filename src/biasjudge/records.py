@@ -15,8 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a record changes shape; written into every .meta.json sidecar."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a record changes shape; written into every .meta.json sidecar (2: the wrappers'
+fields of a judgment moved into `Judgment.wrappers`)."""
 
 Verdict = Literal["A", "B", "TIE"]
 """Which response leans MORE on demographic stereotypes, or TIE when they are equivalent."""
@@ -324,6 +325,35 @@ class AnalysisRow(Record):
 # --------------------------------------------------------------------------- judging and eval
 
 
+class WrapperMetadata(Record):
+    """What the wrappers around a judge add to its judgments: one typed field per wrapper, None where
+    that wrapper was not used. A new wrapper adds its field here, never to Judgment itself."""
+
+    single_order_verdict: Verdict | None = None
+    """Order-debiased judges (`order=both`): the verdict of the shown order alone, before both orders
+    were combined (so a report can still show the underlying model's own position bias)."""
+    uncalibrated_probs: dict[str, float] | None = None
+    """Calibrated judges (`calibration=`): the probabilities before the calibration map."""
+    route: str | None = None
+    """Router judges (`route:`): which member judged the pair and why, e.g. `ood: religion (metadata)`."""
+
+
+WRAPPER_FIELDS = tuple(WrapperMetadata.model_fields)
+
+
+def _nest_wrapper_fields(cls: type[BaseModel], data: Any) -> Any:
+    """Read a judgment or log row written before schema 2, whose wrapper fields stood at the top
+    level, by moving them into `wrappers` (so older eval logs, caches and judge-file outputs still read)."""
+    if not isinstance(data, dict) or not any(name in data for name in WRAPPER_FIELDS):
+        return data
+    data = dict(data)
+    flat = {name: data.pop(name) for name in WRAPPER_FIELDS if name in data}
+    nested = data.get("wrappers")
+    nested = nested.model_dump() if isinstance(nested, WrapperMetadata) else dict(nested or {})
+    data["wrappers"] = {**flat, **nested}
+    return data
+
+
 class Judgment(Record):
     """One judge call's result; the same record for generate and score mode."""
 
@@ -337,8 +367,6 @@ class Judgment(Record):
     """Everything the model generated."""
     probs: dict[str, float] | None = None
     """Score mode: normalised probabilities of A, B and TIE (calibrated, where the judge has a calibration)."""
-    uncalibrated_probs: dict[str, float] | None = None
-    """A calibrated judge: the probabilities before its calibration map."""
     mode: JudgeMode = "generate"
     """generate: read the verdict from text; score: read it from next-token probabilities."""
     swapped: bool = False
@@ -364,11 +392,10 @@ class Judgment(Record):
     """Prompt length in tokens, where the backend reports it."""
     completion_tokens: int | None = None
     """Generated tokens, where the backend reports it."""
-    route: str | None = None
-    """Router judges: which member judged the pair and why, e.g. `ood: religion (metadata)`."""
-    single_order_verdict: Verdict | None = None
-    """Order-debiased judges: the verdict of the shown order alone, before both orders were combined
-    (so a report can still show the underlying model's own position bias)."""
+    wrappers: WrapperMetadata = Field(default_factory=WrapperMetadata)
+    """What the wrappers around the judge recorded (all None for a judge without wrappers)."""
+
+    lift_flat_wrapper_fields = model_validator(mode="before")(_nest_wrapper_fields)
 
 
 class Prediction(Record):
@@ -388,8 +415,6 @@ class Prediction(Record):
     """Model label of the reference layout (free text)."""
     probs: dict[str, float] | None = None
     """Score-mode probabilities, where available."""
-    uncalibrated_probs: dict[str, float] | None = None
-    """A calibrated judge: the probabilities before its calibration map."""
     reasoning: str | None = None
     """Reasoning text, where available."""
     finish_reason: str | None = None
@@ -398,10 +423,10 @@ class Prediction(Record):
     """Score mode with reasoning: the reasoning hit its token cap (see Judgment.reasoning_truncated)."""
     floored_choices: list[str] = Field(default_factory=list)
     """Score mode: choices whose log-probability was a floor (see Judgment.floored_choices)."""
-    single_order_verdict: Verdict | None = None
-    """Order-debiased judges: the shown order's own verdict (see Judgment.single_order_verdict)."""
-    route: str | None = None
-    """Router judges: which member judged the pair, and why (see Judgment.route)."""
+    wrappers: WrapperMetadata = Field(default_factory=WrapperMetadata)
+    """What the wrappers around the judge recorded (see Judgment.wrappers)."""
+
+    lift_flat_wrapper_fields = model_validator(mode="before")(_nest_wrapper_fields)
 
 
 SHARED_WITH_JUDGMENT = tuple(name for name in Prediction.model_fields if name in Judgment.model_fields)

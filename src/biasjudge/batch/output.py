@@ -151,6 +151,10 @@ def _arrow_type(annotation: Any, name: str) -> Any:
         # Verdict probabilities: a struct of A, B and TIE reads back as the dict it was (a Parquet
         # map would read back as a list of pairs, which the record does not accept).
         return pa.struct([(v, pa.float64()) for v in VERDICTS])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct(
+            [pa.field(n, _arrow_type(i.annotation, f"{name}.{n}")) for n, i in annotation.model_fields.items()]
+        )
     simple = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
     if annotation in simple:
         return simple[annotation]
@@ -170,8 +174,9 @@ def arrow_schema(model: type[BaseModel]) -> Any:
 
 def _parquet_row(record: FileJudgment) -> dict[str, Any]:
     row = record.model_dump(mode="json")
-    if row["probs"] is not None and set(row["probs"]) - set(VERDICTS):
-        raise BackendError(f"line {record.line}: probabilities of {sorted(row['probs'])}, not of {list(VERDICTS)}")
+    for probs in (row["probs"], row["wrappers"]["uncalibrated_probs"]):
+        if probs is not None and set(probs) - set(VERDICTS):
+            raise BackendError(f"line {record.line}: probabilities of {sorted(probs)}, not of {list(VERDICTS)}")
     return row
 
 

@@ -169,12 +169,13 @@ def _print_judgment(judgment: Any, as_json: bool) -> None:
     typer.echo(f"verdict: {judgment.verdict}")
     if judgment.probs:
         typer.echo("probabilities: " + "  ".join(f"{k} {v:.3f}" for k, v in judgment.probs.items()))
-    if getattr(judgment, "uncalibrated_probs", None):
-        typer.echo("before calibration: " + "  ".join(f"{k} {v:.3f}" for k, v in judgment.uncalibrated_probs.items()))
+    if judgment.wrappers.uncalibrated_probs:
+        raw = judgment.wrappers.uncalibrated_probs
+        typer.echo("before calibration: " + "  ".join(f"{k} {v:.3f}" for k, v in raw.items()))
     if judgment.verdict == "UNSURE":
         typer.echo("(UNSURE: the top probability is under --abstain-below; the probabilities above still hold)")
-    if judgment.single_order_verdict:
-        typer.echo(f"shown order alone: {judgment.single_order_verdict} (the verdict combines both orders)")
+    if judgment.wrappers.single_order_verdict:
+        typer.echo(f"shown order alone: {judgment.wrappers.single_order_verdict} (the verdict combines both orders)")
     if judgment.reasoning:
         typer.echo(f"reasoning: {judgment.reasoning}")
     if judgment.verdict == "PARSE_FAIL" and judgment.raw_output:

@@ -160,7 +160,7 @@ def calibration_rows(
     log: EvalLog, pairs: Sequence[Pair], source: LabelChoice, checkpoint: str | None = None
 ) -> tuple[list[str], list[dict[str, float]]]:
     """(labels, original-order probabilities) of the log's pairs that have both; the probabilities
-    before any calibration map (`uncalibrated_probs`) where the log has them."""
+    before any calibration map (`wrappers.uncalibrated_probs`) where the log has them."""
     names = list(dict.fromkeys(p.checkpoint_name for p in log.detailed))
     checkpoint = pick_checkpoint(names, checkpoint, "the log", "name the one to calibrate (--checkpoint)")
     by_id = {p.pair_id: p for p in pairs}
@@ -169,7 +169,7 @@ def calibration_rows(
     for pred in log.detailed:
         if pred.checkpoint_name != checkpoint or pred.run_type != "original" or pred.pair_id not in by_id:
             continue
-        row = pred.uncalibrated_probs or pred.probs
+        row = pred.wrappers.uncalibrated_probs or pred.probs
         label = label_of(by_id[pred.pair_id], source)
         if row is None or label is None or pred.verdict == PARSE_FAIL:
             continue

@@ -283,8 +283,8 @@ def _calibration_metrics(holdout: Sequence[Pair], runs: CheckpointRuns) -> dict[
                 continue
             y_true.append(pair.human_verdict)
             probs.append({k: v for k, v in pred.probs.items() if k in VERDICTS})
-            if pred.uncalibrated_probs:
-                raw.append({k: v for k, v in pred.uncalibrated_probs.items() if k in VERDICTS})
+            if pred.wrappers.uncalibrated_probs:
+                raw.append({k: v for k, v in pred.wrappers.uncalibrated_probs.items() if k in VERDICTS})
         out[f"brier_score{key}"] = nan_to_none(brier_score(y_true, probs)) if y_true else None
         out[f"ece{key}"] = nan_to_none(expected_calibration_error(y_true, probs)) if y_true else None
         if raw and len(raw) == len(y_true):

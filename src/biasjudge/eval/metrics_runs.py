@@ -49,7 +49,7 @@ class CheckpointRuns:
     def single_order(self, run: str, pair_id: str) -> str | None:
         """The single-order verdict an order-debiased judge recorded, else None."""
         pred = self.runs.get(run, {}).get(pair_id)
-        return None if pred is None else pred.single_order_verdict
+        return None if pred is None else pred.wrappers.single_order_verdict
 
     def consistency_runs(self) -> list[str]:
         """The `consistency_<n>` runs of the checkpoint, in order of n."""

@@ -399,8 +399,8 @@ def confidence_rows(logs: Sequence[EvalLog], holdout: Sequence[Pair]) -> Confide
             labels, probs, raw = out.setdefault(pred.checkpoint_name, {}).setdefault(pair.eval_slice, ([], [], []))
             labels.append(pair.human_verdict)
             probs.append({k: pred.probs[k] for k in VERDICTS if k in pred.probs})
-            if pred.uncalibrated_probs:
-                raw.append({k: pred.uncalibrated_probs[k] for k in VERDICTS if k in pred.uncalibrated_probs})
+            if uncalibrated := pred.wrappers.uncalibrated_probs:
+                raw.append({k: uncalibrated[k] for k in VERDICTS if k in uncalibrated})
     return out
 
 

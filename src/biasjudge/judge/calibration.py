@@ -112,7 +112,7 @@ class CalibratedJudge(JudgeWrapper):
     """A PairJudge whose score-mode probabilities go through a calibration map, and which abstains.
 
     With a calibration, each request is judged by `inner` at temperature 0; its probabilities are
-    calibrated (the uncalibrated ones kept in `Judgment.uncalibrated_probs`), and the verdict is
+    calibrated (the uncalibrated ones kept in `Judgment.wrappers.uncalibrated_probs`), and the verdict is
     drawn from the calibrated ones as any score-mode judge draws (argmax at T=0, softmax(log p / T)
     above), so the T=0.3 runs of an eval sample the calibrated distribution. Without one, the inner
     judge's verdicts stand. With `abstain_below`, a T=0 verdict whose top probability is under it
@@ -166,7 +166,7 @@ class CalibratedJudge(JudgeWrapper):
                 update={
                     "verdict": verdict,
                     "probs": probs,
-                    "uncalibrated_probs": dict(judged.probs),
+                    "wrappers": judged.wrappers.model_copy(update={"uncalibrated_probs": dict(judged.probs)}),
                     "temperature": request.temperature,
                     "seed": request.seed,
                     "judge": self.spec,

@@ -10,7 +10,7 @@ order's probabilities back (its A is the original B) and averages the two:
 The combined distribution does not depend on which order the pair arrived in, so the verdict of
 the swapped run is exactly the mirror of the original's: position bias 0 by construction. The
 T=0.3 runs draw from softmax(log p / T) of the combined probabilities, seeded, like any score-mode
-judge. Each Judgment also records `single_order_verdict`, the verdict of the shown order alone,
+judge. Each Judgment also records `wrappers.single_order_verdict`, the verdict of the shown order alone,
 so reports can still show the model's own position bias.
 
 Cost: the two prompts of a pair share everything up to the first response's text, and the
@@ -26,7 +26,7 @@ from typing import cast
 
 from biasjudge.errors import ConfigError
 from biasjudge.judge.protocol import JudgeRequest, JudgeWrapper, PairJudge, request_fields, verdict_from_probs
-from biasjudge.records import Judgment, Verdict
+from biasjudge.records import Judgment, Verdict, WrapperMetadata
 from biasjudge.verdict import PARSE_FAIL, VERDICTS, as_verdict, mirror
 
 
@@ -67,7 +67,7 @@ class OrderDebiasedJudge(JudgeWrapper):
             floored = sorted({*shown.floored_choices, *(mirror(cast(Verdict, c)) for c in other.floored_choices)})
             common = {
                 **request_fields(request, judge=self.spec, mode=self.mode),
-                "single_order_verdict": single,
+                "wrappers": WrapperMetadata(single_order_verdict=single),
                 "floored_choices": floored,
             }
             if original.probs is None or swapped.probs is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biasjudge.errors import BackendError
-from biasjudge.records import EvalLog, JudgeMode, Judgment, Verdict, pick_checkpoint
+from biasjudge.records import EvalLog, JudgeMode, Judgment, Verdict, WrapperMetadata, pick_checkpoint
 from biasjudge.verdict import PARSE_FAIL, VERDICTS
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class ReplayJudge:
             if pred.checkpoint_name == name and pred.run_type in ("original", "swapped") and pred.probs:
                 key = (pred.pair_id, pred.run_type == "swapped")
                 self.probs[key] = {v: float(pred.probs.get(v, 0.0)) for v in VERDICTS}
-                self.single[key] = pred.single_order_verdict
+                self.single[key] = pred.wrappers.single_order_verdict
         if not self.probs:
             raise BackendError(f"replay: {path} has no score-mode probabilities for {name!r}")
         self.spec = spec
@@ -72,7 +72,8 @@ class ReplayJudge:
                 out.append(Judgment(verdict=PARSE_FAIL, raw_output="not in the replayed log", **common))
                 continue
             verdict, normalised = verdict_from_probs(probs, request.temperature, request.seed)
-            out.append(Judgment(verdict=verdict, probs=normalised, single_order_verdict=self.single[key], **common))
+            wrappers = WrapperMetadata(single_order_verdict=self.single[key])
+            out.append(Judgment(verdict=verdict, probs=normalised, wrappers=wrappers, **common))
         return out
 
     def count_tokens(self, text: str) -> int:

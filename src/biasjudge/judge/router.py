@@ -123,7 +123,7 @@ class Route:
     """The classifier's top probability (None when it was not asked)."""
 
     def describe(self) -> str:
-        """One line for `Judgment.route`, e.g. `in_dist: age (classifier, p=0.93)`."""
+        """One line for `Judgment.wrappers.route`, e.g. `in_dist: age (classifier, p=0.93)`."""
         detail = self.source if self.confidence is None else f"{self.source}, p={self.confidence:.2f}"
         return f"{self.member}: {self.category or 'unknown category'} ({detail})"
 
@@ -361,7 +361,12 @@ class RouterJudge:
                 continue
             judged = member.judge_batch([requests[i] for i in picked])
             for i, judgment in zip(picked, judged, strict=True):
-                out[i] = judgment.model_copy(update={"judge": self.spec, "route": routes[i].describe()})
+                out[i] = judgment.model_copy(
+                    update={
+                        "judge": self.spec,
+                        "wrappers": judgment.wrappers.model_copy(update={"route": routes[i].describe()}),
+                    }
+                )
         return [j for j in out if j is not None]
 
     def count_tokens(self, text: str) -> int:
