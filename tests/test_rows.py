@@ -115,7 +115,7 @@ def test_sft_skips_and_counts() -> None:
     ]
     build = sft_rows(pairs, system_prompt=SYSTEM, label_source="answer_key", min_confidence=3)
     assert [r.pair_id for r in build.rows] == ["p1", "p1"]
-    assert (build.skipped_no_label, build.skipped_low_confidence, build.n_used) == (2, 2, 1)
+    assert (build.left_out.no_label, build.left_out.low_confidence, build.n_used) == (2, 2, 1)
     assert len(sft_rows(pairs, system_prompt=SYSTEM, label_source="answer_key").rows) == 6
 
 
@@ -135,7 +135,7 @@ def test_dpo_hard_negative_or_flip() -> None:
         HardNegative(pair_id="p2", reasoning="Response A assumes.", verdict="A"),  # agrees: not used
     ]
     build = dpo_rows(pairs, system_prompt=SYSTEM, label_source="answer_key", hard_negatives=negatives)
-    assert (build.skipped_tie, build.skipped_low_confidence) == (1, 1)
+    assert (build.left_out.tie, build.left_out.low_confidence) == (1, 1)
     assert build.rejected_sources == {"hard_negative": 1, "verdict_flip": 2}
     rows = {(r.pair_id, r.swap): r for r in build.rows}
     assert len(rows) == 6
@@ -189,7 +189,7 @@ def test_dpo_rows_on_real_pairs(labelled: list[Pair], jfs: Path) -> None:
     assert len(negatives) == 779
     kwargs = {"system_prompt": "s", "label_source": "answer_key", "hard_negatives": negatives}
     build = dpo_rows(labelled, **kwargs)  # type: ignore[arg-type]
-    assert (build.n_used, len(build.rows), build.skipped_tie) == (1298, 2596, 478)
+    assert (build.n_used, len(build.rows), build.left_out.tie) == (1298, 2596, 478)
     assert build.rejected_sources == {"hard_negative": 716, "verdict_flip": 582}
     for row in build.rows:
         chosen, rejected = parse(row.chosen)[0], parse(row.rejected)[0]

@@ -62,12 +62,13 @@ def test_four_modes_round_robin_and_the_verdict_each_lands_on() -> None:
 
 def test_eligible_pairs_are_the_dpo_ones_in_sha1_order_whatever_the_file_order(labelled: list[Pair]) -> None:
     found = eligible_pairs(labelled, "answer_key", min_confidence=4)
-    assert found.items and found.tie > 0
-    assert len(found.items) + found.tie + found.low_confidence + found.no_label == len(labelled)
+    left_out = found.left_out
+    assert found.items and left_out.tie > 0
+    assert len(found.items) + left_out.tie + left_out.low_confidence + left_out.no_label == len(labelled)
     assert all(label.verdict in ("A", "B") and (label.confidence or 0) >= 4 for _, label in found.items)
     again = eligible_pairs(list(reversed(labelled)), "answer_key", min_confidence=4)
     assert [p.pair_id for p, _ in again.items] == [p.pair_id for p, _ in found.items]
-    assert eligible_pairs(labelled, "teacher").no_label == len(labelled)
+    assert eligible_pairs(labelled, "teacher").left_out.no_label == len(labelled)
 
 
 def test_an_output_is_kept_only_when_it_parses_is_wrong_and_names_the_responses() -> None:

@@ -105,8 +105,8 @@ def build(
         (
             "sft.jsonl",
             built.rows["sft"],
-            f"{sft.n_used} pairs x 2 (swap); skipped {sft.skipped_no_label} unlabelled, "
-            f"{sft.skipped_low_confidence} low confidence",
+            f"{sft.n_used} pairs x 2 (swap); skipped {sft.left_out.no_label} unlabelled, "
+            f"{sft.left_out.low_confidence} low confidence",
         ),
         (
             "dpo.jsonl",

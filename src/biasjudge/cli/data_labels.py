@@ -342,8 +342,8 @@ def synthesize(
             cost=control,
         )
         skipped = (
-            f"left out: {run.skipped_no_label} without a {settings.label_source} label, "
-            f"{run.skipped_low_confidence} below confidence {settings.min_confidence}, {run.skipped_tie} TIE"
+            f"left out: {run.left_out.no_label} without a {settings.label_source} label, "
+            f"{run.left_out.low_confidence} below confidence {settings.min_confidence}, {run.left_out.tie} TIE"
         )
         if cost.dry_run:
             console.print(f"{run.eligible} eligible pairs, {run.resumed} done already; {skipped}", highlight=False)

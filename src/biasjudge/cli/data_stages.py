@@ -326,13 +326,13 @@ def rows(
                 (
                     "sft.jsonl",
                     len(sft.rows),
-                    f"{sft.n_used} pairs x 2; skipped {sft.skipped_no_label} unlabelled, "
-                    f"{sft.skipped_low_confidence} low confidence",
+                    f"{sft.n_used} pairs x 2; skipped {sft.left_out.no_label} unlabelled, "
+                    f"{sft.left_out.low_confidence} low confidence",
                 ),
                 (
                     "dpo.jsonl",
                     len(dpo.rows),
-                    f"{dpo.n_used} pairs x 2; {dpo.skipped_tie} TIE skipped; {dpo.rejected_sources}",
+                    f"{dpo.n_used} pairs x 2; {dpo.left_out.tie} TIE skipped; {dpo.rejected_sources}",
                 ),
             ],
         )

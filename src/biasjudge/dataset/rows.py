@@ -30,6 +30,7 @@ from biasjudge.data.bbq import left_out_reason, stable_fraction, template_id
 from biasjudge.data.pairs import question_text
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records
+from biasjudge.labels import LeftOut
 from biasjudge.prompts.render import judge_messages
 from biasjudge.records import (
     DPO_MIN_CONFIDENCE,
@@ -130,12 +131,8 @@ class RowsBuild(Generic[R]):
     """Pairs given."""
     n_used: int = 0
     """Pairs that gave rows (each gives two: original and swapped)."""
-    skipped_no_label: int = 0
-    """Pairs with no label of the requested source."""
-    skipped_low_confidence: int = 0
-    """Pairs whose label is below the confidence threshold (or states none)."""
-    skipped_tie: int = 0
-    """DPO only: pairs labelled TIE (no preference to learn)."""
+    left_out: LeftOut = field(default_factory=LeftOut)
+    """Pairs whose label may not be trained on, by reason (TIE: DPO only, no preference to learn)."""
     rejected_sources: dict[str, int] = field(default_factory=dict)
     """DPO only: pairs per rejected source (hard_negative, verdict_flip)."""
 
@@ -145,26 +142,13 @@ class RowsBuild(Generic[R]):
             "pairs_in": self.n_pairs,
             "pairs_used": self.n_used,
             "rows": len(self.rows),
-            "skipped_no_label": self.skipped_no_label,
-            "skipped_low_confidence": self.skipped_low_confidence,
+            "skipped_no_label": self.left_out.no_label,
+            "skipped_low_confidence": self.left_out.low_confidence,
         }
-        if self.rejected_sources or self.skipped_tie:
-            out["skipped_tie"] = self.skipped_tie
+        if self.rejected_sources or self.left_out.tie:
+            out["skipped_tie"] = self.left_out.tie
             out["rejected_sources"] = dict(self.rejected_sources)
         return out
-
-
-def _usable_label(build: RowsBuild[Any], pair: Pair, source: LabelSource, min_confidence: int | None) -> Label | None:
-    """The pair's label from `source` if it may be trained on; else None, counted in `build` with the reason."""
-    build.n_pairs += 1
-    label = pair.label_from(source)
-    if label is None:
-        build.skipped_no_label += 1
-        return None
-    if min_confidence is not None and (label.confidence is None or label.confidence < min_confidence):
-        build.skipped_low_confidence += 1
-        return None
-    return label
 
 
 def sft_rows(
@@ -185,7 +169,8 @@ def sft_rows(
     """
     build: RowsBuild[SFTRow] = RowsBuild(rows=[])
     for pair in pairs:
-        label = _usable_label(build, pair, label_source, min_confidence)
+        build.n_pairs += 1
+        label = build.left_out.usable_label(pair, label_source, min_confidence)
         if label is None:
             continue
         reasoning, reasoning_source = _reasoning(pair, label)
@@ -270,11 +255,9 @@ def dpo_rows(
     build: RowsBuild[DPORow] = RowsBuild(rows=[])
     sources: Counter[str] = Counter()
     for pair in pairs:
-        label = _usable_label(build, pair, label_source, min_confidence)
+        build.n_pairs += 1
+        label = build.left_out.usable_label(pair, label_source, min_confidence, needs_preference=True)
         if label is None:
-            continue
-        if label.verdict == "TIE":
-            build.skipped_tie += 1
             continue
         chosen_reasoning, _ = _reasoning(pair, label)
         chosen_verdict: Verdict = label.verdict

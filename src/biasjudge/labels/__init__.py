@@ -13,6 +13,7 @@ labels into SFT and DPO rows.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,17 +34,45 @@ def attach_labels(pairs: Iterable[Pair], labels: Mapping[str, Label]) -> list[Pa
     return out
 
 
+@dataclass
+class LeftOut:
+    """Pairs whose label may not be trained on, counted by reason: the one rule of SFT rows, DPO rows
+    and hard-negative synthesis (:meth:`usable_label`)."""
+
+    no_label: int = 0
+    """Pairs with no label of the requested source."""
+    low_confidence: int = 0
+    """Pairs whose label is below the confidence threshold (or states none)."""
+    tie: int = 0
+    """Pairs labelled TIE where a preference is needed (DPO rows, hard negatives)."""
+
+    def usable_label(
+        self, pair: Pair, source: LabelSource, min_confidence: int | None, *, needs_preference: bool = False
+    ) -> Label | None:
+        """The pair's latest `source` label if it may be trained on; else None, counted with the reason.
+
+        A label needs a stated confidence of at least `min_confidence` (None: any label), and with
+        `needs_preference` a verdict other than TIE.
+        """
+        label = pair.label_from(source)
+        if label is None:
+            self.no_label += 1
+        elif min_confidence is not None and (label.confidence is None or label.confidence < min_confidence):
+            self.low_confidence += 1
+        elif needs_preference and label.verdict == "TIE":
+            self.tie += 1
+        else:
+            return label
+        return None
+
+
 def filter_confident(pairs: Iterable[Pair], source: LabelSource, min_confidence: int) -> list[Pair]:
     """Pairs whose latest label from `source` has a confidence of at least `min_confidence`.
 
     Pairs with no label from `source`, or whose label states no confidence, are left out.
     """
-    kept: list[Pair] = []
-    for pair in pairs:
-        label = pair.label_from(source)
-        if label is not None and label.confidence is not None and label.confidence >= min_confidence:
-            kept.append(pair)
-    return kept
+    left_out = LeftOut()
+    return [pair for pair in pairs if left_out.usable_label(pair, source, min_confidence) is not None]
 
 
 def existing_records(path: Path, model: type[RecordT]) -> list[RecordT]:
@@ -54,4 +83,4 @@ def existing_records(path: Path, model: type[RecordT]) -> list[RecordT]:
     return read_records(path, model, allow_empty=True, skip_invalid=True).records
 
 
-__all__ = ["attach_labels", "existing_records", "filter_confident"]
+__all__ = ["LeftOut", "attach_labels", "existing_records", "filter_confident"]

@@ -39,7 +39,7 @@ from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.config import ConfigModel
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path, write_meta
 from biasjudge.io.progress import progress_bar
-from biasjudge.labels import existing_records
+from biasjudge.labels import LeftOut, existing_records
 from biasjudge.labels.hard_negatives import (
     FAILURE_MODES,
     MIN_REASONING_WORDS,
@@ -182,10 +182,8 @@ class Eligible:
 
     items: list[tuple[Pair, Label]] = field(default_factory=list)
     """(pair, label) sorted by sha1 of pair_id; item i gets failure_mode_for(i)."""
-    no_label: int = 0
-    tie: int = 0
-    """Labelled TIE: DPO has no preference to learn from them."""
-    low_confidence: int = 0
+    left_out: LeftOut = field(default_factory=LeftOut)
+    """Pairs a DPO row could not be built from, by reason (TIE: no preference to learn)."""
 
 
 def _sha1(text: str) -> str:
@@ -198,14 +196,8 @@ def eligible_pairs(
     """The pairs a DPO row can be built from (a non-TIE `label_source` label at least that confident)."""
     found = Eligible()
     for pair in pairs:
-        label = pair.label_from(label_source)
-        if label is None:
-            found.no_label += 1
-        elif min_confidence is not None and (label.confidence is None or label.confidence < min_confidence):
-            found.low_confidence += 1
-        elif label.verdict == "TIE":
-            found.tie += 1
-        else:
+        label = found.left_out.usable_label(pair, label_source, min_confidence, needs_preference=True)
+        if label is not None:
             found.items.append((pair, label))
     found.items.sort(key=lambda item: _sha1(item[0].pair_id))
     return found
@@ -257,9 +249,8 @@ class SynthesisRun:
     """Already in the dropped file (skipped unless retry_dropped)."""
     calls: int = 0
     """Generate calls made now (attempts, retries included)."""
-    skipped_no_label: int = 0
-    skipped_tie: int = 0
-    skipped_low_confidence: int = 0
+    left_out: LeftOut = field(default_factory=LeftOut)
+    """Pairs that did not qualify, by reason."""
     modes: dict[str, int] = field(default_factory=dict)
     """Negatives written now, per failure mode."""
     rejections: dict[str, int] = field(default_factory=dict)
@@ -312,9 +303,7 @@ def synthesize(
         out_path=out_path,
         dropped_path=dropped_path,
         eligible=len(items),
-        skipped_no_label=found.no_label,
-        skipped_tie=found.tie,
-        skipped_low_confidence=found.low_confidence,
+        left_out=found.left_out,
     )
     supports = bool(getattr(backend, "supports_grammar", False))
     use_grammar = supports if config.constrained is None else config.constrained
