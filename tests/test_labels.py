@@ -270,7 +270,7 @@ def test_teacher_label_writes_drops_and_resumes(tmp_path: Path) -> None:
     backend = ScriptedBackend(outputs)
     run = teacher_label(pairs, backend, out, labeller_name="scripted", batch_size=2)
     assert backend.seen == ["p2", "p3", "p4", "p5"]  # p0, p1 not asked again
-    assert (run.n_resumed, run.n_labelled_now, run.n_dropped_now, run.n_no_confidence) == (2, 2, 2, 1)
+    assert (run.n_resumed, run.n_written_now, run.n_dropped_now, run.n_no_confidence) == (2, 2, 2, 1)
     assert sorted(run.dropped_ids) == ["p2", "p4"]
     dropped = [json.loads(line) for line in run.dropped_path.read_text().splitlines()]
     assert [d["pair_id"] for d in dropped] == ["p2", "p4"]

@@ -133,8 +133,8 @@ def test_a_model_that_keeps_writing_the_label_is_retried_then_dropped(tmp_path: 
             backend.close()
     bodies = [r.body for r in stub.seen("/v1/completions")]
     assert len(bodies) == 5  # 1 + 4; the third run asked for nothing: one pair written, one dropped
-    assert (finished.written_now, finished.dropped_now, finished.calls) == (1, 1, 4)
-    assert (again.resumed, again.dropped_before, again.calls) == (1, 1, 0)
+    assert (finished.n_written_now, finished.n_dropped_now, finished.calls) == (1, 1, 4)
+    assert (again.n_resumed, again.n_dropped_before, again.calls) == (1, 1, 0)
     assert f"rejected: verdict {label_1} is the label" in bodies[1]["prompt"]  # attempt 2 knows why 1 failed
     assert "rejected" not in bodies[0]["prompt"]
 

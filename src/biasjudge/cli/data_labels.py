@@ -102,7 +102,7 @@ def label(
         if run.teacher is not None and not cost.dry_run:
             t = run.teacher
             console.print(
-                f"teacher: {t.n_labelled_now} labelled now, {t.n_resumed} resumed, {t.n_dropped_now} unreadable "
+                f"teacher: {t.n_written_now} labelled now, {t.n_resumed} resumed, {t.n_dropped_now} unreadable "
                 f"(-> {t.dropped_path}), {t.n_dropped_before} dropped earlier, "
                 f"{t.n_no_confidence} without confidence",
                 highlight=False,
@@ -346,11 +346,11 @@ def synthesize(
             f"{run.left_out.low_confidence} below confidence {settings.min_confidence}, {run.left_out.tie} TIE"
         )
         if cost.dry_run:
-            console.print(f"{run.eligible} eligible pairs, {run.resumed} done already; {skipped}", highlight=False)
+            console.print(f"{run.eligible} eligible pairs, {run.n_resumed} done already; {skipped}", highlight=False)
         else:
             console.print(
-                f"hard negatives: {run.written_now} written now {run.modes}, {run.resumed} resumed, "
-                f"{run.dropped_now} dropped (-> {run.dropped_path}), {run.dropped_before} dropped earlier; "
+                f"hard negatives: {run.n_written_now} written now {run.modes}, {run.n_resumed} resumed, "
+                f"{run.n_dropped_now} dropped (-> {run.dropped_path}), {run.n_dropped_before} dropped earlier; "
                 f"{run.calls} calls; rejected attempts {run.rejections}; {skipped} -> {out}",
                 highlight=False,
             )

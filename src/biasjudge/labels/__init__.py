@@ -12,17 +12,18 @@ labels into SFT and DPO rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel
 
-from biasjudge.io import read_records
+from biasjudge.io import read_records, side_path
 from biasjudge.records import Label, LabelSource, Pair
 
 RecordT = TypeVar("RecordT", bound=BaseModel)
+ItemT = TypeVar("ItemT")
 
 
 def attach_labels(pairs: Iterable[Pair], labels: Mapping[str, Label]) -> list[Pair]:
@@ -75,6 +76,55 @@ def filter_confident(pairs: Iterable[Pair], source: LabelSource, min_confidence:
     return [pair for pair in pairs if left_out.usable_label(pair, source, min_confidence) is not None]
 
 
+def dropped_path_for(out_path: str | Path) -> Path:
+    """Side file of the pairs a model labeller could not use: `labels.jsonl` -> `labels.dropped.jsonl`."""
+    return side_path(out_path, ".dropped.jsonl")
+
+
+@dataclass(kw_only=True)
+class ResumableRun:
+    """What one call of a resumable model labeller did (the teacher, hard-negative synthesis). Each
+    record is appended to `out_path` as it comes; a pair whose output could not be used goes to the
+    dropped side file, which later calls skip unless they retry it."""
+
+    out_path: Path
+    n_written_now: int = 0
+    """Records written to `out_path` in this call."""
+    n_resumed: int = 0
+    """Pairs already in `out_path` (skipped)."""
+    n_dropped_now: int = 0
+    """Pairs dropped in this call."""
+    n_dropped_before: int = 0
+    """Pairs already in the dropped file and not retried (skipped)."""
+
+    @property
+    def dropped_path(self) -> Path:
+        """The dropped side file of `out_path`."""
+        return dropped_path_for(self.out_path)
+
+    def to_do(
+        self,
+        items: Iterable[ItemT],
+        pair_id: Callable[[ItemT], str],
+        done: Container[str],
+        dropped: Container[str],
+        *,
+        retry_dropped: bool,
+    ) -> list[ItemT]:
+        """The items still to do, in order: not in `done` and, unless retried, not in `dropped`. The
+        others are counted as resumed or dropped before."""
+        todo: list[ItemT] = []
+        for item in items:
+            key = pair_id(item)
+            if key in done:
+                self.n_resumed += 1
+            elif key in dropped and not retry_dropped:
+                self.n_dropped_before += 1
+            else:
+                todo.append(item)
+        return todo
+
+
 def existing_records(path: Path, model: type[RecordT]) -> list[RecordT]:
     """Records already in a labeller's output or side file (none if it does not exist, invalid lines
     skipped): what a dry run, which writes nothing, counts as done."""
@@ -83,4 +133,4 @@ def existing_records(path: Path, model: type[RecordT]) -> list[RecordT]:
     return read_records(path, model, allow_empty=True, skip_invalid=True).records
 
 
-__all__ = ["LeftOut", "attach_labels", "existing_records", "filter_confident"]
+__all__ = ["LeftOut", "ResumableRun", "attach_labels", "dropped_path_for", "existing_records", "filter_confident"]

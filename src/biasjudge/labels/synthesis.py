@@ -39,7 +39,7 @@ from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.config import ConfigModel
 from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path, write_meta
 from biasjudge.io.progress import progress_bar
-from biasjudge.labels import LeftOut, existing_records
+from biasjudge.labels import LeftOut, ResumableRun, existing_records
 from biasjudge.labels.hard_negatives import (
     FAILURE_MODES,
     MIN_REASONING_WORDS,
@@ -163,11 +163,6 @@ def rejected_path_for(out_path: str | Path) -> Path:
     return side_path(out_path, ".rejected.jsonl")
 
 
-def dropped_path_for(out_path: str | Path) -> Path:
-    """Side file of dropped pairs: `synthesis_results.jsonl` -> `synthesis_results.dropped.jsonl`."""
-    return side_path(out_path, ".dropped.jsonl")
-
-
 def read_synthesis(path: str | Path, *, skip_invalid: bool = False) -> ReadResult[SynthesisRecord]:
     """Records of a synthesis output (or of the reference's synthesis_results.jsonl)."""
     return read_records(path, SynthesisRecord, skip_invalid=skip_invalid, unique_key="pair_id")
@@ -233,20 +228,12 @@ class _Job:
         return PromptRequest(messages=tuple(messages))
 
 
-@dataclass
-class SynthesisRun:
-    """Outcome of :func:`synthesize`."""
+@dataclass(kw_only=True)
+class SynthesisRun(ResumableRun):
+    """Outcome of :func:`synthesize`: negatives written to `out_path`, pairs out of attempts dropped."""
 
-    out_path: Path
-    dropped_path: Path
     eligible: int = 0
     """Pairs that qualified (after --limit)."""
-    written_now: int = 0
-    resumed: int = 0
-    """Already in the output (skipped)."""
-    dropped_now: int = 0
-    dropped_before: int = 0
-    """Already in the dropped file (skipped unless retry_dropped)."""
     calls: int = 0
     """Generate calls made now (attempts, retries included)."""
     left_out: LeftOut = field(default_factory=LeftOut)
@@ -296,15 +283,10 @@ def synthesize(
     max_attempts, batch_size, retry_dropped = config.max_attempts, config.batch_size, config.retry_dropped
     params = config.params()
     out_path = Path(out_path)
-    dropped_path = dropped_path_for(out_path)
     found = eligible_pairs(pairs, config.label_source, config.min_confidence)
     items = found.items[: config.limit] if config.limit is not None else found.items
-    run = SynthesisRun(
-        out_path=out_path,
-        dropped_path=dropped_path,
-        eligible=len(items),
-        left_out=found.left_out,
-    )
+    run = SynthesisRun(out_path=out_path, eligible=len(items), left_out=found.left_out)
+    dropped_path = run.dropped_path
     supports = bool(getattr(backend, "supports_grammar", False))
     use_grammar = supports if config.constrained is None else config.constrained
     if use_grammar:
@@ -327,15 +309,12 @@ def synthesize(
     if meter.dry_run:
         done = {r.pair_id for r in existing_records(out_path, SynthesisRecord)}
         gone = {r.pair_id for r in existing_records(dropped_path, SynthesisDrop)}
-        todo_rows = [
-            (i, p, lab) for i, p, lab in indexed if p.pair_id not in done and (retry_dropped or p.pair_id not in gone)
-        ]
+        todo_rows = run.to_do(indexed, lambda row: row[1].pair_id, done, gone, retry_dropped=retry_dropped)
         history: dict[str, list[SynthesisAttempt]] = {}
         for a in existing_records(rejected_path, SynthesisAttempt):
             history.setdefault(a.pair_id, []).append(a)
         jobs = [j for j in jobs_for(todo_rows, history, gone if retry_dropped else set()) if j.left > 0]
         meter.estimate([j.request(system_prompt) for j in jobs], params, max_attempts=max_attempts)
-        run.resumed = sum(p.pair_id in done for _, p, _ in indexed)
         return run
 
     written: Counter[str] = Counter()
@@ -348,16 +327,8 @@ def synthesize(
         history = {}
         for a in attempts_log.done.values():
             history.setdefault(a.pair_id, []).append(a)
-        todo_rows, retry = [], set()
-        for i, pair, label in indexed:
-            if pair.pair_id in out:
-                run.resumed += 1
-            elif pair.pair_id in dropped and not retry_dropped:
-                run.dropped_before += 1
-            else:
-                todo_rows.append((i, pair, label))
-                if pair.pair_id in dropped:
-                    retry.add(pair.pair_id)
+        todo_rows = run.to_do(indexed, lambda row: row[1].pair_id, out, dropped, retry_dropped=retry_dropped)
+        retry = {pair.pair_id for _, pair, _ in todo_rows if pair.pair_id in dropped}
         bar = progress_bar(enabled=progress)
 
         def drop(job: _Job) -> None:
@@ -376,7 +347,7 @@ def synthesize(
                     model=model_name,
                 )
             )
-            run.dropped_now += 1
+            run.n_dropped_now += 1
             bar.advance(task, 1)
 
         with bar:
@@ -419,7 +390,7 @@ def synthesize(
                                 job.left = 0
                                 job.finished = True
                                 written[job.mode.name] += 1
-                                run.written_now += 1
+                                run.n_written_now += 1
                                 bar.advance(task, 1)
                                 continue
                             error = check.error or "rejected"
@@ -510,7 +481,6 @@ __all__ = [
     "SynthesisRecord",
     "SynthesisRun",
     "check_negative",
-    "dropped_path_for",
     "eligible_pairs",
     "failure_mode_for",
     "mode_by_name",

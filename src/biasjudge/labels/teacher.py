@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from biasjudge.backends.base import Backend, GenerationParams, PromptRequest
 from biasjudge.backends.costs import CostControl, meter_for
 from biasjudge.errors import ConfigError
-from biasjudge.io import JsonlAppender, ReadResult, read_records, side_path
-from biasjudge.labels import attach_labels, existing_records, filter_confident
+from biasjudge.io import JsonlAppender, ReadResult, read_records
+from biasjudge.labels import ResumableRun, attach_labels, existing_records, filter_confident
 from biasjudge.prompts import load_prompt
 from biasjudge.prompts.render import VERDICT_INSTRUCTION, user_message
 from biasjudge.records import ChatMessage, Label, Pair, PairCategory, Verdict
@@ -153,28 +153,12 @@ def teacher_messages(pair: Pair, rubric: str | None = None) -> list[ChatMessage]
     ]
 
 
-def dropped_path_for(out_path: str | Path) -> Path:
-    """Side file of unreadable outputs: `labels.jsonl` -> `labels.dropped.jsonl`."""
-    out_path = Path(out_path)
-    return side_path(out_path, ".dropped.jsonl")
-
-
-@dataclass
-class TeacherRun:
-    """Outcome of :func:`teacher_label`."""
+@dataclass(kw_only=True)
+class TeacherRun(ResumableRun):
+    """Outcome of :func:`teacher_label`: labels written to `out_path`, unreadable outputs dropped."""
 
     pairs: list[Pair]
     """The input pairs, with the teacher label attached where there is one (done now or before)."""
-    out_path: Path
-    dropped_path: Path
-    n_labelled_now: int = 0
-    """Labels written in this call."""
-    n_resumed: int = 0
-    """Pairs already labelled in the output file (skipped)."""
-    n_dropped_now: int = 0
-    """Unreadable outputs in this call."""
-    n_dropped_before: int = 0
-    """Pairs already in the dropped file and not retried."""
     n_no_confidence: int = 0
     """Labels written in this call without a readable confidence."""
     dropped_ids: list[str] = field(default_factory=list)
@@ -215,30 +199,22 @@ def teacher_label(
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     pairs = list(pairs)
     out_path = Path(out_path)
-    dropped_path = dropped_path_for(out_path)
     rubric = rubric if rubric is not None else load_prompt("teacher")
-    run = TeacherRun(pairs=[], out_path=out_path, dropped_path=dropped_path)
+    run = TeacherRun(pairs=[], out_path=out_path)
+    dropped_path = run.dropped_path
     meter = meter_for(backend, "teacher", cost)
     if meter.dry_run:  # read what is done, write nothing
         labelled = {r.pair_id: r for r in existing_records(out_path, TeacherRecord)}
-        skipped = set() if retry_dropped else {r.pair_id for r in existing_records(dropped_path, DroppedRecord)}
-        todo_ids = [p for p in pairs if p.pair_id not in labelled and p.pair_id not in skipped]
-        meter.estimate([PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in todo_ids], params)
-        run.n_resumed = sum(p.pair_id in labelled for p in pairs)
+        gone = {r.pair_id for r in existing_records(dropped_path, DroppedRecord)}
+        todo = run.to_do(pairs, lambda p: p.pair_id, labelled, gone, retry_dropped=retry_dropped)
+        meter.estimate([PromptRequest(messages=tuple(teacher_messages(p, rubric))) for p in todo], params)
         run.pairs = attach_labels(pairs, {pid: rec.to_label() for pid, rec in labelled.items()})
         return run
     with (
         JsonlAppender(out_path, TeacherRecord, key=lambda r: r.pair_id) as done,
         JsonlAppender(dropped_path, DroppedRecord, key=lambda r: r.pair_id) as dropped,
     ):
-        todo: list[Pair] = []
-        for pair in pairs:
-            if pair.pair_id in done:
-                run.n_resumed += 1
-            elif pair.pair_id in dropped and not retry_dropped:
-                run.n_dropped_before += 1
-            else:
-                todo.append(pair)
+        todo = run.to_do(pairs, lambda p: p.pair_id, done, dropped, retry_dropped=retry_dropped)
         generated = meter.generations(
             todo,
             request=lambda p: PromptRequest(messages=tuple(teacher_messages(p, rubric))),
@@ -276,7 +252,7 @@ def teacher_label(
                     finish_reason=gen.finish_reason,
                 )
             )
-            run.n_labelled_now += 1
+            run.n_written_now += 1
             run.n_no_confidence += read.confidence is None
         labels = {pid: rec.to_label() for pid, rec in done.done.items()}
     run.pairs = attach_labels(pairs, labels)
