@@ -171,16 +171,23 @@ class _Screen:
             title = f"Response {name}" + (f"  [{escape(response.model)}]" if show_models else "")
             console.print(Panel(Text(response.text.strip()), title=title, title_align="left"))
 
+    def choose(self, prompt: str, keys: dict[str, str], hint: str) -> str:
+        """What `keys` maps the typed key to, asked until a known key is typed; quit raises _Quit."""
+        while True:
+            answer = keys.get(self.ask(prompt).lower())
+            if answer == "quit":
+                raise _Quit
+            if answer is not None:
+                return answer
+            self.print(f"[yellow]{hint}[/yellow]")
+
     def verdict(self) -> str:
+        """A, B, TIE or skip."""
         prompt = (
             "Which leans MORE on stereotypes? [bold]a[/bold]=A  [bold]b[/bold]=B  [bold]t[/bold]=TIE  "
             "[bold]s[/bold]=skip  [bold]q[/bold]=quit: "
         )
-        while True:
-            answer = _VERDICT_KEYS.get(self.ask(prompt).lower())
-            if answer is not None:
-                return answer
-            self.print("[yellow]Type a, b, t, s or q.[/yellow]")
+        return self.choose(prompt, _VERDICT_KEYS, "Type a, b, t, s or q.")
 
     def confidence(self, current: int | None = None) -> int:
         keep = f", Enter keeps {current}" if current is not None else ""
@@ -195,16 +202,13 @@ class _Screen:
             self.print("[yellow]Type a whole number from 1 to 5.[/yellow]")
 
     def review_choice(self) -> str:
+        """A, B, TIE (a new verdict), keep or delete."""
         prompt = (
             "Change it? [bold]a[/bold]=A  [bold]b[/bold]=B  [bold]t[/bold]=TIE  [bold]Enter[/bold]=keep  "
             "[bold]d[/bold]=delete  [bold]q[/bold]=quit: "
         )
         keys = {**_VERDICT_KEYS, "": "keep", "s": "keep", "skip": "keep", "d": "delete", "delete": "delete"}
-        while True:
-            answer = keys.get(self.ask(prompt).lower())
-            if answer is not None:
-                return answer
-            self.print("[yellow]Type a, b, t, d, q or press Enter to keep.[/yellow]")
+        return self.choose(prompt, keys, "Type a, b, t, d, q or press Enter to keep.")
 
 
 def order_pairs(pairs: Iterable[Pair], *, random_order: bool = False, seed: int = 0) -> list[Pair]:
@@ -316,8 +320,6 @@ class _Labelling:
                 try:
                     self.screen.show(pair, index, len(todo), self.config.show_models)
                     choice = self.screen.verdict()
-                    if choice == "quit":
-                        raise _Quit
                     if choice == "skip":
                         self.session.n_skipped += 1
                         continue
@@ -371,8 +373,6 @@ class _Labelling:
                     f"({escape(current.labeller)}, {current.revised_utc or current.labelled_utc})"
                 )
                 choice = self.screen.review_choice()
-                if choice == "quit":
-                    raise _Quit
                 if choice == "keep":
                     self.session.n_kept += 1
                     continue
