@@ -34,7 +34,7 @@ from biasjudge.config import resolve_data_dir
 from biasjudge.eval.run import JudgeToEval, evaluate, resolve_holdout
 from biasjudge.eval.settings import EvalSettings
 from biasjudge.io import read_records
-from biasjudge.judge.router import fit_router, routing_report
+from biasjudge.judge.router import RouterFitConfig, fit_router, routing_report
 from biasjudge.records import Pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,10 +78,8 @@ def main() -> None:
         for open_set in (False, True):
             name = f"{features}, {'open' if open_set else 'closed'} set"
             started = time.perf_counter()
-            config = fit_router(
-                in_dist="always-tie:", ood="always-tie:", questions=pool, exclude=holdout,
-                features=features, open_set=open_set,
-            )  # fmt: skip
+            settings = RouterFitConfig(features=features, open_set=open_set)
+            config = fit_router("always-tie:", "always-tie:", pool, settings, exclude=holdout)
             fit_s = time.perf_counter() - started
             report = routing_report(config, holdout, use_metadata=False)
             sides = report["sides"]
@@ -103,7 +101,7 @@ def main() -> None:
     for label, run in IN_DIST_CANDIDATES.items():
         judges.append(JudgeToEval(_replay(run), f"{label} alone"))
         path = args.work / f"router-{run.name}.json"
-        fit_router(in_dist=_replay(run), ood=_replay(SHIPPED), questions=pool, exclude=holdout, out=path)
+        fit_router(_replay(run), _replay(SHIPPED), pool, exclude=holdout, out=path)
         routers[label] = path
         judges.append(JudgeToEval(f"route:{path}?use_metadata=false", f"routed: {label} in, shipped out"))
     started = time.perf_counter()
@@ -117,10 +115,12 @@ def main() -> None:
         run = IN_DIST_CANDIDATES["pair-level pool (leaks 201 holdout questions)"]
         path = args.work / "router-real.json"
         fit_router(
-            in_dist=f"llamacpp:embedded-base?lora_path={run / 'adapter.gguf'}",
-            ood="llamacpp:embedded?calibration=none",
-            questions=pool, exclude=holdout, out=path,
-        )  # fmt: skip
+            f"llamacpp:embedded-base?lora_path={run / 'adapter.gguf'}",
+            "llamacpp:embedded?calibration=none",
+            pool,
+            exclude=holdout,
+            out=path,
+        )
         started = time.perf_counter()
         real = evaluate(
             [JudgeToEval(f"route:{path}?use_metadata=false", "routed, real models")],

@@ -12,7 +12,7 @@ import pytest
 from biasjudge.errors import BiasJudgeError, DataError, MetricInputError
 from biasjudge.eval.protocol import merge_logs, run_eval, select_runs
 from biasjudge.eval.report import (
-    TABLE_ROWS,
+    CARD_ROWS,
     log_metrics,
     markdown_table,
     read_log,
@@ -47,7 +47,8 @@ def test_table_has_a_column_per_checkpoint_and_the_reference_rows(logs: list[Eva
     assert lines[0] == "| Metric | Random | Base Gemma 4 E4B |"
     assert all(line.count("|") == 4 for line in lines)
     labels = [line.split("|")[1].strip() for line in lines[2:]]
-    assert labels[: len(TABLE_ROWS)] == [label for label, _, _ in TABLE_ROWS]
+    reference_rows = [label for label, _, _, shown in CARD_ROWS if shown == "always"]
+    assert len(reference_rows) == 11 and labels[: len(reference_rows)] == reference_rows
     in_dist = lines[2].split("|")[3].strip()
     assert re.fullmatch(r"0\.481 \[0\.\d{3}, 0\.\d{3}\]", in_dist), in_dist
     assert "| Verbosity bias score |" in table and "+17.6 |" in table  # the stored (Gemma 4 tokenizer) value

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from biasjudge.cli.common import DataDirOption, console, defaults_from
-from biasjudge.judge.router import fit_router
+from biasjudge.cli.common import DataDirOption, console, option_groups
+from biasjudge.judge.router import RouterFitConfig, fit_router
 
 if TYPE_CHECKING:
     from biasjudge.records import Pair
@@ -35,7 +35,7 @@ def _pairs(path: Path | None, data_dir: Path | None, name: str) -> list[Pair]:
 
 
 @group.command("fit")
-@defaults_from(fit_router, ood_category="ood_categories", quantile="open_set_quantile")
+@option_groups
 def fit_command(
     in_dist: Annotated[str, typer.Option("--in-dist", help="Judge spec for pairs of a trained category.")],
     ood: Annotated[str, typer.Option("--ood", help="Judge spec for pairs of any other category.")],
@@ -59,61 +59,22 @@ def fit_command(
             show_default=False,
         ),
     ] = None,
-    ood_category: Annotated[
-        list[str],
-        typer.Option("--ood-category", help="A category the in-distribution judge was not trained on (repeat)."),
-    ],
-    trained_category: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--trained-category",
-            help="The trained categories (repeat). Default: every category of --questions but the --ood-category ones.",
-            show_default=False,
-        ),
-    ] = None,
-    features: Annotated[
-        str, typer.Option("--features", help="minilm (sentence embeddings, needs biasjudge[router]) or tfidf.")
-    ],
-    open_set: Annotated[
-        bool,
-        typer.Option(
-            "--open-set/--closed-set",
-            help="Open set: fit the classifier on the trained categories only, and call a question "
-            "unseen when its top probability is low. Closed set (default): it knows every category of --questions.",
-        ),
-    ] = False,
-    quantile: Annotated[
-        float,
-        typer.Option(
-            "--open-set-quantile",
-            min=0.0,
-            max=0.5,
-            help="Open set: the share of known-category questions (out of fold) allowed to be called unseen.",
-        ),
-    ],
+    config: RouterFitConfig,
     data_dir: DataDirOption = None,
 ) -> None:
     """Fit the category classifier and write the router file."""
-    from biasjudge.judge.router import FEATURES
-
-    if features not in FEATURES:
-        raise typer.BadParameter(f"must be one of {', '.join(FEATURES)}", param_hint="--features")
-    config = fit_router(
-        in_dist=in_dist,
-        ood=ood,
-        questions=_pairs(questions, data_dir, "pairs.jsonl"),
+    router = fit_router(
+        in_dist,
+        ood,
+        _pairs(questions, data_dir, "pairs.jsonl"),
+        config,
         exclude=_pairs(exclude, data_dir, "eval_set_unlabeled.jsonl"),
-        ood_categories=list(ood_category),
-        trained_categories=trained_category or None,
-        features=features,
-        open_set=open_set,
-        open_set_quantile=quantile,
         out=out,
     )
-    fitted = config.fitted_on
+    fitted = router.fitted_on
     console.print(
-        f"router: {out} ({features} classifier on {fitted['questions']} questions of "
-        f"{len(fitted['categories'])} categories; trained: {', '.join(config.trained_categories)})"
+        f"router: {out} ({config.features} classifier on {fitted['questions']} questions of "
+        f"{len(fitted['categories'])} categories; trained: {', '.join(router.trained_categories)})"
     )
 
 

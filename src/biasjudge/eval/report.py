@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from biasjudge.errors import DataError
 from biasjudge.eval.metrics import (
@@ -43,45 +43,47 @@ if TYPE_CHECKING:
 
 Metrics = Mapping[str, Mapping[str, float | None]]
 
-TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("Overall κ (in-dist)", "kappa_in_dist", "kappa"),
-    ("Overall κ (OOD religion)", "kappa_ood_religion", "kappa"),
-    ("Clear cases κ", "kappa_clear", "kappa"),
-    ("Subtle cases κ", "kappa_subtle", "kappa"),
-    ("Tracked-vs-alternate κ", "kappa_tracked", "kappa"),
-    ("Tie cases κ", "kappa_tie", "kappa"),
-    ("Position-bias rate (in-dist)", "position_bias_in_dist", "pct"),
-    ("Position-bias rate (OOD)", "position_bias_ood", "pct"),
-    ("Verbosity bias score", "verbosity_bias", "tokens"),
-    ("Self-consistency (T=0.3)", "self_consistency_t03", "pct"),
-    ("Parse failure rate", "parse_failure_rate", "pct"),
-)
-"""(row label, metric key, format) of the model card's table, in the reference's order."""
+RowShown = Literal["always", "with_value", "nonzero"]
+"""When the card shows a row: always (the reference's rows), when some column has a value, or when
+some column has a non-zero value (counts of what went wrong)."""
 
-OPTIONAL_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("Single-order position bias (in-dist)", "position_bias_single_order_in_dist", "pct"),
-    ("Single-order position bias (OOD)", "position_bias_single_order_ood", "pct"),
-    ("Swap consistency (in-dist)", "swap_consistency_in_dist", "pct"),
-    ("Swap consistency (OOD)", "swap_consistency_ood", "pct"),
-    ("Adversarial κ (in-dist)", "kappa_adversarial", "kappa"),
-    ("Brier score (score mode)", "brier_score", "num"),
-    ("Brier score, uncalibrated", "brier_score_uncalibrated", "num"),
-    ("Expected calibration error", "ece", "num"),
-    ("ECE (in-dist)", "ece_in_dist", "num"),
-    ("ECE (OOD)", "ece_ood_religion", "num"),
-    ("ECE, uncalibrated", "ece_uncalibrated", "num"),
-    ("ECE, uncalibrated (in-dist)", "ece_uncalibrated_in_dist", "num"),
-    ("ECE, uncalibrated (OOD)", "ece_uncalibrated_ood_religion", "num"),
-    ("κ at 90% coverage (in-dist)", "kappa_in_dist_at_coverage_90", "num"),
-    ("κ at 80% coverage (in-dist)", "kappa_in_dist_at_coverage_80", "num"),
-    ("κ at 90% coverage (OOD)", "kappa_ood_religion_at_coverage_90", "num"),
-    ("κ at 80% coverage (OOD)", "kappa_ood_religion_at_coverage_80", "num"),
-    ("Abstentions (UNSURE share)", "abstention_rate", "pct"),
-    ("Truncated generations", "n_truncated", "count"),
-    ("Floored log-probabilities", "n_floored", "count"),
-    ("Pairs judged", "n_pairs", "count"),
+CARD_ROWS: tuple[tuple[str, str, str, RowShown], ...] = (
+    ("Overall κ (in-dist)", "kappa_in_dist", "kappa", "always"),
+    ("Overall κ (OOD religion)", "kappa_ood_religion", "kappa", "always"),
+    ("Clear cases κ", "kappa_clear", "kappa", "always"),
+    ("Subtle cases κ", "kappa_subtle", "kappa", "always"),
+    ("Tracked-vs-alternate κ", "kappa_tracked", "kappa", "always"),
+    ("Tie cases κ", "kappa_tie", "kappa", "always"),
+    ("Position-bias rate (in-dist)", "position_bias_in_dist", "pct", "always"),
+    ("Position-bias rate (OOD)", "position_bias_ood", "pct", "always"),
+    ("Verbosity bias score", "verbosity_bias", "tokens", "always"),
+    ("Self-consistency (T=0.3)", "self_consistency_t03", "pct", "always"),
+    ("Parse failure rate", "parse_failure_rate", "pct", "always"),
+    ("Single-order position bias (in-dist)", "position_bias_single_order_in_dist", "pct", "with_value"),
+    ("Single-order position bias (OOD)", "position_bias_single_order_ood", "pct", "with_value"),
+    ("Swap consistency (in-dist)", "swap_consistency_in_dist", "pct", "with_value"),
+    ("Swap consistency (OOD)", "swap_consistency_ood", "pct", "with_value"),
+    ("Adversarial κ (in-dist)", "kappa_adversarial", "kappa", "with_value"),
+    ("Brier score (score mode)", "brier_score", "num", "with_value"),
+    ("Brier score, uncalibrated", "brier_score_uncalibrated", "num", "with_value"),
+    ("Expected calibration error", "ece", "num", "with_value"),
+    ("ECE (in-dist)", "ece_in_dist", "num", "with_value"),
+    ("ECE (OOD)", "ece_ood_religion", "num", "with_value"),
+    ("ECE, uncalibrated", "ece_uncalibrated", "num", "with_value"),
+    ("ECE, uncalibrated (in-dist)", "ece_uncalibrated_in_dist", "num", "with_value"),
+    ("ECE, uncalibrated (OOD)", "ece_uncalibrated_ood_religion", "num", "with_value"),
+    ("κ at 90% coverage (in-dist)", "kappa_in_dist_at_coverage_90", "num", "with_value"),
+    ("κ at 80% coverage (in-dist)", "kappa_in_dist_at_coverage_80", "num", "with_value"),
+    ("κ at 90% coverage (OOD)", "kappa_ood_religion_at_coverage_90", "num", "with_value"),
+    ("κ at 80% coverage (OOD)", "kappa_ood_religion_at_coverage_80", "num", "with_value"),
+    ("Abstentions (UNSURE share)", "abstention_rate", "pct", "with_value"),
+    ("Truncated generations", "n_truncated", "count", "nonzero"),
+    ("Floored log-probabilities", "n_floored", "count", "nonzero"),
+    ("Pairs judged", "n_pairs", "count", "with_value"),
 )
-"""Rows shown only when some column has a value (and, for truncations, a non-zero one)."""
+"""(row label, metric key, format, when shown) of the model card's table: the reference's rows in its
+order, then the rows biasjudge adds."""
+
 
 BAR_KEYS: tuple[tuple[str, str], ...] = (
     ("in-dist", "kappa_in_dist"),
@@ -175,14 +177,10 @@ def format_value(values: Mapping[str, float | None], key: str, kind: str) -> str
 
 def _rows(metrics: Metrics) -> list[tuple[str, list[str]]]:
     names = list(metrics)
-    rows = [(label, [format_value(metrics[n], key, kind) for n in names]) for label, key, kind in TABLE_ROWS]
-    for label, key, kind in OPTIONAL_ROWS:
-        present = [metrics[n].get(key) for n in names]
-        if key in ("n_truncated", "n_floored"):  # counts shown only when non-zero
-            show = any(not _missing(v) and v for v in present)
-        else:
-            show = any(not _missing(v) for v in present)
-        if show:
+    rows = []
+    for label, key, kind, shown in CARD_ROWS:
+        present = [v for n in names if not _missing(v := metrics[n].get(key))]
+        if shown == "always" or (any(present) if shown == "nonzero" else present):
             rows.append((label, [format_value(metrics[n], key, kind) for n in names]))
     return rows
 

@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import Field
 
 from biasjudge.backends.embedded import minilm_embeddings
+from biasjudge.config import ConfigModel
 from biasjudge.errors import BackendError, ConfigError
 from biasjudge.io import read_document, sha256_file
 from biasjudge.judge.logistic import StoredLogistic
@@ -210,48 +211,64 @@ def fit_classifier(
     )
 
 
+class RouterFitConfig(ConfigModel):
+    """How `route fit` fits the router's category classifier (`biasjudge route fit --config FILE.yaml`)."""
+
+    ood_categories: list[str] = Field(default=["religion"], json_schema_extra={"flags": ["--ood-category"]})
+    """A category the in-distribution judge was not trained on (repeat)."""
+    trained_categories: list[str] | None = Field(default=None, json_schema_extra={"flags": ["--trained-category"]})
+    """The trained categories (repeat). Default: every category of the questions but the --ood-category ones."""
+    features: Features = "minilm"
+    """minilm (sentence embeddings; needs the `router` extra of biasjudge) or tfidf."""
+    open_set: bool = Field(default=False, json_schema_extra={"flags": ["--open-set/--closed-set"]})
+    """Open set: fit the classifier on the trained categories only, and call a question unseen when its
+    top probability is low. Closed set (default): it knows every category of the questions."""
+    open_set_quantile: float = Field(default=0.05, ge=0.0, le=0.5)
+    """Open set: the share of known-category questions (out of fold) allowed to be called unseen."""
+    seed: int = 0
+    """Seed of the classifier (its solver and its open-set cross-validation folds)."""
+
+
 def fit_router(
-    *,
     in_dist: str,
     ood: str,
     questions: Sequence[Pair],
+    config: RouterFitConfig | None = None,
+    *,
     exclude: Sequence[Pair] = (),
-    ood_categories: Sequence[str] = ("religion",),
-    trained_categories: Sequence[str] | None = None,
-    features: Features = "minilm",
-    open_set: bool = False,
-    open_set_quantile: float = 0.05,
-    seed: int = 0,
     out: str | Path | None = None,
 ) -> RouterConfig:
-    """A router file's content: the classifier fitted on the questions of `questions` (one row per
-    question_id), none of `exclude`'s questions among them (pass the holdout); written to `out`
-    (atomically) when given.
+    """A router file's content: `in_dist` and `ood` (judge specs), and the classifier fitted on the
+    questions of `questions` (one row per question_id), none of `exclude`'s questions among them (pass
+    the holdout); written to `out` (atomically) when given.
 
-    The trained categories are `trained_categories`, or every category of `questions` but
-    `ood_categories`. Closed set (default): the classifier knows every category of `questions`,
+    The trained categories are `config.trained_categories`, or every category of `questions` but
+    `config.ood_categories`. Closed set (default): the classifier knows every category of `questions`,
     the unseen ones included (BBQ's taxonomy is public; only the judge never saw them). Open set:
     it is fitted on the trained categories alone and calls a question unseen below
     `unknown_below` (see :func:`fit_classifier`).
     """
+    config = config or RouterFitConfig()
+    open_set, open_set_quantile, seed = config.open_set, config.open_set_quantile, config.seed
     held_out = {p.question_id for p in exclude}
     by_question: dict[str, tuple[str, str]] = {}
     for pair in questions:
         if pair.question_id not in held_out and pair.bias_category not in ("", AD_HOC_UNKNOWN):
             by_question.setdefault(pair.question_id, (pair.question_text, pair.bias_category))
     everything = sorted({c for _, c in by_question.values()})
-    trained = sorted(trained_categories) if trained_categories else [c for c in everything if c not in ood_categories]
+    trained = config.trained_categories or [c for c in everything if c not in config.ood_categories]
+    trained = sorted(trained)
     if not trained:
         raise ConfigError("route fit: no trained category left (check --ood-category and --trained-category)")
     kept = [(t, c) for t, c in by_question.values() if not open_set or c in trained]
     classifier = fit_classifier(
         [t for t, _ in kept],
         [c for _, c in kept],
-        features=features,
+        features=config.features,
         open_set_quantile=open_set_quantile if open_set else None,
         seed=seed,
     )
-    config = RouterConfig(
+    router = RouterConfig(
         in_dist=in_dist,
         ood=ood,
         trained_categories=trained,
@@ -269,8 +286,8 @@ def fit_router(
     if out is not None:
         from biasjudge.io import write_json
 
-        write_json(out, config)
-    return config
+        write_json(out, router)
+    return router
 
 
 def routing_report(config: RouterConfig, pairs: Sequence[Pair], *, use_metadata: bool = False) -> dict[str, Any]:
