@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -13,8 +14,8 @@ from biasjudge.cli.main import app
 from biasjudge.data.holdout import HoldoutConfig
 from biasjudge.dataset.build import ReadReport
 from biasjudge.dataset.runner import ONE_FILE, Stage, StageOutput, run_stage
-from biasjudge.dataset.stages import CLASSIFY, PAIRS, SPLIT, SPLIT_FILES
-from biasjudge.io import meta_path, read_records
+from biasjudge.dataset.stages import CLASSIFY, PAIRS, ROWS, SPLIT, SPLIT_FILES, RowsStageConfig
+from biasjudge.io import meta_path, read_records, write_records
 from biasjudge.records import Pair
 
 runner = CliRunner()
@@ -62,12 +63,14 @@ def test_a_stage_is_any_pure_function_with_declared_inputs(jfs: Path, tmp_path: 
 
 def test_each_stage_command_is_generated_from_its_declaration() -> None:
     commands = typer.main.get_command(app).commands["data"].commands  # type: ignore[attr-defined]
-    for stage in (CLASSIFY, PAIRS, SPLIT):
+    for stage in (CLASSIFY, PAIRS, SPLIT, ROWS):
         command = commands[stage.name]
         options = {p.name: p for p in command.params}
         assert command.help == stage.help
         for stage_input in stage.inputs:
-            assert options[stage_input.name].required and options[stage_input.name].help == stage_input.help
+            option = options[stage_input.name]
+            assert option.required == stage_input.required and option.help == stage_input.help
+            assert option.opts == [f"--{stage_input.name.replace('_', '-')}"]
         assert options["out"].help == stage.out_help
         assert set(stage.config.model_fields) - {
             "targets",
@@ -91,3 +94,29 @@ def test_a_generated_command_reads_its_config_file_under_its_flags(jfs: Path, tm
     assert (out / "pairs.rejects.jsonl").exists()
     broken = runner.invoke(app, ["data", "split", "--pairs", str(pairs_file), "--out", str(out)])
     assert broken.exit_code != 0 and "pairs.jsonl:401" in str(broken.exception)
+
+
+def test_an_optional_input_may_be_left_out_and_each_sidecar_names_the_inputs_its_file_is_made_from(
+    jfs: Path, tmp_path: Path
+) -> None:
+    from biasjudge.errors import ConfigError, LeakageError
+    from biasjudge.labels.answer_key import label_pairs
+
+    labelled = tmp_path / "labelled.jsonl"
+    write_records(labelled, label_pairs(read_records(jfs / "pairs.jsonl", Pair, limit=60).records))
+    negatives = jfs / "synthesis_results.jsonl"
+    config = RowsStageConfig(dpo_min_confidence=3)
+    alone = run_stage(ROWS, config, {"pairs": labelled, "hard_negatives": None}, tmp_path / "alone")
+    both = run_stage(ROWS, config, {"pairs": labelled, "hard_negatives": negatives}, tmp_path / "both")
+    assert len(alone.result.sft.rows) == len(both.result.sft.rows) > 0
+    assert set(alone.result.dpo.rejected_sources) == {"verdict_flip"}  # no negatives: flipped verdicts only
+    assert both.result.dpo.rejected_sources.get("hard_negative", 0) > 0
+    sidecars = {name: json.loads(meta_path(path).read_text()) for name, path in both.files.items()}
+    assert [Path(p).name for p in sidecars["sft"]["inputs"]] == ["labelled.jsonl"]
+    assert [Path(p).name for p in sidecars["dpo"]["inputs"]] == ["labelled.jsonl", "synthesis_results.jsonl"]
+    assert sidecars["dpo"]["config"]["min_confidence"] == 3 and sidecars["sft"]["config"]["min_confidence"] is None
+    assert sidecars["dpo"]["counts"]["rows"] == len(both.result.dpo.rows)
+    with pytest.raises(ConfigError, match="--pairs"):
+        run_stage(ROWS, config, {"hard_negatives": negatives}, tmp_path / "none")
+    with pytest.raises(LeakageError, match="--holdout"):
+        run_stage(ROWS, config, {"pairs": labelled, "holdout": labelled}, tmp_path / "leak")

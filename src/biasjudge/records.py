@@ -40,6 +40,8 @@ PAIR_CATEGORIES: tuple[str, ...] = PairCategory.__args__  # type: ignore[attr-de
 EvalSlice = Annotated[str, StringConstraints(pattern=r"^(in_dist|ood_[a-z0-9_]+)$")]
 """`in_dist`, or `ood_<category>` for the held-out category (the reference's is `ood_religion`)."""
 LabelSource = Literal["human", "teacher", "answer_key", "judge", "synthetic"]
+LabelSourceChoice = Literal["answer_key", "teacher", "human"]
+"""The labels a pair file's user picks from (`--label-source`, `--source`); the others are made by tools."""
 AnswerClass = Literal["correct", "biased", "incorrect_other", "parse_failed"]
 JudgeMode = Literal["generate", "score"]
 

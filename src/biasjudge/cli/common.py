@@ -63,8 +63,6 @@ SystemPromptOption = Annotated[
 ]
 
 
-LabelSourceChoice = Literal["answer_key", "teacher", "human"]
-"""The labels a pair file's user picks from (`--label-source`, `--source`); the others are made by tools."""
 ChatFormat = Literal["gemma4", "gemma3"]
 """Built-in turn formats for models without a chat template (`--chat-format`; prompts.render.TURN_FORMATS)."""
 

@@ -14,7 +14,6 @@ from pydantic import BaseModel
 
 from biasjudge.cli.common import (
     CostOptions,
-    LabelSourceChoice,
     SkipInvalidOption,
     console,
     option_groups,
@@ -34,6 +33,7 @@ from biasjudge.labels.flips import GateThresholds, flip_gate
 from biasjudge.labels.human import LabelSessionConfig, label_interactively
 from biasjudge.labels.label_sets import GroupBy
 from biasjudge.labels.synthesis import SynthesisConfig
+from biasjudge.records import LabelSourceChoice
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager

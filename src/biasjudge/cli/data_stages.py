@@ -18,7 +18,6 @@ from biasjudge.cli.common import (
     CostOptions,
     DataDirOption,
     JudgeSpecOption,
-    LabelSourceChoice,
     LeakageLevelOption,
     SkipInvalidOption,
     console,
@@ -27,9 +26,9 @@ from biasjudge.cli.common import (
 from biasjudge.cli.data_common import counts_table, make_table, model_stage, on_read, read, read_pairs
 from biasjudge.data.holdout import HoldoutConfig, Split
 from biasjudge.data.pairs import PairsConfig
-from biasjudge.dataset.rows import RowsConfig
+from biasjudge.dataset.build import RowsBuilt
 from biasjudge.dataset.runner import Stage, StageRun, run_stage
-from biasjudge.dataset.stages import CLASSIFY, PAIRS, SPLIT, CandidatesConfig
+from biasjudge.dataset.stages import CLASSIFY, PAIRS, ROWS, SPLIT, CandidatesConfig
 
 R = TypeVar("R")
 
@@ -54,7 +53,7 @@ def bbq(
     n_per_cell: Annotated[
         int, typer.Option("--n-per-cell", help="Questions per category x context x polarity cell.")
     ] = 34,
-    seed: Annotated[int, typer.Option("--seed")] = 42,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the stratified sample.")] = 42,
     skip_invalid: SkipInvalidOption = False,
 ) -> None:
     """Raw BBQ: categories found and missing, target_label agreement with a sample, optionally a stratified sample."""
@@ -173,14 +172,15 @@ def candidates(
         )
 
 
-# --------------------------------------------------------------------------- classify, pairs, split: stages as data
+# ----------------------------------------------------------------------- classify, pairs, split, rows: stages as data
 
 
 def stage_command(stage: Stage[Any, R], report: Callable[[StageRun[R], Path, Any], None]) -> Callable[..., None]:
     """The command of a stage declared as data (:class:`~biasjudge.dataset.runner.Stage`): an option
-    per input file (`--<name>`), `--out`, `--skip-invalid` and the options of the stage's config
-    (:func:`~biasjudge.cli.common.option_groups`, `--config FILE.yaml` among them); it runs the stage
-    with :func:`~biasjudge.dataset.runner.run_stage`, then `report(run, out, config)` prints."""
+    per input file (`--<name>`, which may be left out for an optional one), `--out`, `--skip-invalid`
+    and the options of the stage's config (:func:`~biasjudge.cli.common.option_groups`, `--config
+    FILE.yaml` among them); it runs the stage with :func:`~biasjudge.dataset.runner.run_stage`, then
+    `report(run, out, config)` prints."""
 
     def command(*, out: Path, skip_invalid: bool, config: Any, **inputs: Path) -> None:
         run = run_stage(stage, config, inputs, out, skip_invalid=skip_invalid, on_read=on_read(skip_invalid))
@@ -188,8 +188,14 @@ def stage_command(stage: Stage[Any, R], report: Callable[[StageRun[R], Path, Any
 
     keyword = inspect.Parameter.KEYWORD_ONLY
     parameters = [
-        inspect.Parameter(i.name, keyword, annotation=Annotated[Path, typer.Option(f"--{i.name}", help=i.help)])
+        inspect.Parameter(
+            i.name,
+            keyword,
+            annotation=Annotated[Path if i.required else Path | None, typer.Option(flag, help=i.help)],
+            default=inspect.Parameter.empty if i.required else None,
+        )
         for i in stage.inputs
+        for flag in [f"--{i.name.replace('_', '-')}"]
     ]
     parameters += [
         inspect.Parameter("out", keyword, annotation=Annotated[Path, typer.Option("--out", "-o", help=stage.out_help)]),
@@ -288,37 +294,8 @@ def check(
 # --------------------------------------------------------------------------- rows, stats
 
 
-@option_groups
-def rows(
-    pairs_file: Annotated[Path, typer.Option("--pairs", help="Labelled pairs.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for sft.jsonl and dpo.jsonl.")],
-    label_source: Annotated[
-        LabelSourceChoice, typer.Option("--label-source", help="Which label of each pair the rows are built from.")
-    ] = "answer_key",
-    hard_negatives: Annotated[
-        Path | None, typer.Option("--hard-negatives", help="synthesis_results.jsonl-shaped rejecteds.")
-    ] = None,
-    holdout: Annotated[
-        Path | None, typer.Option("--holdout", help="Fail if the rows share a question with this holdout.")
-    ] = None,
-    skip_invalid: SkipInvalidOption = False,
-    *,
-    rows_config: RowsConfig,
-) -> None:
-    """SFT rows (swap-doubled) and DPO rows (confident non-TIE labels) from labelled pairs."""
-    from biasjudge.dataset.build import rows_from_file
-
-    written = rows_from_file(
-        pairs_file,
-        out,
-        rows_config,
-        label_source=label_source,
-        hard_negatives_file=hard_negatives,
-        holdout_file=holdout,
-        skip_invalid=skip_invalid,
-        on_read=on_read(skip_invalid),
-    )
-    sft, dpo = written.sft, written.dpo
+def _report_rows(run: StageRun[RowsBuilt], out: Path, config: Any) -> None:
+    sft, dpo = run.result.sft, run.result.dpo
     console.print(
         counts_table(
             f"rows -> {out}",
@@ -337,6 +314,9 @@ def rows(
             ],
         )
     )
+
+
+rows = stage_command(ROWS, _report_rows)
 
 
 def _sniff(path: Path) -> type[BaseModel]:

@@ -1,8 +1,8 @@
 """The dataset build: the stages glued together, as the `biasjudge data` commands run them.
 
-`rows_from_file` (`data rows`) turns labelled pairs into SFT and DPO rows; `build_dataset`
+`build_rows` turns labelled pairs into SFT and DPO rows (`data rows` is its stage); `build_dataset`
 (`data build`) runs split -> label -> rows in one go. The single stages (`data label`,
-`candidates`, `classify`, `pairs`, `split`, the BBQ sample) are :mod:`biasjudge.dataset.stages`, built on
+`candidates`, `classify`, `pairs`, `split`, `rows`, the BBQ sample) are :mod:`biasjudge.dataset.stages`, built on
 the helpers here (reads counted with their rejects written, outputs written with their sidecars).
 `build_dataset` is what `biasjudge data build` runs. From the judge-from-scratch folder
 (pairs.jsonl, eval_set_unlabeled.jsonl, synthesis_results.jsonl) it takes the holdout (the
@@ -169,7 +169,7 @@ class DatasetBuild:
     """Train pool vs holdout (clean at `config.leakage_level`, else the build raised LeakageError)."""
     verdicts: dict[str, int]
     """Answer-key verdicts in labelled.jsonl, sorted by verdict."""
-    written: RowsWritten
+    written: RowsBuilt
     """The SFT and DPO rows, how many pairs each used or skipped, and their stats (as in their .meta.json)."""
     pool_buckets: dict[str, int]
     """Train-pool pairs per bucket (pair_category), sorted by bucket."""
@@ -289,7 +289,7 @@ def build_dataset(
     n_rows: dict[str, int] = {}
     common = {"leakage_level": leakage_level, "own_split": own_split, "ood_category": holdout_cfg.ood_category}
 
-    def output(name: str, records: Sequence[Pair], inputs: list[Path], **sidecar: Any) -> None:
+    def output(name: str, records: Sequence[BaseModel], inputs: list[Path], **sidecar: Any) -> None:
         n_rows[name] = write_output(files[name], records, stage=f"data/build/{name}", inputs=inputs, **sidecar)
 
     split_inputs = [pairs_in, holdout_in]
@@ -308,22 +308,19 @@ def build_dataset(
         config=answer_key.model_dump(),
         counts={"verdicts": verdicts, "unlabelled": len(labelled) - len(answer_key_labels)},
     )
-    written = write_rows(
+    written = build_rows(
         labelled,
-        out,
         config,
         label_source="answer_key",
         hard_negatives=negatives,
         holdout=holdout,
         holdout_source=holdout_source,
         leakage_level=leakage_level,
-        inputs=[pairs_in],
-        dpo_inputs=[negatives_in],
-        stage="data/build",
-        stage_config=answer_key.model_dump(),
     )
-    files.update(written.files)
-    n_rows.update({"sft": len(written.sft.rows), "dpo": len(written.dpo.rows)})
+    row_configs, row_counts = written.sidecar_configs(), written.sidecar_counts()
+    for name, made_from in (("sft", [pairs_in]), ("dpo", [pairs_in, negatives_in])):
+        sidecar = {"config": {**row_configs[name], **answer_key.model_dump()}, "counts": row_counts[name]}
+        output(name, written.records()[name], made_from, **sidecar)
 
     # 4. answer key vs human labels
     tables = compare_settings(reference_holdout) if reference_holdout else {}
@@ -360,8 +357,8 @@ def build_dataset(
 
 
 @dataclass
-class RowsWritten:
-    """The SFT and DPO rows written, with their stats (as in their .meta.json)."""
+class RowsBuilt:
+    """SFT and DPO rows built from labelled pairs, with their stats and what each file's sidecar records."""
 
     sft: RowsBuild[SFTRow]
     """SFT rows (swap-doubled) and how many pairs were used or skipped."""
@@ -371,17 +368,40 @@ class RowsWritten:
     """`row_stats` of the SFT rows."""
     dpo_stats: dict[str, Any]
     """`row_stats` of the DPO rows."""
-    files: dict[str, Path]
-    """`sft` and `dpo` -> the files written."""
     prompt_source: str
     """Where the system prompt came from (biasjudge's, or the file given)."""
-    reads: list[ReadReport] = field(default_factory=list)
-    """The input files read, in order (rows_from_file only)."""
+    label_source: LabelSource
+    """Which label of each pair the rows were built from."""
+    config: RowsConfig
+    """The settings they were built with."""
+
+    def records(self) -> dict[str, Sequence[BaseModel]]:
+        """`sft` and `dpo` -> their rows."""
+        return {"sft": self.sft.rows, "dpo": self.dpo.rows}
+
+    def sidecar_configs(self) -> dict[str, dict[str, Any]]:
+        """`sft` and `dpo` -> the settings each file was built with (its sidecar's config)."""
+        common = {"label_source": self.label_source, "system_prompt": self.prompt_source}
+        config = self.config
+        return {
+            "sft": {**common, "min_confidence": config.sft_min_confidence},
+            "dpo": {
+                **common,
+                "min_confidence": config.dpo_min_confidence,
+                "validation_fraction": config.validation_fraction,
+            },
+        }
+
+    def sidecar_counts(self) -> dict[str, dict[str, Any]]:
+        """`sft` and `dpo` -> pairs used and left out, and the rows' stats (each sidecar's counts)."""
+        return {
+            "sft": {**self.sft.counts(), "stats": self.sft_stats},
+            "dpo": {**self.dpo.counts(), "stats": self.dpo_stats},
+        }
 
 
-def write_rows(
+def build_rows(
     labelled: Sequence[Pair],
-    out: Path,
     config: RowsConfig,
     *,
     label_source: LabelSource,
@@ -389,14 +409,9 @@ def write_rows(
     holdout: Sequence[Pair] | None = None,
     holdout_source: str = "holdout",
     leakage_level: LeakageLevel = "question",
-    inputs: Sequence[Path] = (),
-    dpo_inputs: Sequence[Path] = (),
-    stage: str = "data/rows",
-    stage_config: dict[str, Any] | None = None,
-) -> RowsWritten:
-    """Build SFT rows (swap-doubled) and DPO rows from labelled pairs, check them against the
-    holdout (LeakageError on a shared question, or pair at `leakage_level="pair"`) and write
-    `out/sft.jsonl` and `out/dpo.jsonl`, each with its .meta.json sidecar."""
+) -> RowsBuilt:
+    """SFT rows (swap-doubled) and DPO rows from labelled pairs, checked against the holdout
+    (LeakageError on a shared question, or pair at `leakage_level="pair"`). Writes nothing."""
     from biasjudge.data.holdout import assert_no_leakage
     from biasjudge.dataset.rows import dpo_rows, row_stats, sft_rows
 
@@ -417,69 +432,5 @@ def write_rows(
             assert_no_leakage(
                 holdout, built_rows, holdout_source=holdout_source, train_source=f"{name} rows", level=leakage_level
             )
-    sft_stats = row_stats(sft.rows, labelled)
-    dpo_stats = row_stats(dpo.rows, labelled)
-    files = {"sft": out / "sft.jsonl", "dpo": out / "dpo.jsonl"}
-    row_config = {"label_source": label_source, "system_prompt": prompt_source, **(stage_config or {})}
-    write_output(
-        files["sft"],
-        sft.rows,
-        stage=f"{stage}/sft",
-        inputs=inputs,
-        config={**row_config, "min_confidence": config.sft_min_confidence},
-        counts={**sft.counts(), "stats": sft_stats},
-    )
-    write_output(
-        files["dpo"],
-        dpo.rows,
-        stage=f"{stage}/dpo",
-        inputs=[*inputs, *dpo_inputs],
-        config={
-            **row_config,
-            "min_confidence": config.dpo_min_confidence,
-            "validation_fraction": config.validation_fraction,
-        },
-        counts={**dpo.counts(), "stats": dpo_stats},
-    )
-    return RowsWritten(sft, dpo, sft_stats, dpo_stats, files, prompt_source)
-
-
-def rows_from_file(
-    pairs_file: Path,
-    out: Path,
-    config: RowsConfig,
-    *,
-    label_source: LabelSource,
-    hard_negatives_file: Path | None = None,
-    holdout_file: Path | None = None,
-    skip_invalid: bool = False,
-    on_read: Callable[[ReadReport], None] | None = None,
-) -> RowsWritten:
-    """`biasjudge data rows`: SFT and DPO rows from a labelled pairs file into `out`.
-
-    With `holdout_file`, the rows must share no question with it. With `skip_invalid`, invalid
-    input rows go to `<input>.rejects.jsonl` in `out`.
-    """
-    from biasjudge.data.holdout import load_pairs
-    from biasjudge.dataset.rows import read_hard_negatives
-
-    out.mkdir(parents=True, exist_ok=True)
-    reads: list[ReadReport] = []
-    read = counting_reader(reads, out, on_read)
-
-    labelled: list[Pair] = read(load_pairs(pairs_file, skip_invalid=skip_invalid))
-    negatives = read(read_hard_negatives(hard_negatives_file, skip_invalid=skip_invalid)) if hard_negatives_file else []
-    holdout = read(load_pairs(holdout_file, skip_invalid=skip_invalid)) if holdout_file else None
-    written = write_rows(
-        labelled,
-        out,
-        config,
-        label_source=label_source,
-        hard_negatives=negatives,
-        holdout=holdout,
-        holdout_source=str(holdout_file),
-        inputs=[pairs_file],
-        dpo_inputs=[hard_negatives_file] if hard_negatives_file else [],
-    )
-    written.reads = reads
-    return written
+    sft_stats, dpo_stats = row_stats(sft.rows, labelled), row_stats(dpo.rows, labelled)
+    return RowsBuilt(sft, dpo, sft_stats, dpo_stats, prompt_source, label_source, config)

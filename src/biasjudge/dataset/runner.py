@@ -1,4 +1,4 @@
-"""One runner for the dataset stages that are pure functions of their files (classify, pairs, split).
+"""One runner for the dataset stages that are pure functions of their files (classify, pairs, split, rows).
 
 A stage is data (:class:`Stage`): its inputs (each with the reader that validates it), its config
 (a pydantic model), the files it writes, and a pure function from the config and the inputs'
@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from biasjudge.dataset.build import ReadReport, counting_reader, write_output
+from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult
 
 C = TypeVar("C", bound=BaseModel)
@@ -42,6 +43,8 @@ class StageInput:
     """What the file holds (the option's help)."""
     read: Callable[[Path, bool], ReadResult[Any]]
     """Reads and validates the file: (path, skip_invalid) -> records and rejects."""
+    required: bool = True
+    """False: the file may be left out, and the stage function then gets None for its records."""
 
 
 @dataclass
@@ -54,6 +57,11 @@ class StageOutput(Generic[R]):
     """What the command reports (counts, the split itself, ...)."""
     counts: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Output name -> the counts its sidecar records (besides `rows`)."""
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Output name -> the settings its sidecar records, where they are not the stage config's fields
+    (an output made with some of them, or with settings worked out from them)."""
+    made_from: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Output name -> the inputs it is made from, where not all of them (its sidecar hashes those)."""
 
 
 @dataclass(frozen=True)
@@ -97,22 +105,32 @@ def run_stage(
     skip_invalid: bool = False,
     on_read: Callable[[ReadReport], None] | None = None,
 ) -> StageRun[R]:
-    """Read `inputs` (input name -> file), run `stage` with `config`, write its outputs to `out`."""
+    """Read `inputs` (input name -> file; an optional one may be None or absent), run `stage` with
+    `config`, write its outputs to `out`.
+
+    Raises:
+        ConfigError: a required input is not given.
+    """
+    given = {name: path for name, path in inputs.items() if path is not None}
+    missing = [f"--{i.name.replace('_', '-')}" for i in stage.inputs if i.required and i.name not in given]
+    if missing:
+        raise ConfigError(f"data {stage.name}: no {', '.join(missing)} given")
     folder = out.parent if stage.outputs == (ONE_FILE,) else out
     folder.mkdir(parents=True, exist_ok=True)
     reads: list[ReadReport] = []
     read = counting_reader(reads, folder, on_read)
-    records = {i.name: read(i.read(inputs[i.name], skip_invalid)) for i in stage.inputs}
+    records = {i.name: read(i.read(given[i.name], skip_invalid)) if i.name in given else None for i in stage.inputs}
     output = stage.function(config, **records)
     files: dict[str, Path] = {}
     for name in stage.outputs:
         files[name] = out if name == ONE_FILE else out / f"{name}.jsonl"
+        made_from = output.made_from.get(name, tuple(i.name for i in stage.inputs))
         write_output(
             files[name],
             output.records[name],
             stage=f"data/{stage.name}" + (f"/{name}" if name else ""),
-            inputs=[inputs[i.name] for i in stage.inputs],
-            config=config.model_dump(mode="json"),
+            inputs=[given[n] for n in made_from if n in given],
+            config=output.configs.get(name, config.model_dump(mode="json")),
             counts=output.counts.get(name),
         )
     return StageRun(output.result, files, reads)

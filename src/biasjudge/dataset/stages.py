@@ -1,7 +1,7 @@
 """The `biasjudge data` stages one at a time, file in and file out, as the commands run them.
 
 The pure stages are declared as data and run by :func:`biasjudge.dataset.runner.run_stage`:
-:data:`CLASSIFY`, :data:`PAIRS` and :data:`SPLIT`. The stages that call a model append as they go
+:data:`CLASSIFY`, :data:`PAIRS`, :data:`SPLIT` and :data:`ROWS`. The stages that call a model append as they go
 and resume after a kill, so they keep their own loops: `candidates_from_file` (`data candidates`)
 and `label_file` (`data label`); `write_bbq_sample` is `data bbq --write-sample`. Each counts what
 it read (rejects to a side file with skip_invalid) and writes its output with a `.meta.json`
@@ -21,12 +21,13 @@ from pydantic import Field
 from biasjudge.config import ConfigModel
 from biasjudge.data.holdout import HoldoutConfig, Split, load_pairs
 from biasjudge.data.pairs import PairsConfig
-from biasjudge.dataset.build import ReadReport, counting_reader, write_output
+from biasjudge.dataset.build import ReadReport, RowsBuilt, build_rows, counting_reader, write_output
+from biasjudge.dataset.rows import RowsConfig
 from biasjudge.dataset.runner import ONE_FILE, Stage, StageInput, StageOutput
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records, side_path, write_meta
 from biasjudge.labels.answer_key import UnclearVsBiased
-from biasjudge.records import CandidateResponse, Pair, Question
+from biasjudge.records import CandidateResponse, HardNegative, LabelSourceChoice, Pair, Question
 
 if TYPE_CHECKING:
     from biasjudge.backends.base import Backend, GenerationParams
@@ -351,4 +352,49 @@ SPLIT: Stage[HoldoutConfig, Split] = Stage(
     split,
     outputs=SPLIT_FILES,
     out_help="Output folder.",
+)
+
+
+class RowsStageConfig(RowsConfig):
+    """How `data rows` makes SFT and DPO rows: the rows' settings and which label they are built from."""
+
+    label_source: LabelSourceChoice = "answer_key"
+    """Which label of each pair the rows are built from."""
+
+
+def _read_hard_negatives(path: Path, skip_invalid: bool) -> ReadResult[HardNegative]:
+    from biasjudge.dataset.rows import read_hard_negatives
+
+    return read_hard_negatives(path, skip_invalid=skip_invalid)
+
+
+def rows(
+    config: RowsStageConfig, *, pairs: list[Pair], hard_negatives: list[HardNegative] | None, holdout: list[Pair] | None
+) -> StageOutput[RowsBuilt]:
+    """SFT rows (swap-doubled) and DPO rows (confident non-TIE labels); with a holdout, none may share
+    a question with it."""
+    built = build_rows(
+        pairs,
+        config,
+        label_source=config.label_source,
+        hard_negatives=hard_negatives or (),
+        holdout=holdout,
+        holdout_source="given with --holdout",
+    )
+    made_from = {"sft": ("pairs",), "dpo": ("pairs", "hard_negatives")}
+    return StageOutput(built.records(), built, built.sidecar_counts(), built.sidecar_configs(), made_from)
+
+
+ROWS: Stage[RowsStageConfig, RowsBuilt] = Stage(
+    "rows",
+    "SFT rows (swap-doubled) and DPO rows (confident non-TIE labels) from labelled pairs.",
+    (
+        StageInput("pairs", "Labelled pairs.", _read_pairs),
+        StageInput("hard_negatives", "synthesis_results.jsonl-shaped rejecteds.", _read_hard_negatives, required=False),
+        StageInput("holdout", "Fail if the rows share a question with this holdout.", _read_pairs, required=False),
+    ),
+    RowsStageConfig,
+    rows,
+    outputs=("sft", "dpo"),
+    out_help="Output folder for sft.jsonl and dpo.jsonl.",
 )
