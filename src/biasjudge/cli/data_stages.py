@@ -191,11 +191,10 @@ def stage_command(stage: Stage[Any, R], report: Callable[[StageRun[R], Path, Any
         inspect.Parameter(
             i.name,
             keyword,
-            annotation=Annotated[Path if i.required else Path | None, typer.Option(flag, help=i.help)],
+            annotation=Annotated[Path if i.required else Path | None, typer.Option(i.flag, help=i.help)],
             default=inspect.Parameter.empty if i.required else None,
         )
         for i in stage.inputs
-        for flag in [f"--{i.name.replace('_', '-')}"]
     ]
     parameters += [
         inspect.Parameter("out", keyword, annotation=Annotated[Path, typer.Option("--out", "-o", help=stage.out_help)]),

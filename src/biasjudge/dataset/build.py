@@ -317,10 +317,10 @@ def build_dataset(
         holdout_source=holdout_source,
         leakage_level=leakage_level,
     )
-    row_configs, row_counts = written.sidecar_configs(), written.sidecar_counts()
+    row_records, row_configs, row_counts = written.records(), written.sidecar_configs(), written.sidecar_counts()
     for name, made_from in (("sft", [pairs_in]), ("dpo", [pairs_in, negatives_in])):
         sidecar = {"config": {**row_configs[name], **answer_key.model_dump()}, "counts": row_counts[name]}
-        output(name, written.records()[name], made_from, **sidecar)
+        output(name, row_records[name], made_from, **sidecar)
 
     # 4. answer key vs human labels
     tables = compare_settings(reference_holdout) if reference_holdout else {}

@@ -46,6 +46,11 @@ class StageInput:
     required: bool = True
     """False: the file may be left out, and the stage function then gets None for its records."""
 
+    @property
+    def flag(self) -> str:
+        """The command's option for the file: `--name`, with hyphens."""
+        return f"--{self.name.replace('_', '-')}"
+
 
 @dataclass
 class StageOutput(Generic[R]):
@@ -112,7 +117,7 @@ def run_stage(
         ConfigError: a required input is not given.
     """
     given = {name: path for name, path in inputs.items() if path is not None}
-    missing = [f"--{i.name.replace('_', '-')}" for i in stage.inputs if i.required and i.name not in given]
+    missing = [i.flag for i in stage.inputs if i.required and i.name not in given]
     if missing:
         raise ConfigError(f"data {stage.name}: no {', '.join(missing)} given")
     folder = out.parent if stage.outputs == (ONE_FILE,) else out

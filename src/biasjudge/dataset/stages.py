@@ -22,7 +22,7 @@ from biasjudge.config import ConfigModel
 from biasjudge.data.holdout import HoldoutConfig, Split, load_pairs
 from biasjudge.data.pairs import PairsConfig
 from biasjudge.dataset.build import ReadReport, RowsBuilt, build_rows, counting_reader, write_output
-from biasjudge.dataset.rows import RowsConfig
+from biasjudge.dataset.rows import RowsConfig, read_hard_negatives
 from biasjudge.dataset.runner import ONE_FILE, Stage, StageInput, StageOutput
 from biasjudge.errors import ConfigError
 from biasjudge.io import ReadResult, read_records, side_path, write_meta
@@ -363,8 +363,6 @@ class RowsStageConfig(RowsConfig):
 
 
 def _read_hard_negatives(path: Path, skip_invalid: bool) -> ReadResult[HardNegative]:
-    from biasjudge.dataset.rows import read_hard_negatives
-
     return read_hard_negatives(path, skip_invalid=skip_invalid)
 
 

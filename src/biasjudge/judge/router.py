@@ -256,8 +256,7 @@ def fit_router(
         if pair.question_id not in held_out and pair.bias_category not in ("", AD_HOC_UNKNOWN):
             by_question.setdefault(pair.question_id, (pair.question_text, pair.bias_category))
     everything = sorted({c for _, c in by_question.values()})
-    trained = config.trained_categories or [c for c in everything if c not in config.ood_categories]
-    trained = sorted(trained)
+    trained = sorted(config.trained_categories or [c for c in everything if c not in config.ood_categories])
     if not trained:
         raise ConfigError("route fit: no trained category left (check --ood-category and --trained-category)")
     kept = [(t, c) for t, c in by_question.values() if not open_set or c in trained]
